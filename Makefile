@@ -1,0 +1,47 @@
+# Two entry points: `make run` and `make test`. Each creates .venv when missing and
+# installs the project into it (editable), so both work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+ARGS ?=
+
+.PHONY: run test lint typecheck unit clean bench sim
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(BIN)/genesis run $(ARGS)
+
+sim: $(STAMP_RUN)
+	$(BIN)/genesis sim $(ARGS)
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+typecheck: $(STAMP_TEST)
+	$(BIN)/mypy
+
+unit: $(STAMP_TEST)
+	$(BIN)/coverage run -m pytest $(ARGS)
+	$(BIN)/coverage report
+
+test: lint typecheck unit
+
+bench: $(STAMP_RUN)
+	$(BIN)/python scripts/bench_sim.py
+
+clean:
+	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache

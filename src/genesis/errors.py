@@ -1,0 +1,129 @@
+"""The Genesis error tree.
+
+Every error Genesis raises on purpose derives from :class:`GenesisError`. Foreign exceptions
+(httpx, trio-websocket, json, cattrs) are translated once, where the library is imported, and
+chained with ``raise ... from exc``.
+
+```
+GenesisError
+├── ConfigError                      bad settings; the CLI exits 2 listing every problem
+├── ExchangeError                    anything that went wrong talking to the exchange
+│   ├── TransportError               the network failed (peer or path); RetryableError
+│   │   ├── ConnectError             could not connect (DNS, refused, TLS, handshake)
+│   │   ├── ReadTimeoutError         connected, but no answer in time
+│   │   └── ConnectionLostError      an established connection broke
+│   ├── ExchangeProtocolError        the exchange sent something we cannot decode
+│   ├── ExchangeRejectedError        the exchange answered with a Binance error code/msg
+│   │   └── OrderOutcomeUnknownError 5xx / -1006 / -1007 / our own timeout on a placement
+│   ├── RateLimitedError             429: back off for retry_after_s; RetryableError
+│   └── IpBannedError                418: banned until retry_after_s has passed
+├── CircuitOpenError                 the breaker refused the call; RetryableError
+└── StreamClosedError                we closed the stream ourselves; using it is a bug
+```
+
+``RetryableError`` is a mixin: ``except RetryableError`` catches exactly the errors a caller may
+retry after a delay. Messages never carry secrets, signatures or signed query strings.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpenError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionLostError",
+    "ExchangeError",
+    "ExchangeProtocolError",
+    "ExchangeRejectedError",
+    "GenesisError",
+    "IpBannedError",
+    "OrderOutcomeUnknownError",
+    "RateLimitedError",
+    "ReadTimeoutError",
+    "RetryableError",
+    "StreamClosedError",
+    "TransportError",
+]
+
+
+class GenesisError(Exception):
+    """Root of every error Genesis raises on purpose."""
+
+
+class RetryableError(GenesisError):
+    """Marker base: the same call may succeed if retried after a delay."""
+
+
+class ConfigError(GenesisError):
+    """Invalid configuration. ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class ExchangeError(GenesisError):
+    """Something went wrong talking to the exchange."""
+
+
+class TransportError(ExchangeError, RetryableError):
+    """The network path failed; reconnecting or retrying may help."""
+
+
+class ConnectError(TransportError):
+    """Could not establish a connection."""
+
+
+class ReadTimeoutError(TransportError):
+    """Connected, but no answer arrived in time."""
+
+
+class ConnectionLostError(TransportError):
+    """An established connection broke (reset, closed by the peer, ping timeout)."""
+
+
+class ExchangeProtocolError(ExchangeError):
+    """The exchange sent something that does not decode to what the protocol promises."""
+
+
+class ExchangeRejectedError(ExchangeError):
+    """The exchange answered with a Binance error ``{"code": ..., "msg": ...}``."""
+
+    def __init__(self, code: int, msg: str, *, http_status: int | None = None) -> None:
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+        super().__init__(f"Binance error {code}: {msg}")
+
+
+class OrderOutcomeUnknownError(ExchangeRejectedError):
+    """The order may or may not exist (5xx, -1006, -1007 or our own timeout on placement)."""
+
+
+class RateLimitedError(ExchangeError, RetryableError):
+    """HTTP 429: wait ``retry_after_s`` before sending again or risk an IP ban."""
+
+    def __init__(self, msg: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"rate limited, retry after {retry_after_s:g} s: {msg}")
+
+
+class IpBannedError(ExchangeError):
+    """HTTP 418: the IP is banned for ``retry_after_s`` seconds."""
+
+    def __init__(self, msg: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"IP banned for {retry_after_s:g} s: {msg}")
+
+
+class CircuitOpenError(RetryableError):
+    """The circuit breaker is open; the call was not attempted."""
+
+    def __init__(self, name: str, *, retry_after_s: float) -> None:
+        self.name = name
+        self.retry_after_s = retry_after_s
+        super().__init__(f"circuit {name!r} is open, retry after {retry_after_s:g} s")
+
+
+class StreamClosedError(GenesisError):
+    """The stream was closed by us; using it afterwards is a bug."""
