@@ -1,0 +1,148 @@
+"""Market data events: what the bus carries for the public feeds.
+
+All prices and quantities are :class:`~decimal.Decimal`; times are epoch milliseconds in
+fields named ``*_ms``. Models know nothing about JSON: :mod:`genesis.models.codec` turns
+Binance's wire format into them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+__all__ = ["Depth", "Kline", "PriceLevel", "Ticker", "Trade"]
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
+    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite non-negative Decimal, got {value!r}")
+
+
+def _symbol(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or not value.isalnum() or value != value.upper():
+        raise ValueError(f"{attribute.name} must be an upper-case alphanumeric symbol: {value!r}")
+
+
+_money = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class PriceLevel:
+    """One book level: ``price`` and the total ``quantity`` resting there."""
+
+    price: Decimal = _money
+    quantity: Decimal = _money
+
+
+@attrs.frozen(kw_only=True)
+class Trade:
+    """One public trade (``<symbol>@trade``)."""
+
+    symbol: str = attrs.field(validator=_symbol)
+    trade_id: int
+    price: Decimal = _money
+    quantity: Decimal = _money
+    trade_time_ms: int
+    event_time_ms: int
+    buyer_is_maker: bool
+
+    @property
+    def dedup_key(self) -> int:
+        return self.trade_id
+
+
+@attrs.frozen(kw_only=True)
+class Ticker:
+    """Rolling 24-hour statistics (``<symbol>@ticker``)."""
+
+    symbol: str = attrs.field(validator=_symbol)
+    event_time_ms: int
+    price_change: Decimal
+    price_change_percent: Decimal
+    weighted_avg_price: Decimal = _money
+    last_price: Decimal = _money
+    last_quantity: Decimal = _money
+    best_bid: Decimal = _money
+    best_bid_quantity: Decimal = _money
+    best_ask: Decimal = _money
+    best_ask_quantity: Decimal = _money
+    open_price: Decimal = _money
+    high_price: Decimal = _money
+    low_price: Decimal = _money
+    volume: Decimal = _money
+    quote_volume: Decimal = _money
+    open_time_ms: int
+    close_time_ms: int
+    first_trade_id: int
+    last_trade_id: int
+    trade_count: int
+
+    @property
+    def spread(self) -> Decimal:
+        return self.best_ask - self.best_bid
+
+    @property
+    def spread_bps(self) -> Decimal | None:
+        """Spread in basis points of the mid price; ``None`` when there is no two-sided quote."""
+        mid = (self.best_ask + self.best_bid) / 2
+        if self.best_bid <= 0 or self.best_ask <= 0 or mid <= 0:
+            return None
+        return (self.best_ask - self.best_bid) / mid * 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Depth:
+    """A partial book snapshot, best levels first (``<symbol>@depth<N>[@100ms]``).
+
+    Binance's partial-depth payload carries neither symbol nor event time: the symbol comes from
+    the stream name and ``received_ms`` is when Genesis received the frame.
+    """
+
+    symbol: str = attrs.field(validator=_symbol)
+    last_update_id: int
+    bids: tuple[PriceLevel, ...]
+    asks: tuple[PriceLevel, ...]
+    received_ms: int = 0
+
+    @property
+    def best_bid(self) -> PriceLevel | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> PriceLevel | None:
+        return self.asks[0] if self.asks else None
+
+    @property
+    def spread_bps(self) -> Decimal | None:
+        """Spread in basis points of the mid price; ``None`` when one side is empty."""
+        if not self.bids or not self.asks:
+            return None
+        bid, ask = self.bids[0].price, self.asks[0].price
+        mid = (bid + ask) / 2
+        if mid <= 0:
+            return None
+        return (ask - bid) / mid * 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Kline:
+    """One candlestick update (``<symbol>@kline_<interval>``); ``closed`` marks the final one."""
+
+    symbol: str = attrs.field(validator=_symbol)
+    interval: str
+    event_time_ms: int
+    open_time_ms: int
+    close_time_ms: int
+    first_trade_id: int
+    last_trade_id: int
+    open_price: Decimal = _money
+    close_price: Decimal = _money
+    high_price: Decimal = _money
+    low_price: Decimal = _money
+    volume: Decimal = _money
+    quote_volume: Decimal = _money
+    taker_buy_volume: Decimal = _money
+    taker_buy_quote_volume: Decimal = _money
+    trade_count: int
+    closed: bool
