@@ -1,0 +1,935 @@
+"""Redundant market-data connections, the merger that dedups them, and their health.
+
+:func:`run_market_data` keeps three (by default) combined-stream connections to the same URL,
+one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger task::
+
+    connection task ──┐   raw frame + receive time   ┌── dedup on a cheap key ── decode once
+    connection task ──┼──────► bounded channel ─────►┤   (trade id, lastUpdateId, E,
+    connection task ──┘                              └── kline (t, E, x))  ──► bus.publish_nowait
+
+Connection tasks never parse and never touch the bus: trio-websocket only answers pings while
+its own (enlarged) message queue has room, so a frame is timestamped and relayed at once
+(ARCHITECTURE.md §7). The merger parses every copy with orjson (cheap), drops the copies the
+other connections already delivered, and only then decodes (Decimal, attrs: the expensive part).
+
+Per connection (role):
+
+- connect with a ``connect_timeout_s`` cancel scope; foreign errors are translated here, once,
+  into :class:`~genesis.errors.ConnectError`, :class:`~genesis.errors.ConnectionLostError` and
+  :class:`~genesis.errors.ReadTimeoutError`;
+- no frame for ``stale_after_s`` (a stalled feed, even while pings flow) → reconnect;
+- reconnect after a failure with exponential backoff (1, 2, 4 … 30 s,
+  :mod:`genesis.resilience.backoff`), reset once a connection stayed healthy;
+- rotate make-before-break at ``rotate_after_s`` (23 h 30 min, before Binance's 24 h cut) and on
+  a ``serverShutdown`` notice: open the successor at once, keep the old connection relaying,
+  close it only ``rotation_overlap_s`` after the successor delivered its first frame. The
+  merger absorbs the overlap.
+
+Merger rules (each event reaches the bus exactly once, in order per stream):
+
+- trade: ids are consecutive per symbol. An id beyond ``last + 1`` is held up to
+  ``gap_hold_s`` (bounded by ``max_held_trades``) for the missing ids to arrive from another
+  connection; then the held trades are released in order and each hole counts as a gap.
+- depth20: a newer ``lastUpdateId`` wins; older or equal ones are dropped.
+- ticker: a newer event time ``E`` wins.
+- kline: a newer ``(k.t, E)`` wins; the closed (``x: true``) frame of a kline is never dropped,
+  even when it arrives after updates of the next kline (it is then delivered late).
+- a malformed frame (bad JSON, missing key, undecodable payload) is logged and counted, and
+  nothing else is lost: its key is only committed once a copy decodes, so a good copy from
+  another connection still goes through.
+
+Logs use stable names: ``ws.connect``, ``ws.connected``, ``ws.connect_failed``,
+``ws.disconnect``, ``ws.reconnect``, ``ws.rotate``, ``ws.merger.malformed``, ``ws.merger.gap``,
+``ws.merger.bus_rejected``; each connection line names the role, each end line its reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
+
+import attrs
+import orjson
+import trio
+import trio_websocket
+
+from genesis.errors import (
+    ConnectError,
+    ConnectionLostError,
+    ExchangeProtocolError,
+    ReadTimeoutError,
+    TransportError,
+)
+from genesis.exchange.streams import (
+    KlineKey,
+    StreamKind,
+    StreamRoute,
+    combined_stream_url,
+    dedup_key,
+    event_time_ms,
+    is_server_shutdown,
+    market_streams,
+    route_for,
+)
+from genesis.models.codec import decode_depth, decode_kline, decode_ticker, decode_trade
+from genesis.resilience.backoff import Backoff, BackoffPolicy
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
+
+    from genesis.bus import EventBus
+    from genesis.models.codec import MarketEvent
+    from genesis.models.market import Trade
+
+__all__ = [
+    "DEFAULT_ROLES",
+    "ConnectionHealth",
+    "ConnectionState",
+    "MarketDataConfig",
+    "MarketDataHandle",
+    "MarketDataStatistics",
+    "MergerStatistics",
+    "WallClock",
+    "WebSocket",
+    "WebSocketConnector",
+    "connect_tcp_websocket",
+    "run_market_data",
+    "system_wall_clock_ms",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROLES: Final = ("execution", "monitoring", "backup")
+
+WallClock: TypeAlias = Callable[[], int]
+"""Epoch milliseconds now; injected so latency is exact in tests (monotonic time is Trio's)."""
+
+
+def system_wall_clock_ms() -> int:
+    """The system wall clock in epoch milliseconds (``time.time``)."""
+    return int(time.time() * 1000)
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class MarketDataConfig:
+    """Protocol deadlines and sizes of the market-data connections (one frozen object).
+
+    Attributes:
+        connect_timeout_s: TCP + TLS + WebSocket handshake deadline.
+        stale_after_s: No frame for this long (data, not pings) → reconnect.
+        rotate_after_s: Connection age at which a make-before-break rotation starts; Binance
+            cuts connections at 24 h.
+        disconnect_timeout_s: Bound on the close handshake (trio-websocket's default is 60 s).
+        message_queue_size: trio-websocket's unread-frame queue; the default of 1 stops pong
+            replies as soon as one frame is unread.
+        relay_buffer_size: The bounded channel from the connection tasks to the merger. A full
+            channel applies backpressure to the relays (the merger never blocks on the bus).
+        rotation_overlap_s: After a rotation's successor delivered its first frame, the old
+            connection keeps relaying this long before it is closed, so frames it had already
+            received but not yet relayed are not lost (the merger drops the overlap's copies).
+        gap_hold_s: How long trades beyond a missing id are held for the other connections.
+        max_held_trades: Held trades per symbol beyond which they are released at once.
+        rate_window_s: Window of the messages-per-second figure in the health snapshots.
+        backoff: Reconnect schedule (1, 2, 4 … 30 s by default).
+    """
+
+    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    stale_after_s: float = attrs.field(default=10.0, validator=_positive)
+    rotate_after_s: float = attrs.field(default=23.5 * 3600, validator=_positive)
+    disconnect_timeout_s: float = attrs.field(default=1.0, validator=_positive)
+    message_queue_size: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
+    relay_buffer_size: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
+    rotation_overlap_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    gap_hold_s: float = attrs.field(default=0.2, validator=_positive)
+    max_held_trades: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    rate_window_s: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    backoff: BackoffPolicy = attrs.field(factory=BackoffPolicy)
+
+
+class WebSocket(Protocol):
+    """The part of :class:`trio_websocket.WebSocketConnection` a connection task uses."""
+
+    async def get_message(self) -> str | bytes:
+        """Next message; raises ``trio_websocket.ConnectionClosed`` once closed."""
+        ...
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close handshake, then close the transport."""
+        ...
+
+
+class WebSocketConnector(Protocol):
+    """Opens a client WebSocket whose background tasks run in ``nursery``.
+
+    The seam for tests: the default :func:`connect_tcp_websocket` dials TCP; a fake can wrap one
+    end of ``trio.testing.memory_stream_pair()``. May raise ``OSError`` or
+    ``trio_websocket.HandshakeError``; the connection task translates them.
+    """
+
+    async def __call__(
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+    ) -> WebSocket: ...
+
+
+async def connect_tcp_websocket(
+    nursery: trio.Nursery, url: str, *, message_queue_size: int
+) -> WebSocket:
+    """The default connector: ``trio_websocket.connect_websocket_url`` (``ws://`` or ``wss://``).
+
+    The caller closes the returned connection; its reader task lives in ``nursery``.
+    """
+    return await trio_websocket.connect_websocket_url(
+        nursery, url, message_queue_size=message_queue_size
+    )
+
+
+class ConnectionState(enum.Enum):
+    """Where a role's connection is in its life."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionHealth:
+    """A snapshot of one role's connection.
+
+    Attributes:
+        role: ``execution``, ``monitoring`` or ``backup`` (or what the caller named it).
+        state: Connecting, connected, or waiting in backoff.
+        uptime_s: Seconds since the current connection was established (0 when not connected).
+        messages_received: Frames received by this role since start (all its connections).
+        messages_per_s: Average over the last ``rate_window_s`` complete seconds.
+        latency_ms: Receive wall time minus the last payload event time ``E`` (None before any
+            payload with ``E``); includes the clock offset between us and the exchange.
+        reconnects: Reconnects after failures.
+        rotations: Make-before-break rotations (age cap or ``serverShutdown``).
+        last_error: The reason the last connection of this role ended, if any.
+        receiving: The current connection delivered at least one frame.
+    """
+
+    role: str
+    state: ConnectionState
+    uptime_s: float
+    messages_received: int
+    messages_per_s: float
+    latency_ms: int | None
+    reconnects: int
+    rotations: int
+    last_error: str | None
+    receiving: bool
+
+
+@attrs.frozen(kw_only=True)
+class MergerStatistics:
+    """Counters of the merger.
+
+    Attributes:
+        frames: Frames received from all connections.
+        published: Unique events published to the bus.
+        duplicates_dropped: Copies already delivered by another connection (or older ones).
+        gaps: Holes in a trade id sequence that no connection filled within ``gap_hold_s``.
+        trades_missing: Trade ids in those holes.
+        decode_errors: Malformed frames (bad JSON, missing keys, undecodable payloads).
+        held: Trades currently held waiting for a missing id.
+        bus_rejected: Events the bus refused (a never-drop policy on market data with a full
+            subscriber: a configuration error).
+    """
+
+    frames: int
+    published: int
+    duplicates_dropped: int
+    gaps: int
+    trades_missing: int
+    decode_errors: int
+    held: int
+    bus_rejected: int
+
+
+@attrs.frozen(kw_only=True)
+class MarketDataStatistics:
+    """Health of every connection plus the merger's counters."""
+
+    connections: tuple[ConnectionHealth, ...]
+    merger: MergerStatistics
+
+
+@attrs.define
+class _RateMeter:
+    """Messages per second over the last ``window_s`` complete seconds (1 s buckets)."""
+
+    window_s: int
+    _seconds: list[int] = attrs.field(init=False)
+    _counts: list[int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._seconds = [-1] * (self.window_s + 1)
+        self._counts = [0] * (self.window_s + 1)
+
+    def add(self, now: float) -> None:
+        second = math.floor(now)
+        index = second % len(self._seconds)
+        if self._seconds[index] != second:
+            self._seconds[index] = second
+            self._counts[index] = 0
+        self._counts[index] += 1
+
+    def rate(self, now: float) -> float:
+        current = math.floor(now)
+        total = sum(
+            count
+            for second, count in zip(self._seconds, self._counts, strict=True)
+            if current - self.window_s <= second < current
+        )
+        return total / self.window_s
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One connection attempt of a role and, if it connects, its life."""
+
+    id: int
+    signal: trio.Event = attrs.field(factory=trio.Event)
+    """Set when the role task should act: a handover was requested, or the session ended."""
+    handover_reason: str | None = None
+    connected_at: float | None = None
+    receiving: bool = False
+    retired: bool = False
+    """Closed on purpose after a successor took over."""
+    ended: bool = False
+
+
+@attrs.define(eq=False)
+class _Role:
+    """Mutable state of one role; read through :meth:`MarketDataHandle.statistics`."""
+
+    name: str
+    backoff: Backoff
+    rate: _RateMeter
+    state: ConnectionState = ConnectionState.CONNECTING
+    current: _Session | None = None
+    newest_receiving: int = -1
+    """Id of the newest session that delivered a frame; older sessions retire once it passes."""
+    messages: int = 0
+    latency_ms: int | None = None
+    reconnects: int = 0
+    rotations: int = 0
+    last_error: str | None = None
+
+    @property
+    def receiving(self) -> bool:
+        current = self.current
+        return self.state is ConnectionState.CONNECTED and current is not None and current.receiving
+
+    def health(self, now: float) -> ConnectionHealth:
+        connected_at = self.current.connected_at if self.current is not None else None
+        uptime = 0.0
+        if self.state is ConnectionState.CONNECTED and connected_at is not None:
+            uptime = now - connected_at
+        return ConnectionHealth(
+            role=self.name,
+            state=self.state,
+            uptime_s=uptime,
+            messages_received=self.messages,
+            messages_per_s=self.rate.rate(now),
+            latency_ms=self.latency_ms,
+            reconnects=self.reconnects,
+            rotations=self.rotations,
+            last_error=self.last_error,
+            receiving=self.receiving,
+        )
+
+
+@attrs.frozen
+class _Frame:
+    role: _Role
+    raw: str | bytes
+    received_ms: int
+
+
+@attrs.define(eq=False)
+class _TradeSequence:
+    stream: str
+    last_id: int | None = None
+    held: dict[int, Trade] = attrs.field(factory=dict)
+    deadline: float = math.inf
+
+
+_CLOSED_KLINES_KEPT: Final = 8
+
+
+@attrs.define(eq=False)
+class _Merger:
+    """Dedups frames from all connections, decodes once, publishes to the bus."""
+
+    bus: EventBus
+    config: MarketDataConfig
+    published_changed: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
+    _routes: dict[str, StreamRoute | None] = attrs.field(factory=dict, init=False)
+    _trades: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
+    _holding: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
+    """The trade sequences currently holding trades (usually none): what deadlines look at."""
+    _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
+    _last_kline: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
+    _closed_klines: dict[str, deque[int]] = attrs.field(factory=dict, init=False)
+    frames: int = attrs.field(default=0, init=False)
+    published: int = attrs.field(default=0, init=False)
+    duplicates: int = attrs.field(default=0, init=False)
+    gaps: int = attrs.field(default=0, init=False)
+    trades_missing: int = attrs.field(default=0, init=False)
+    decode_errors: int = attrs.field(default=0, init=False)
+    bus_rejected: int = attrs.field(default=0, init=False)
+
+    def statistics(self) -> MergerStatistics:
+        return MergerStatistics(
+            frames=self.frames,
+            published=self.published,
+            duplicates_dropped=self.duplicates,
+            gaps=self.gaps,
+            trades_missing=self.trades_missing,
+            decode_errors=self.decode_errors,
+            held=sum(len(seq.held) for seq in self._holding.values()),
+            bus_rejected=self.bus_rejected,
+        )
+
+    async def run(self, recv_chan: trio.MemoryReceiveChannel[_Frame]) -> None:
+        """Process frames until the channel ends, releasing held trades at their deadlines."""
+        async with recv_chan:
+            while True:
+                frame: _Frame | None = None
+                with trio.move_on_at(self._next_deadline()):
+                    try:
+                        frame = await recv_chan.receive()
+                    except trio.EndOfChannel:
+                        return
+                if frame is not None:
+                    self.process(frame)
+                self.release_expired(trio.current_time())
+
+    def _next_deadline(self) -> float:
+        return min((seq.deadline for seq in self._holding.values()), default=math.inf)
+
+    def _route(self, stream: str) -> StreamRoute | None:
+        try:
+            return self._routes[stream]
+        except KeyError:
+            route = self._routes[stream] = route_for(stream)
+            return route
+
+    def _malformed(self, frame: _Frame, reason: str | ExchangeProtocolError) -> None:
+        self.decode_errors += 1
+        logger.warning(
+            "ws.merger.malformed role=%s reason=%s frame=%.80r", frame.role.name, reason, frame.raw
+        )
+
+    def process(self, frame: _Frame) -> None:
+        """Dedup, decode and publish one frame; malformed frames are counted and skipped."""
+        self.frames += 1
+        try:
+            obj = orjson.loads(frame.raw)
+        except orjson.JSONDecodeError as exc:
+            self._malformed(frame, f"invalid JSON: {exc}")
+            return
+        if not isinstance(obj, dict):
+            self._malformed(frame, "not a combined-stream frame")
+            return
+        stream = obj.get("stream")
+        data = obj.get("data")
+        if not isinstance(stream, str) or data is None:
+            self._malformed(frame, "not a combined-stream frame")
+            return
+        route = self._route(stream)
+        if route is None:
+            self._malformed(frame, f"unexpected stream {stream[:60]!r}")
+            return
+        event_ms = event_time_ms(data)
+        if event_ms is not None:
+            frame.role.latency_ms = frame.received_ms - event_ms
+        try:
+            key = dedup_key(route.kind, data)
+        except ExchangeProtocolError as exc:
+            self._malformed(frame, exc)
+            return
+        if route.kind is StreamKind.TRADE:
+            assert isinstance(key, int)
+            self._trade(frame, route, key, data)
+        elif route.kind is StreamKind.KLINE:
+            assert isinstance(key, KlineKey)
+            self._kline(frame, route, key, data)
+        else:
+            assert isinstance(key, int)
+            last = self._last_key.get(stream)
+            if last is not None and key <= last:
+                self.duplicates += 1
+                return
+            event = self._decode(frame, route, data)
+            if event is not None:
+                self._last_key[stream] = key
+                self._publish(event)
+
+    def _decode(self, frame: _Frame, route: StreamRoute, data: object) -> MarketEvent | None:
+        try:
+            if route.kind is StreamKind.TICKER:
+                return decode_ticker(data)
+            if route.kind is StreamKind.DEPTH:
+                return decode_depth(data, symbol=route.symbol, received_ms=frame.received_ms)
+            return decode_kline(data)
+        except ExchangeProtocolError as exc:
+            self._malformed(frame, exc)
+            return None
+
+    def _publish(self, event: MarketEvent) -> None:
+        try:
+            self.bus.publish_nowait(event)
+        except trio.WouldBlock:
+            self.bus_rejected += 1
+            logger.error("ws.merger.bus_rejected type=%s", type(event).__name__)
+            return
+        self.published += 1
+        if self.published_changed:
+            self.published_changed.unpark_all()
+
+    def _trade(self, frame: _Frame, route: StreamRoute, trade_id: int, data: object) -> None:
+        seq = self._trades.get(route.name)
+        if seq is None:
+            seq = self._trades[route.name] = _TradeSequence(route.name)
+        if (seq.last_id is not None and trade_id <= seq.last_id) or trade_id in seq.held:
+            self.duplicates += 1
+            return
+        try:
+            trade = decode_trade(data)
+        except ExchangeProtocolError as exc:
+            self._malformed(frame, exc)
+            return
+        if seq.last_id is None or trade_id == seq.last_id + 1:
+            self._publish(trade)
+            seq.last_id = trade_id
+            if seq.held:
+                self._release_consecutive(seq)
+            return
+        seq.held[trade_id] = trade
+        if seq.deadline == math.inf:
+            seq.deadline = trio.current_time() + self.config.gap_hold_s
+            self._holding[route.name] = seq
+        if len(seq.held) > self.config.max_held_trades:
+            self._release_all(seq)
+
+    def _release_consecutive(self, seq: _TradeSequence) -> None:
+        assert seq.last_id is not None
+        while (trade := seq.held.pop(seq.last_id + 1, None)) is not None:
+            self._publish(trade)
+            seq.last_id = trade.trade_id
+        if not seq.held:
+            seq.deadline = math.inf
+            del self._holding[seq.stream]
+
+    def _release_all(self, seq: _TradeSequence) -> None:
+        for trade_id in sorted(seq.held):
+            trade = seq.held.pop(trade_id)
+            if seq.last_id is not None and trade_id > seq.last_id + 1:
+                missing = trade_id - seq.last_id - 1
+                self.gaps += 1
+                self.trades_missing += missing
+                logger.warning(
+                    "ws.merger.gap stream=%s after_id=%d missing=%d",
+                    seq.stream,
+                    seq.last_id,
+                    missing,
+                )
+            self._publish(trade)
+            seq.last_id = trade_id
+        seq.deadline = math.inf
+        self._holding.pop(seq.stream, None)
+
+    def release_expired(self, now: float) -> None:
+        """Release held trades whose hold time is over, counting the holes as gaps."""
+        for seq in list(self._holding.values()):
+            if seq.deadline <= now:
+                self._release_all(seq)
+
+    def _kline(self, frame: _Frame, route: StreamRoute, key: KlineKey, data: object) -> None:
+        stream = route.name
+        closed = self._closed_klines.get(stream)
+        if closed is None:
+            closed = self._closed_klines[stream] = deque(maxlen=_CLOSED_KLINES_KEPT)
+        order = (key.open_time_ms, key.event_time_ms)
+        last = self._last_kline.get(stream)
+        if key.open_time_ms in closed:
+            # That kline's final frame went out already: this is a copy or a stale update.
+            self.duplicates += 1
+            return
+        if not key.closed and last is not None and order <= last:
+            self.duplicates += 1
+            return
+        event = self._decode(frame, route, data)
+        if event is None:
+            return
+        if key.closed:
+            closed.append(key.open_time_ms)
+        if last is None or order > last:
+            self._last_kline[stream] = order
+        self._publish(event)
+
+
+@attrs.define(eq=False)
+class _Service:
+    """Everything one :func:`run_market_data` call owns."""
+
+    url: str
+    bus: EventBus
+    config: MarketDataConfig
+    roles: tuple[_Role, ...]
+    connector: WebSocketConnector
+    wall_clock_ms: WallClock
+    merger: _Merger
+    send_chan: trio.MemorySendChannel[_Frame]
+    state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
+    session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
+
+    def notify_state(self) -> None:
+        self.state_changed.unpark_all()
+
+    # -- one role -------------------------------------------------------------------------------
+
+    async def run_role(self, role: _Role) -> NoReturn:
+        """Keep one connection of ``role`` alive: reconnect with backoff, rotate on request."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                session = _Session(id=next(self.session_ids))
+                role.current = session
+                role.state = ConnectionState.CONNECTING
+                self.notify_state()
+                nursery.start_soon(self.run_session, role, session)
+                await session.signal.wait()
+                if session.handover_reason is not None:
+                    role.rotations += 1
+                    logger.info("ws.rotate role=%s reason=%s", role.name, session.handover_reason)
+                    continue
+                delay = role.backoff.mark_failed(trio.current_time())
+                role.reconnects += 1
+                role.state = ConnectionState.BACKOFF
+                self.notify_state()
+                logger.info(
+                    "ws.reconnect role=%s attempt=%d delay_s=%.1f reason=%s",
+                    role.name,
+                    role.backoff.attempt,
+                    delay,
+                    role.last_error,
+                )
+                await trio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_session(self, role: _Role, session: _Session) -> None:
+        """One connection: connect, relay, end. Transport failures end it; bugs propagate."""
+        error: str | None = None
+        try:
+            await self._connect_and_relay(role, session)
+        except* TransportError as group:
+            error = _describe(_first_leaf(group))
+        except* (trio_websocket.HandshakeError, OSError) as group:
+            # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
+            error = _describe(_translate_connect_error(_first_leaf(group)))
+        finally:
+            session.ended = True
+            reason = error or ("rotated" if session.retired else "cancelled")
+            if role.current is session and error is not None:
+                role.last_error = error
+            if session.connected_at is None:
+                logger.info(
+                    "ws.connect_failed role=%s session=%d reason=%s", role.name, session.id, reason
+                )
+            else:
+                logger.info(
+                    "ws.disconnect role=%s session=%d reason=%s", role.name, session.id, reason
+                )
+            session.signal.set()
+            self.notify_state()
+
+    async def _connect_and_relay(self, role: _Role, session: _Session) -> None:
+        logger.info("ws.connect role=%s session=%d", role.name, session.id)
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(self.config.connect_timeout_s) as connect_scope:
+                try:
+                    ws = await self.connector(
+                        nursery, self.url, message_queue_size=self.config.message_queue_size
+                    )
+                except (
+                    trio_websocket.HandshakeError,
+                    trio_websocket.ConnectionClosed,
+                    OSError,
+                ) as exc:
+                    raise _translate_connect_error(exc) from exc
+            if connect_scope.cancelled_caught:
+                raise ConnectError(f"connect timed out after {self.config.connect_timeout_s:g} s")
+            session.connected_at = trio.current_time()
+            if role.current is session:
+                role.state = ConnectionState.CONNECTED
+            self.notify_state()
+            logger.info("ws.connected role=%s session=%d", role.name, session.id)
+            try:
+                with trio.CancelScope() as relay_scope:
+                    nursery.start_soon(self._retire_when_replaced, role, session, relay_scope)
+                    await self._relay(ws, role, session)
+            finally:
+                await self._close(ws)
+                nursery.cancel_scope.cancel()
+
+    async def _close(self, ws: WebSocket) -> None:
+        if trio.current_effective_deadline() == -math.inf:
+            # The service itself is being cancelled, trio-websocket's reader task included, so
+            # no close handshake could complete: close the transport now instead of waiting
+            # disconnect_timeout_s for an answer nobody would read.
+            with trio.CancelScope() as cancel_scope:
+                cancel_scope.cancel()
+                await ws.aclose()
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.disconnect_timeout_s):
+            await ws.aclose()
+
+    async def _retire_when_replaced(
+        self, role: _Role, session: _Session, relay_scope: trio.CancelScope
+    ) -> None:
+        while role.newest_receiving <= session.id:
+            await self.state_changed.park()
+        await trio.sleep(self.config.rotation_overlap_s)
+        session.retired = True
+        relay_scope.cancel()
+
+    async def _relay(self, ws: WebSocket, role: _Role, session: _Session) -> None:
+        """Timestamp and forward every frame; detect stale feeds, age and serverShutdown."""
+        config = self.config
+        assert session.connected_at is not None
+        rotate_at = session.connected_at + config.rotate_after_s
+        last_frame_at = session.connected_at
+        async with self.send_chan.clone() as send_chan:
+            while True:
+                stale_at = last_frame_at + config.stale_after_s
+                deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
+                message: str | bytes | None = None
+                with trio.move_on_at(deadline):
+                    try:
+                        message = await ws.get_message()
+                    except trio_websocket.ConnectionClosed as exc:
+                        raise ConnectionLostError(_close_text(exc)) from exc
+                now = trio.current_time()
+                if message is None:
+                    if now >= stale_at:
+                        raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
+                    self._request_handover(role, session, "age")
+                    continue
+                last_frame_at = now
+                if is_server_shutdown(message):
+                    self._request_handover(role, session, "serverShutdown")
+                    continue
+                if not session.receiving:
+                    session.receiving = True
+                    role.backoff.mark_healthy(now)
+                    if session.id > role.newest_receiving:
+                        role.newest_receiving = session.id
+                    self.notify_state()
+                role.messages += 1
+                role.rate.add(now)
+                await send_chan.send(_Frame(role, message, self.wall_clock_ms()))
+
+    def _request_handover(self, role: _Role, session: _Session, reason: str) -> None:
+        if session.handover_reason is None and not session.ended:
+            session.handover_reason = reason
+            session.signal.set()
+
+
+def _close_text(exc: trio_websocket.ConnectionClosed) -> str:
+    reason = exc.reason
+    if reason is None:
+        return "connection closed"
+    return f"connection closed code={reason.code} reason={reason.reason or ''}"
+
+
+def _translate_connect_error(exc: BaseException) -> ConnectError:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return ConnectError(f"handshake rejected with HTTP {exc.status_code}")
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return ConnectError("handshake timed out")
+    return ConnectError(f"connect failed: {type(exc).__name__}: {exc}")
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MarketDataHandle:
+    """What :func:`run_market_data` hands to ``nursery.start``: statistics and waits.
+
+    The handle is read-only; cancelling the service's task (or its nursery) stops everything.
+    """
+
+    def __init__(self, service: _Service, streams: tuple[str, ...]) -> None:
+        self._service = service
+        self.url: str = service.url
+        """The combined-stream URL every connection uses."""
+        self.streams: tuple[str, ...] = streams
+        """The stream names subscribed on every connection."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(role.name for role in self._service.roles)
+
+    def _role(self, name: str) -> _Role:
+        for role in self._service.roles:
+            if role.name == name:
+                return role
+        raise KeyError(name)
+
+    def health(self, role: str) -> ConnectionHealth:
+        """A snapshot of one role's connection.
+
+        Raises:
+            KeyError: no such role.
+        """
+        return self._role(role).health(trio.current_time())
+
+    def statistics(self) -> MarketDataStatistics:
+        """Health of every connection and the merger counters."""
+        now = trio.current_time()
+        return MarketDataStatistics(
+            connections=tuple(role.health(now) for role in self._service.roles),
+            merger=self._service.merger.statistics(),
+        )
+
+    async def _wait_state(self, predicate: Callable[[], bool]) -> None:
+        await trio.lowlevel.checkpoint()
+        while not predicate():
+            await self._service.state_changed.park()
+
+    async def wait_receiving(self, role: str | None = None) -> None:
+        """Wait until ``role`` (any role when ``None``) is connected and has delivered a frame."""
+        if role is None:
+            roles = self._service.roles
+            await self._wait_state(lambda: any(r.receiving for r in roles))
+        else:
+            target = self._role(role)
+            await self._wait_state(lambda: target.receiving)
+
+    async def wait_all_receiving(self) -> None:
+        """Wait until every role is connected and has delivered a frame."""
+        roles = self._service.roles
+        await self._wait_state(lambda: all(r.receiving for r in roles))
+
+    async def wait_state(self, role: str, state: ConnectionState) -> None:
+        """Wait until ``role`` is in ``state``."""
+        target = self._role(role)
+        await self._wait_state(lambda: target.state is state)
+
+    async def wait_reconnects(self, role: str, count: int) -> None:
+        """Wait until ``role`` has reconnected after failures at least ``count`` times."""
+        target = self._role(role)
+        await self._wait_state(lambda: target.reconnects >= count)
+
+    async def wait_rotations(self, role: str, count: int) -> None:
+        """Wait until ``role`` has rotated (make-before-break) at least ``count`` times."""
+        target = self._role(role)
+        await self._wait_state(lambda: target.rotations >= count)
+
+    async def wait_published(self, count: int) -> None:
+        """Wait until the merger has published at least ``count`` unique events."""
+        await trio.lowlevel.checkpoint()
+        merger = self._service.merger
+        while merger.published < count:
+            await merger.published_changed.park()
+
+
+async def run_market_data(
+    stream_base_url: str,
+    symbols: Sequence[str],
+    bus: EventBus,
+    *,
+    config: MarketDataConfig | None = None,
+    roles: Sequence[str] = DEFAULT_ROLES,
+    connector: WebSocketConnector = connect_tcp_websocket,
+    wall_clock_ms: WallClock = system_wall_clock_ms,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[MarketDataHandle] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep redundant market-data connections and publish each event once to ``bus``.
+
+    Every role opens ``<stream_base_url>/stream?streams=...`` with ``@trade``, ``@ticker``,
+    ``@depth20@100ms`` and ``@kline_1m`` for every symbol; the merger publishes Trade, Ticker,
+    Depth and Kline events with ``bus.publish_nowait``.
+
+    Args:
+        stream_base_url: ``wss://stream.binance.com:9443``, or the simulator's ``ws://...``.
+        symbols: Symbols in any case, e.g. ``["BTCUSDT", "ETHUSDT"]``.
+        bus: Where events go; market-data types should have a droppable policy (the default
+            :data:`genesis.bus.MARKET_DATA_POLICIES`).
+        config: Deadlines, sizes and the backoff schedule.
+        roles: One redundant connection per role name.
+        connector: Opens a WebSocket (seam for in-memory tests).
+        wall_clock_ms: Epoch-ms clock for receive timestamps and latency.
+        rng: Source of backoff jitter when ``config.backoff.jitter`` is set.
+        task_status: Receives the :class:`MarketDataHandle` once at least one connection is
+            connected *and* receiving.
+
+    Raises:
+        ValueError: no symbols or roles, duplicate roles, too many streams, or jitter without
+            ``rng``.
+
+    Runs until cancelled; connections close gracefully (bounded by ``disconnect_timeout_s``)
+    on the way out. Transport failures never escape: they are retried forever.
+    """
+    config = MarketDataConfig() if config is None else config
+    if not roles or len(set(roles)) != len(roles):
+        raise ValueError(f"roles must be non-empty and unique: {roles!r}")
+    if config.backoff.jitter and rng is None:
+        raise ValueError("backoff jitter needs an injected random.Random (rng=...)")
+    streams = market_streams(symbols)
+    url = combined_stream_url(stream_base_url, streams)
+    send_chan, recv_chan = trio.open_memory_channel[_Frame](config.relay_buffer_size)
+    service = _Service(
+        url=url,
+        bus=bus,
+        config=config,
+        roles=tuple(
+            _Role(
+                name=name,
+                backoff=Backoff(config.backoff, rng),
+                rate=_RateMeter(config.rate_window_s),
+            )
+            for name in roles
+        ),
+        connector=connector,
+        wall_clock_ms=wall_clock_ms,
+        merger=_Merger(bus, config),
+        send_chan=send_chan,
+    )
+    handle = MarketDataHandle(service, streams)
+    logger.info(
+        "ws.market_data.start url=%s streams=%d roles=%s", url, len(streams), ",".join(roles)
+    )
+    async with send_chan, trio.open_nursery() as nursery:
+        nursery.start_soon(service.merger.run, recv_chan)
+        for role in service.roles:
+            nursery.start_soon(service.run_role, role)
+        await handle.wait_receiving()
+        task_status.started(handle)
+    raise AssertionError("market data tasks ended")  # pragma: no cover
