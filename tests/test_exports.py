@@ -41,6 +41,7 @@ _BASE = {"genesis.models", "genesis.errors", "genesis.config", "genesis.money", 
 ALLOWED: dict[str, set[str]] = {
     "genesis.models": {"genesis.models", "genesis.errors"},
     "genesis.errors": set(),
+    "genesis.config": {"genesis.config", "genesis.errors"},
     "genesis.resilience": _BASE | {"genesis.resilience"},
     "genesis.bus": _BASE,
     "genesis.sim": {

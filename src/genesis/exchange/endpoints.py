@@ -12,6 +12,7 @@ from typing import Final
 
 import attrs
 
+from genesis.config import PRODUCTION, TESTNET, Environment
 from genesis.models.streams import (
     KLINE_INTERVAL_MS,
     KLINE_INTERVALS,
@@ -40,30 +41,6 @@ __all__ = [
 
 API_PREFIX: Final = "/api/v3"
 WS_API_PATH: Final = "/ws-api/v3"
-
-
-@attrs.frozen(kw_only=True)
-class Environment:
-    """Where one Binance environment lives: REST base, market streams base, WS API URL."""
-
-    name: str
-    rest_url: str
-    stream_url: str
-    ws_api_url: str
-
-
-PRODUCTION: Final = Environment(
-    name="production",
-    rest_url="https://api.binance.com",
-    stream_url="wss://stream.binance.com:9443",
-    ws_api_url="wss://ws-api.binance.com:443/ws-api/v3",
-)
-TESTNET: Final = Environment(
-    name="testnet",
-    rest_url="https://testnet.binance.vision",
-    stream_url="wss://stream.testnet.binance.vision",
-    ws_api_url="wss://ws-api.testnet.binance.vision/ws-api/v3",
-)
 
 
 @attrs.frozen(kw_only=True)

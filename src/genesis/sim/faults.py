@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import attrs
 import trio
 
+from genesis.sim.symbols import SYMBOL_STATUSES
+
 if TYPE_CHECKING:
     from genesis.sim.clock import SimClock
     from genesis.sim.exchange import Exchange
@@ -149,7 +151,17 @@ class Faults:
         self.limiter.set_limit(_LIMIT_KINDS[kind], _INTERVALS[interval], interval_num, limit)
 
     def halt(self, symbol: str, status: str = "HALT") -> None:
-        """Set ``symbol``'s status (HALT, BREAK, TRADING ...); new orders fail unless TRADING."""
+        """Set ``symbol``'s status (HALT, BREAK, TRADING ...); new orders fail unless TRADING.
+
+        Raises:
+            ValueError: ``symbol`` is not traded here, or ``status`` is not a Binance status.
+        """
+        if status not in SYMBOL_STATUSES:
+            raise ValueError(
+                f"unknown symbol status {status!r}; choose from {sorted(SYMBOL_STATUSES)}"
+            )
+        if symbol not in {spec.symbol for spec in self.exchange.symbol_specs()}:
+            raise ValueError(f"unknown symbol {symbol!r}")
         self.exchange.set_symbol_status(symbol, status)
 
     def reset(self) -> None:

@@ -1,0 +1,465 @@
+"""Settings from the environment and an optional ``.env`` file.
+
+One frozen :class:`Settings` object describes where Genesis connects and how. It is built once,
+at startup, by :func:`load_settings`, which reads (environment variables win over the file):
+
+=====================  ==========================================================================
+``BINANCE_API_KEY``    API key (a :class:`Secret`)
+``BINANCE_SECRET_KEY`` API secret (a :class:`Secret`); set both keys or neither
+``BINANCE_TESTNET``    ``true``/``false``, ``1``/``0``, ``yes``/``no`` (default false)
+``BINANCE_TESTNET_URL`` REST base override for the testnet (e.g. ``https://testnet.binance.vision``)
+``BINANCE_WS_URL``     market-stream base override (e.g. ``wss://stream.testnet.binance.vision``)
+``RECV_WINDOW``        ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
+``GENESIS_SYMBOLS``    comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
+=====================  ==========================================================================
+
+The mode follows from them:
+
+- no credentials → :attr:`Mode.SIMULATOR`: ``genesis run`` embeds :mod:`genesis.sim` on 127.0.0.1;
+  URL overrides are ignored (and reported in :attr:`Settings.notes`);
+- credentials and ``BINANCE_TESTNET=true`` → :attr:`Mode.TESTNET`
+  (:data:`TESTNET` unless overridden);
+- credentials and testnet false → :attr:`Mode.PRODUCTION`, which real money makes opt-in:
+  it needs ``live=True`` (``genesis run --live``), otherwise it is a configuration problem.
+
+Validation collects *every* problem before raising one :class:`~genesis.errors.ConfigError`, so a
+user fixes their configuration in one go. Secret values never appear in a repr, a log line or an
+error message: problems name the variable, never its value.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from genesis.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "DEFAULT_RECV_WINDOW_MS",
+    "DEFAULT_SYMBOLS",
+    "ENV_VARS",
+    "MAX_RECV_WINDOW_MS",
+    "MAX_SYMBOLS",
+    "PRODUCTION",
+    "TESTNET",
+    "Environment",
+    "Mode",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "parse_dotenv",
+]
+
+DEFAULT_RECV_WINDOW_MS: Final = 5000
+MAX_RECV_WINDOW_MS: Final = 60_000
+DEFAULT_SYMBOLS: Final = ("BTCUSDT", "ETHUSDT")
+STREAMS_PER_SYMBOL: Final = 4
+MAX_SYMBOLS: Final = 1024 // STREAMS_PER_SYMBOL
+"""Binance allows 1024 streams per connection and Genesis subscribes four per symbol."""
+
+ENV_VARS: Final = (
+    "BINANCE_API_KEY",
+    "BINANCE_SECRET_KEY",
+    "BINANCE_TESTNET",
+    "BINANCE_TESTNET_URL",
+    "BINANCE_WS_URL",
+    "RECV_WINDOW",
+    "GENESIS_SYMBOLS",
+)
+
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
+_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
+_MASK: Final = "********"
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A credential that never shows itself: ``repr`` and ``str`` are ``Secret('********')``.
+
+    Call :meth:`reveal` only where the value is actually used (the signing code).
+    """
+
+    _value: str
+
+    def reveal(self) -> str:
+        """The secret value itself. Never log or format it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{_MASK}')"
+
+    __str__ = __repr__
+
+
+@attrs.frozen(kw_only=True)
+class Environment:
+    """Where one Binance environment lives: REST base, market streams base, WS API URL."""
+
+    name: str
+    rest_url: str
+    stream_url: str
+    ws_api_url: str
+
+
+PRODUCTION: Final = Environment(
+    name="production",
+    rest_url="https://api.binance.com",
+    stream_url="wss://stream.binance.com:9443",
+    ws_api_url="wss://ws-api.binance.com:443/ws-api/v3",
+)
+TESTNET: Final = Environment(
+    name="testnet",
+    rest_url="https://testnet.binance.vision",
+    stream_url="wss://stream.testnet.binance.vision",
+    ws_api_url="wss://ws-api.testnet.binance.vision/ws-api/v3",
+)
+
+
+class Mode(enum.Enum):
+    """Which exchange Genesis talks to."""
+
+    SIMULATOR = "simulator"
+    TESTNET = "testnet"
+    PRODUCTION = "production"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything Genesis needs to know at startup. Build it with :func:`load_settings`.
+
+    Attributes:
+        mode: simulator, testnet or production.
+        api_key: API key, ``None`` in simulator mode.
+        secret_key: API secret, ``None`` in simulator mode.
+        rest_url: REST base (``https://host[:port]``, no ``/api``); ``None`` in simulator mode,
+            where the embedded simulator's URL is used.
+        stream_url: market-stream base (``wss://host[:port]``; ``/stream?streams=...`` is appended);
+            ``None`` in simulator mode.
+        ws_api_url: WebSocket API URL; ``None`` in simulator mode.
+        recv_window_ms: ``recvWindow`` sent with signed requests.
+        symbols: upper-case symbols, deduplicated, in the order given.
+        live: production trading was explicitly allowed (``--live``).
+        notes: harmless oddities worth a log line at startup (e.g. ignored overrides).
+    """
+
+    mode: Mode = Mode.SIMULATOR
+    api_key: Secret | None = None
+    secret_key: Secret | None = None
+    rest_url: str | None = None
+    stream_url: str | None = None
+    ws_api_url: str | None = None
+    recv_window_ms: int = DEFAULT_RECV_WINDOW_MS
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    live: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def parse_dotenv(text: str) -> tuple[dict[str, str], list[str]]:
+    """Parse the text of a ``.env`` file.
+
+    Understands ``KEY=VALUE`` lines, an optional ``export`` prefix, blank lines, ``#`` comment
+    lines, inline comments after unquoted values (`` #``), and single- or double-quoted values
+    (double quotes understand ``\\n``, ``\\t``, ``\\"`` and ``\\\\``; single quotes are literal).
+    A later line for the same key wins. Values span one line.
+
+    Returns:
+        The values, and one problem string per line that could not be parsed. Problems name the
+        line number and key, never the value (it may be a secret).
+    """
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("export ", "export\t")):
+            line = line[len("export") :].lstrip()
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY_RE.fullmatch(key):
+            problems.append(f".env line {lineno}: expected KEY=VALUE")
+            continue
+        value = _parse_dotenv_value(rest.strip())
+        if value is None:
+            problems.append(f".env line {lineno}: {key} has an unterminated or malformed quote")
+            continue
+        values[key] = value
+    return values, problems
+
+
+_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+def _parse_dotenv_value(rest: str) -> str | None:
+    if not rest:
+        return ""
+    quote = rest[0]
+    if quote not in ("'", '"'):
+        # Unquoted: an inline comment starts at whitespace followed by '#'.
+        match = re.search(r"\s#", rest)
+        return (rest[: match.start()] if match else rest).strip()
+    out: list[str] = []
+    i = 1
+    while i < len(rest):
+        ch = rest[i]
+        if ch == quote:
+            tail = rest[i + 1 :].strip()
+            if tail and not tail.startswith("#"):
+                return None
+            return "".join(out)
+        if ch == "\\" and quote == '"' and i + 1 < len(rest):
+            nxt = rest[i + 1]
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return None
+
+
+def _read_env_file(
+    env_file: str | os.PathLike[str] | None, *, required: bool, problems: list[str]
+) -> dict[str, str]:
+    if env_file is None:
+        return {}
+    try:
+        with open(env_file, encoding="utf-8-sig") as fh:  # tolerate a BOM
+            text = fh.read()
+    except FileNotFoundError:
+        if required:
+            problems.append(f"env file {os.fspath(env_file)!s} does not exist")
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"env file {os.fspath(env_file)!s} cannot be read: {type(exc).__name__}")
+        return {}
+    values, file_problems = parse_dotenv(text)
+    problems.extend(file_problems)
+    return values
+
+
+def _shown(value: str) -> str:
+    """A non-secret value for an error message, truncated so junk cannot flood the terminal."""
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> bool:
+    if raw is None or not raw.strip():
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    problems.append(f"{name} must be true/false, 1/0 or yes/no, got {_shown(raw)}")
+    return default
+
+
+def _credential(name: str, raw: str | None, problems: list[str]) -> Secret | None:
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip()
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        # Never echo the value: it is a credential.
+        problems.append(f"{name} contains whitespace or non-printable characters")
+        return None
+    return Secret(value)
+
+
+def _url(
+    name: str,
+    raw: str | None,
+    schemes: tuple[str, ...],
+    bad_suffixes: tuple[str, ...],
+    problems: list[str],
+) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        problems.append(f"{name} is not a valid URL")
+        return None
+    if parts.username is not None or parts.password is not None:
+        problems.append(f"{name} must not contain user credentials")
+        return None
+    if parts.scheme not in schemes or not parts.hostname:
+        problems.append(
+            f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL with a host, "
+            f"got {_shown(value)}"
+        )
+        return None
+    if parts.query or parts.fragment:
+        problems.append(f"{name} must not have a query or fragment, got {_shown(value)}")
+        return None
+    path = parts.path.rstrip("/")
+    for suffix in bad_suffixes:
+        if path.endswith(suffix):
+            problems.append(
+                f"{name} must be a base URL without {suffix!r} (Genesis appends the path), "
+                f"got {_shown(value)}"
+            )
+            return None
+    return value.rstrip("/")
+
+
+def _recv_window(raw: str | None, problems: list[str]) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_RECV_WINDOW_MS
+    text = raw.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        problems.append(f"RECV_WINDOW must be an integer number of ms, got {_shown(raw)}")
+        return DEFAULT_RECV_WINDOW_MS
+    if not 1 <= value <= MAX_RECV_WINDOW_MS:
+        problems.append(f"RECV_WINDOW must be between 1 and {MAX_RECV_WINDOW_MS} ms, got {value}")
+        return DEFAULT_RECV_WINDOW_MS
+    return value
+
+
+def _symbols(raw: str | None, problems: list[str]) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_SYMBOLS
+    seen: dict[str, None] = {}
+    bad: list[str] = []
+    for item in raw.split(","):
+        symbol = item.strip().upper()
+        if not symbol:
+            continue
+        if not _SYMBOL_RE.fullmatch(symbol):
+            bad.append(item.strip())
+            continue
+        seen.setdefault(symbol, None)
+    if bad:
+        problems.append(
+            "GENESIS_SYMBOLS entries must be 2-20 letters or digits, got "
+            + ", ".join(_shown(b) for b in bad)
+        )
+    if not seen and not bad:
+        problems.append("GENESIS_SYMBOLS must name at least one symbol")
+    if len(seen) > MAX_SYMBOLS:
+        problems.append(
+            f"GENESIS_SYMBOLS names {len(seen)} symbols; at most {MAX_SYMBOLS} fit one "
+            f"connection ({STREAMS_PER_SYMBOL} streams each, 1024 streams per connection)"
+        )
+    return tuple(seen) or DEFAULT_SYMBOLS
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_file: str | os.PathLike[str] | None = ".env",
+    env_file_required: bool = False,
+    live: bool = False,
+) -> Settings:
+    """Build :class:`Settings` from ``environ`` and ``env_file``; environment values win.
+
+    Args:
+        environ: the environment to read; ``os.environ`` when ``None``.
+        env_file: a ``.env`` file to read; ``None`` to read none. A missing file is skipped
+            unless ``env_file_required``.
+        env_file_required: a missing ``env_file`` is a problem (the user named it explicitly).
+        live: production trading is allowed (``genesis run --live``).
+
+    Returns:
+        The settings.
+
+    Raises:
+        ConfigError: listing every problem found (never a secret value).
+    """
+    problems: list[str] = []
+    merged = _read_env_file(env_file, required=env_file_required, problems=problems)
+    source = os.environ if environ is None else environ
+    merged.update({k: v for k, v in source.items() if k in ENV_VARS})
+
+    def get(name: str) -> str | None:
+        return merged.get(name)
+
+    api_key = _credential("BINANCE_API_KEY", get("BINANCE_API_KEY"), problems)
+    secret_key = _credential("BINANCE_SECRET_KEY", get("BINANCE_SECRET_KEY"), problems)
+    problems_before = len(problems)
+    testnet = _bool("BINANCE_TESTNET", get("BINANCE_TESTNET"), False, problems)
+    testnet_known = len(problems) == problems_before
+    rest_override = _url(
+        "BINANCE_TESTNET_URL",
+        get("BINANCE_TESTNET_URL"),
+        ("https", "http"),
+        ("/api", "/api/v3"),
+        problems,
+    )
+    ws_override = _url(
+        "BINANCE_WS_URL", get("BINANCE_WS_URL"), ("wss", "ws"), ("/ws", "/stream"), problems
+    )
+    recv_window_ms = _recv_window(get("RECV_WINDOW"), problems)
+    symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
+
+    has_api = bool((get("BINANCE_API_KEY") or "").strip())
+    has_secret = bool((get("BINANCE_SECRET_KEY") or "").strip())
+    if has_api != has_secret:
+        present, missing = (
+            ("BINANCE_API_KEY", "BINANCE_SECRET_KEY")
+            if has_api
+            else ("BINANCE_SECRET_KEY", "BINANCE_API_KEY")
+        )
+        problems.append(f"{present} is set but {missing} is not: set both or neither")
+
+    notes: list[str] = []
+    rest_url: str | None = None
+    stream_url: str | None = None
+    ws_api_url: str | None = None
+    if not has_api and not has_secret:
+        mode = Mode.SIMULATOR
+        notes.extend(
+            f"{name} is ignored in simulator mode (no credentials set)"
+            for name in ("BINANCE_TESTNET_URL", "BINANCE_WS_URL")
+            if (get(name) or "").strip()
+        )
+    elif testnet or not testnet_known:
+        # An unreadable BINANCE_TESTNET is already a problem; the safer reading keeps the other
+        # checks from adding production-only complaints on top of it.
+        mode = Mode.TESTNET
+        rest_url = rest_override or TESTNET.rest_url
+        stream_url = ws_override or TESTNET.stream_url
+        ws_api_url = TESTNET.ws_api_url
+    else:
+        mode = Mode.PRODUCTION
+        if (get("BINANCE_TESTNET_URL") or "").strip():
+            problems.append(
+                "BINANCE_TESTNET_URL is set but BINANCE_TESTNET is false: set BINANCE_TESTNET=true "
+                "for the testnet, or unset BINANCE_TESTNET_URL for production"
+            )
+        rest_url = PRODUCTION.rest_url
+        stream_url = ws_override or PRODUCTION.stream_url
+        ws_api_url = PRODUCTION.ws_api_url
+        if not live and has_api == has_secret:
+            problems.append(
+                "credentials are set and BINANCE_TESTNET is false, which means PRODUCTION with "
+                "real money: pass --live to confirm, or set BINANCE_TESTNET=true"
+            )
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        mode=mode,
+        api_key=api_key,
+        secret_key=secret_key,
+        rest_url=rest_url,
+        stream_url=stream_url,
+        ws_api_url=ws_api_url,
+        recv_window_ms=recv_window_ms,
+        symbols=symbols,
+        live=live,
+        notes=tuple(notes),
+    )

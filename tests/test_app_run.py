@@ -1,0 +1,610 @@
+"""The nursery tree and its app-level pieces: live display, recorder, order task, heartbeat.
+
+Unit tests run under ``autojump_clock`` and assert exact virtual times. The tree itself runs
+against the embedded simulator over loopback for a few real seconds; the shutdown test sends
+SIGTERM/SIGINT to a real ``genesis run`` subprocess and measures the wall time to exit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+import orjson
+import pytest
+import trio
+
+from genesis.app.dashboard import LiveDisplay, PriceBoard, PriceRow, format_table, run_dashboard
+from genesis.app.record import encode_event, run_recorder
+from genesis.app.run import run_genesis
+from genesis.bus import EventBus
+from genesis.config import ENV_VARS, Mode, Secret, Settings
+from genesis.errors import ConfigError
+from genesis.exchange.health_monitor import run_heartbeat
+from genesis.exchange.ws_manager import (
+    ConnectionHealth,
+    ConnectionState,
+    MarketDataStatistics,
+    MergerStatistics,
+)
+from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
+from genesis.models.orders import OrderSide, OrderType, TimeInForce
+from genesis.orders.manager import OrderCommand, run_order_task
+from genesis.sim.server import SimConfig, run_simulator
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+D = Decimal
+
+
+def trade(symbol: str = "BTCUSDT", trade_id: int = 1, price: str = "60000.10") -> Trade:
+    return Trade(
+        symbol=symbol,
+        trade_id=trade_id,
+        price=D(price),
+        quantity=D("0.5"),
+        trade_time_ms=1_767_225_600_000 + trade_id,
+        event_time_ms=1_767_225_600_001 + trade_id,
+        buyer_is_maker=False,
+    )
+
+
+def depth(symbol: str = "BTCUSDT", bid: str = "60000.00", ask: str = "60000.20") -> Depth:
+    return Depth(
+        symbol=symbol,
+        last_update_id=7,
+        bids=(PriceLevel(D(bid), D("1.5")), PriceLevel(D("59999.99"), D("2"))),
+        asks=(PriceLevel(D(ask), D("0.25")),),
+        received_ms=1_767_225_600_500,
+    )
+
+
+def ticker(symbol: str = "BTCUSDT", last: str = "59990.00") -> Ticker:
+    return Ticker(
+        symbol=symbol,
+        event_time_ms=1_767_225_601_000,
+        price_change=D("-10"),
+        price_change_percent=D("-0.02"),
+        weighted_avg_price=D("59995"),
+        last_price=D(last),
+        last_quantity=D("0.1"),
+        best_bid=D("59989.00"),
+        best_bid_quantity=D("1"),
+        best_ask=D("59991.00"),
+        best_ask_quantity=D("1"),
+        open_price=D("60000"),
+        high_price=D("60100"),
+        low_price=D("59900"),
+        volume=D("1000"),
+        quote_volume=D("60000000"),
+        open_time_ms=1_767_139_201_000,
+        close_time_ms=1_767_225_601_000,
+        first_trade_id=1,
+        last_trade_id=100,
+        trade_count=100,
+    )
+
+
+def kline(symbol: str = "BTCUSDT", close: str = "60000.05", interval: str = "1m") -> Kline:
+    return Kline(
+        symbol=symbol,
+        interval=interval,
+        event_time_ms=1_767_225_602_000,
+        open_time_ms=1_767_225_600_000,
+        close_time_ms=1_767_225_659_999,
+        first_trade_id=1,
+        last_trade_id=9,
+        open_price=D("60000"),
+        close_price=D(close),
+        high_price=D("60001"),
+        low_price=D("59999"),
+        volume=D("3"),
+        quote_volume=D("180000"),
+        taker_buy_volume=D("1"),
+        taker_buy_quote_volume=D("60000"),
+        trade_count=9,
+        closed=False,
+    )
+
+
+class FakeTerminal(io.StringIO):
+    def __init__(self, *, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+# --- price board and display -----------------------------------------------------------------
+
+
+def test_board_prefers_trades_and_depth_over_the_ticker() -> None:
+    board = PriceBoard(("BTCUSDT", "ETHUSDT"))
+    assert board.apply(ticker()) is True
+    row = board.rows()[0]
+    assert (row.last, row.bid, row.ask) == (D("59990.00"), D("59989.00"), D("59991.00"))
+
+    assert board.apply(trade(price="60000.10")) is True
+    assert board.apply(depth(bid="60000.00", ask="60000.20")) is True
+    assert board.apply(kline(close="60000.05")) is True
+    assert board.apply(kline(close="1", interval="5m")) is False
+    # A later ticker no longer overrides the fresher trade and book values.
+    assert board.apply(ticker(last="1.00")) is False
+    assert board.apply(trade(symbol="XRPUSDT")) is False
+    btc, eth = board.rows()
+    assert btc.last == D("60000.10")
+    assert (btc.bid, btc.ask) == (D("60000.00"), D("60000.20"))
+    assert btc.spread_bps == depth().spread_bps
+    assert btc.kline_close == D("60000.05")
+    assert eth == PriceRow(symbol="ETHUSDT")
+    assert not eth.has_data
+
+
+def test_table_shows_every_column_aligned() -> None:
+    board = PriceBoard(("BTCUSDT", "ETHUSDT"))
+    board.apply(trade())
+    board.apply(depth())
+    board.apply(kline())
+    lines = format_table(board.rows())
+    assert lines[0].split() == ["SYMBOL", "LAST", "BID", "ASK", "SPREAD", "bps", "KLINE", "1m"]
+    assert lines[1].split() == ["BTCUSDT", "60000.10", "60000.00", "60000.20", "0.03", "60000.05"]
+    assert lines[2].split() == ["ETHUSDT", "-", "-", "-", "-", "-"]
+    assert len({len(line) for line in lines}) == 1
+
+
+async def test_tty_display_redraws_in_place_at_most_four_times_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    out = FakeTerminal(tty=True)
+    bus = EventBus()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            display: LiveDisplay = await nursery.start(run_dashboard, bus, ("BTCUSDT",), out)
+            await trio.sleep(0.01)
+            assert display.redraws == 1  # the empty table at once
+            assert "\x1b[2F" not in out.getvalue()  # nothing to move back over yet
+            # A price change every 10 ms from t=0.01: redraws at 0.01, 0.26, 0.51, 0.76 only.
+            for i in range(99):
+                bus.publish_nowait(trade(trade_id=i, price=f"{60000 + i}.00"))
+                await trio.sleep(0.01)
+            assert trio.current_time() == pytest.approx(1.0)
+            assert display.redraws == 1 + 4
+            await trio.sleep(5)
+            assert display.redraws == 1 + 5  # the last change at 1.01, then nothing
+            nursery.cancel_scope.cancel()
+    text = out.getvalue()
+    assert "\x1b[2F" in text  # back up over header + 1 row before each redraw
+    assert "60098.00" in text.rsplit("\x1b[2F", 1)[1]
+
+
+async def test_tty_display_prints_log_lines_above_the_table(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    out = FakeTerminal(tty=True)
+    display = LiveDisplay(board=PriceBoard(("BTCUSDT",)), out=out, tty=True)
+    display.redraw()
+    display.write_line("12:00:00 INFO genesis.x hello")
+    text = out.getvalue()
+    table_then_log = text.split("\x1b[2F\x1b[J", 1)
+    assert len(table_then_log) == 2
+    assert table_then_log[1].startswith("12:00:00 INFO genesis.x hello\n")
+    assert table_then_log[1].count("SYMBOL") == 1  # redrawn below the log line
+    assert display.redraws == 2
+
+
+async def test_line_display_prints_one_line_per_symbol_each_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    out = FakeTerminal(tty=False)
+    bus = EventBus()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_dashboard, bus, ("BTCUSDT", "ETHUSDT"), out)
+            await trio.sleep(0.5)
+            assert out.getvalue() == ""  # nothing known yet, nothing printed
+            bus.publish_nowait(trade())
+            bus.publish_nowait(depth())
+            await trio.sleep(0.6)  # t = 1.1: one line for the symbol with data
+            assert out.getvalue() == (
+                "BTCUSDT last=60000.10 bid=60000.00 ask=60000.20 spread_bps=0.03 kline_1m=-\n"
+            )
+            await trio.sleep(1.0)  # t = 2.1: the same line again, once
+            assert out.getvalue().count("BTCUSDT") == 2
+            assert "\x1b" not in out.getvalue()
+            nursery.cancel_scope.cancel()
+
+
+# --- recorder ----------------------------------------------------------------------------------
+
+
+def test_encode_event_is_one_json_line_with_decimal_strings() -> None:
+    line = encode_event(depth())
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    record = orjson.loads(line)
+    assert list(record)[:2] == ["type", "symbol"]
+    assert record == {
+        "type": "Depth",
+        "symbol": "BTCUSDT",
+        "last_update_id": 7,
+        "bids": [["60000.00", "1.5"], ["59999.99", "2"]],
+        "asks": [["60000.20", "0.25"]],
+        "received_ms": 1_767_225_600_500,
+    }
+
+
+async def test_recorder_writes_every_event_in_order_and_flushes(tmp_path: Path) -> None:
+    # Real clock: file writes run in a worker thread, which an autojump clock would skip past.
+    path = tmp_path / "events.jsonl"
+    bus = EventBus()
+    events = [trade(trade_id=i) for i in range(1, 6)] + [ticker(), depth(), kline()]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            recorder = await nursery.start(partial(run_recorder, bus, path, flush_interval_s=0.02))
+            for event in events:
+                bus.publish_nowait(event)
+            await trio.sleep(0.2)  # about ten flush intervals
+            # Flushed periodically, without closing the file.
+            assert path.read_bytes().count(b"\n") == len(events)
+            assert recorder.statistics().flushes >= 2
+            bus.publish_nowait(trade(trade_id=6))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()  # the last event is written by the final flush
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["type"] for r in records] == ["Trade"] * 5 + ["Ticker", "Depth", "Kline", "Trade"]
+    assert [r["trade_id"] for r in records if r["type"] == "Trade"] == [1, 2, 3, 4, 5, 6]
+    assert records[0]["price"] == "60000.10"
+    stats = recorder.statistics()
+    assert stats.recorded == len(events) + 1
+    assert stats.dropped == 0
+    assert stats.written_bytes == path.stat().st_size
+
+
+async def test_recorder_drops_and_counts_instead_of_growing_without_bound(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    bus = EventBus()
+    line_size = len(encode_event(trade(trade_id=1)))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            recorder = await nursery.start(partial(run_recorder, bus, path, flush_interval_s=60))
+            recorder.max_pending_bytes = 3 * line_size
+            for i in range(1, 11):
+                bus.publish_nowait(trade(trade_id=i))
+            await trio.testing.wait_all_tasks_blocked()  # read all ten; no flush is due yet
+            assert recorder.statistics().recorded == 3
+            assert recorder.statistics().dropped == 7
+            nursery.cancel_scope.cancel()
+    assert [orjson.loads(x)["trade_id"] for x in path.read_bytes().splitlines()] == [1, 2, 3]
+
+
+async def test_recorder_fails_when_the_file_cannot_be_opened(tmp_path: Path) -> None:
+    bus = EventBus()
+    with trio.fail_after(10), pytest.raises(FileNotFoundError):
+        await run_recorder(bus, tmp_path / "missing" / "x.jsonl")
+
+
+# --- order task --------------------------------------------------------------------------------
+
+
+def test_order_commands_validate_their_shape() -> None:
+    cmd = OrderCommand.limit(
+        client_order_id="genesis-1",
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        quantity=D("0.001"),
+        price=D("60000"),
+    )
+    assert (cmd.type, cmd.time_in_force) == (OrderType.LIMIT, TimeInForce.GTC)
+    market = OrderCommand.market(
+        client_order_id="m1", symbol="ETHUSDT", side=OrderSide.SELL, quantity=D("1")
+    )
+    assert market.price is None
+    with pytest.raises(ValueError, match="quantity"):
+        OrderCommand.market(
+            client_order_id="x", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(0)
+        )
+    with pytest.raises(ValueError, match="client_order_id"):
+        OrderCommand.market(
+            client_order_id="has space", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(1)
+        )
+    with pytest.raises(ValueError, match="symbol"):
+        OrderCommand.market(client_order_id="x", symbol="btc", side=OrderSide.BUY, quantity=D(1))
+    with pytest.raises(ValueError, match="LIMIT command needs"):
+        OrderCommand(
+            client_order_id="x",
+            symbol="BTCUSDT",
+            side=OrderSide.BUY,
+            type=OrderType.LIMIT,
+            quantity=D(1),
+        )
+    with pytest.raises(ValueError, match="MARKET command takes neither"):
+        OrderCommand(
+            client_order_id="x",
+            symbol="BTCUSDT",
+            side=OrderSide.BUY,
+            type=OrderType.MARKET,
+            quantity=D(1),
+            price=D(1),
+        )
+    with pytest.raises(ValueError, match="not supported"):
+        OrderCommand(
+            client_order_id="x",
+            symbol="BTCUSDT",
+            side=OrderSide.BUY,
+            type=OrderType.STOP_LOSS,
+            quantity=D(1),
+        )
+
+
+async def test_order_task_logs_commands_as_not_sent_and_survives_closed_senders(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="genesis.orders")
+    send, recv = trio.open_memory_channel[OrderCommand](4)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            state = await nursery.start(run_order_task, recv)
+            async with send:
+                await send.send(
+                    OrderCommand.market(
+                        client_order_id="c1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(1)
+                    )
+                )
+            await trio.testing.wait_all_tasks_blocked()
+            assert state.statistics().received == 1
+            assert state.statistics().not_sent == 1
+            assert state.statistics().channel_closed is True
+            nursery.cancel_scope.cancel()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("orders.command.not_sent client_order_id=c1 symbol=BTCUSDT side=BUY")
+        and m.endswith("reason=no order gateway yet")
+        for m in messages
+    )
+    assert "orders.task.idle reason=channel_closed received=1" in messages
+
+
+# --- heartbeat ---------------------------------------------------------------------------------
+
+
+@attrs.define
+class FakeHealth:
+    """A market-data handle stand-in that records when it was asked."""
+
+    asked_at: list[float] = attrs.field(factory=list)
+
+    def statistics(self) -> MarketDataStatistics:
+        self.asked_at.append(trio.current_time())
+        return MarketDataStatistics(
+            connections=(
+                ConnectionHealth(
+                    role="execution",
+                    state=ConnectionState.CONNECTED,
+                    uptime_s=29.6,
+                    messages_received=900,
+                    messages_per_s=30.25,
+                    latency_ms=3,
+                    reconnects=0,
+                    rotations=0,
+                    last_error=None,
+                    receiving=True,
+                ),
+                ConnectionHealth(
+                    role="backup",
+                    state=ConnectionState.BACKOFF,
+                    uptime_s=0.0,
+                    messages_received=10,
+                    messages_per_s=0.0,
+                    latency_ms=None,
+                    reconnects=2,
+                    rotations=1,
+                    last_error="ConnectError: refused",
+                    receiving=False,
+                ),
+            ),
+            merger=MergerStatistics(
+                frames=910,
+                published=450,
+                duplicates_dropped=460,
+                gaps=0,
+                trades_missing=0,
+                decode_errors=1,
+                held=0,
+                bus_rejected=0,
+            ),
+        )
+
+
+async def test_heartbeat_logs_each_connection_every_30_s(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="genesis.exchange.health_monitor")
+    source = FakeHealth()
+    bus = EventBus()
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_heartbeat, source, bus)
+            await trio.sleep(95)
+            nursery.cancel_scope.cancel()
+    assert source.asked_at == [30.0, 60.0, 90.0]
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines[:4] == [
+        (
+            logging.INFO,
+            "heartbeat.connection role=execution state=connected uptime_s=30 msg_per_s=30.2 "
+            "latency_ms=3 reconnects=0 rotations=0 last_error=-",
+        ),
+        (
+            logging.WARNING,
+            "heartbeat.connection role=backup state=backoff uptime_s=0 msg_per_s=0.0 "
+            "latency_ms=- reconnects=2 rotations=1 last_error=ConnectError: refused",
+        ),
+        (
+            logging.INFO,
+            "heartbeat.merger frames=910 published=450 duplicates=460 gaps=0 decode_errors=1 "
+            "held=0",
+        ),
+        (logging.INFO, "heartbeat.bus published=0 delivered=0 dropped=0 subscribers=0"),
+    ]
+    assert len(lines) == 12
+
+
+# --- the tree ----------------------------------------------------------------------------------
+
+KINDS = {"Trade", "Ticker", "Depth", "Kline"}
+
+
+Record: TypeAlias = dict[str, Any]
+
+
+def check_recording(path: Path, symbols: tuple[str, ...]) -> dict[str, dict[str, list[Record]]]:
+    """Per symbol and kind, the recorded events; asserts each stream is in order."""
+    by_symbol: dict[str, dict[str, list[Record]]] = {s: {} for s in symbols}
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        by_symbol[record["symbol"]].setdefault(record["type"], []).append(record)
+    for symbol, kinds in by_symbol.items():
+        assert set(kinds) == KINDS, f"{symbol}: got {sorted(kinds)}"
+        trade_ids = [r["trade_id"] for r in kinds["Trade"]]
+        assert trade_ids == sorted(set(trade_ids)), f"{symbol} trades out of order or repeated"
+        update_ids = [r["last_update_id"] for r in kinds["Depth"]]
+        assert update_ids == sorted(set(update_ids)), f"{symbol} depth out of order or repeated"
+        ticker_times = [r["event_time_ms"] for r in kinds["Ticker"]]
+        assert ticker_times == sorted(set(ticker_times)), f"{symbol} tickers out of order"
+        kline_keys = [(r["open_time_ms"], r["event_time_ms"]) for r in kinds["Kline"]]
+        assert kline_keys == sorted(set(kline_keys)), f"{symbol} klines out of order"
+        for record in kinds["Trade"]:
+            assert isinstance(record["price"], str)
+            Decimal(record["price"])
+    return by_symbol
+
+
+async def wait_for_every_kind(bus: EventBus, symbols: tuple[str, ...]) -> None:
+    missing = {(s, k) for s in symbols for k in KINDS}
+    async with bus.subscribe(Trade, Ticker, Depth, Kline) as sub:
+        async for event in sub:
+            missing.discard((getattr(event, "symbol", ""), type(event).__name__))
+            if not missing:
+                return
+
+
+async def test_tree_delivers_every_kind_for_every_symbol_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    settings = Settings(symbols=("BTCUSDT", "ETHUSDT"))
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(
+                partial(
+                    run_genesis,
+                    settings,
+                    record_path=path,
+                    handle_signals=False,
+                    heartbeat_interval_s=0.5,
+                )
+            )
+            assert handle.simulator is not None
+            assert handle.stream_url == handle.simulator.stream_url
+            assert handle.stream_url.startswith("ws://127.0.0.1:")
+            await wait_for_every_kind(handle.bus, settings.symbols)
+            await handle.market_data.wait_all_receiving()
+            stats = handle.market_data.statistics()
+            nursery.cancel_scope.cancel()
+    assert {c.role for c in stats.connections} == {"execution", "monitoring", "backup"}
+    assert stats.merger.decode_errors == 0
+    assert stats.merger.duplicates_dropped > 0  # three connections, one copy each delivered
+    check_recording(path, settings.symbols)
+
+
+async def test_duration_ends_a_testnet_mode_tree_cleanly() -> None:
+    # Testnet mode with BINANCE_WS_URL pointing at a standalone simulator: no embedded one.
+    out = FakeTerminal(tty=False)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            sim = await nursery.start(run_simulator, SimConfig(symbols=("BTCUSDT",)))
+            settings = Settings(
+                mode=Mode.TESTNET,
+                api_key=Secret("k"),
+                secret_key=Secret("s"),
+                stream_url=sim.stream_url,
+                symbols=("BTCUSDT",),
+            )
+            started = trio.current_time()
+            await run_genesis(settings, duration_s=1.5, display=out, handle_signals=False)
+            elapsed = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert 1.5 <= elapsed < 2.0
+    assert out.getvalue().startswith("BTCUSDT last=")
+    assert sim.sim.streams.statistics().connections_accepted == 3
+
+
+async def test_a_failing_child_stops_the_tree_and_its_error_reaches_the_caller(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(symbols=("BTCUSDT",))
+    with trio.fail_after(10), pytest.raises(FileNotFoundError):
+        await run_genesis(
+            settings, duration_s=30, record_path=tmp_path / "nope" / "x.jsonl", handle_signals=False
+        )
+
+
+async def test_settings_the_tree_cannot_run_raise_config_error() -> None:
+    with trio.fail_after(10):
+        with pytest.raises(ConfigError, match="the simulator cannot trade them"):
+            await run_genesis(Settings(symbols=("BTC",)), handle_signals=False)
+        with pytest.raises(ConfigError, match="testnet mode needs a stream URL"):
+            await run_genesis(Settings(mode=Mode.TESTNET), handle_signals=False)
+
+
+async def test_signal_ends_a_genesis_subprocess_within_a_second(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["GENESIS_SYMBOLS"] = "BTCUSDT"
+    elapsed: dict[str, float] = {}
+    stderr: dict[str, bytes] = {}
+
+    async def run_and_stop(sig: signal.Signals) -> None:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "genesis.app.cli", "run", "--no-display", "--duration", "60"],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        output = bytearray()
+        try:
+            while b"genesis.ready" not in output:
+                chunk = await proc.stderr.receive_some()
+                assert chunk, f"genesis exited early: {bytes(output)!r}"
+                output += chunk
+            proc.send_signal(sig)
+            sent = time.monotonic()
+            async for chunk in proc.stderr:
+                output += chunk
+            code = await proc.wait()
+            elapsed[sig.name] = time.monotonic() - sent
+            stderr[sig.name] = bytes(output)
+            assert code == 0, bytes(output)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_and_stop, signal.SIGTERM)
+            nursery.start_soon(run_and_stop, signal.SIGINT)
+    for name in ("SIGTERM", "SIGINT"):
+        assert elapsed[name] < 1.0, (name, elapsed[name])
+        assert f"genesis.signal name={name}".encode() in stderr[name]
+        assert b"genesis.stop reason=signal" in stderr[name]
+        assert b"Traceback" not in stderr[name]
