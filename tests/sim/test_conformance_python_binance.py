@@ -37,6 +37,7 @@ from binance.ws.depthcache import DepthCacheManager
 from binance.ws.streams import BinanceSocketManager
 
 from genesis.sim.server import SimConfig, SimHandle, run_simulator
+from tests.sim.threads import in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -105,25 +106,6 @@ async def run_asyncio(
             await client.close_connection()
 
     return await trio.to_thread.run_sync(asyncio.run, main())
-
-
-async def in_thread(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` in a worker thread that has its own asyncio loop, closed afterwards.
-
-    python-binance's constructors look up (or create) the thread's event loop; giving each call
-    a fresh one and closing it keeps worker threads from accumulating unclosed loops.
-    """
-
-    def call() -> T:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return fn(*args)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    return await trio.to_thread.run_sync(call)
 
 
 def api_error(call: Callable[[], object]) -> tuple[int, int, str]:

@@ -26,6 +26,7 @@ from genesis.sim.clock import SimClock
 from genesis.sim.exchange import Exchange
 from genesis.sim.rest import RestApp, RestFaults, serve_rest
 from genesis.sim.symbols import default_symbols
+from tests.sim.threads import in_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -955,7 +956,7 @@ async def test_python_binance_client_against_the_socket() -> None:
                     out["error"] = (exc.status_code, exc.code, exc.message)
                 return out
 
-            results = await trio.to_thread.run_sync(drive)
+            results = await in_thread(drive)
             nursery.cancel_scope.cancel()
     info = results["info"]
     assert isinstance(info, dict)
@@ -1022,7 +1023,7 @@ async def test_python_binance_ed25519_key_against_the_socket() -> None:
                 )
                 return order, client.get_account()
 
-            order, account = await trio.to_thread.run_sync(drive)
+            order, account = await in_thread(drive)
             nursery.cancel_scope.cancel()
     assert order["status"] == "FILLED"
     assert isinstance(account["balances"], list)

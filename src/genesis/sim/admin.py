@@ -150,14 +150,18 @@ class AdminApp:
         status, body = self._handle(
             method, path, raw_query if isinstance(raw_query, bytes) else b""
         )
+        payload = orjson.dumps(body)
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
             }
         )
-        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+        await send({"type": "http.response.body", "body": payload})
 
     def _handle(self, method: str, path: str, raw_query: bytes) -> tuple[int, object]:
         try:

@@ -593,7 +593,10 @@ class RestApp:
         reply = await self._respond(scope, receive)
         if self.faults.latency_s > 0:
             await trio.sleep(self.faults.latency_s)
-        headers = [(b"content-type", reply.content_type.encode())]
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+        ]
         headers += [(name.lower().encode(), value.encode()) for name, value in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
