@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import urllib.parse
 from collections import deque
 from contextlib import asynccontextmanager
@@ -926,3 +927,38 @@ async def test_real_socket_round_trip() -> None:
     assert answer["id"] == "a1"
     assert answer["status"] == 200
     assert info.remote == "127.0.0.1"
+
+
+_UPGRADE = (
+    "GET {} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE / HTTP/1.1\r\n\r\n",  # trio-websocket's own 400 fails to send
+        _UPGRADE.format("/nope").encode(),  # our 404 fails to send
+        _UPGRADE.format("/ws-api/v3").encode(),  # our 101 fails to send
+    ],
+)
+async def test_a_client_vanishing_mid_handshake_does_not_take_the_server_down(
+    request_bytes: bytes, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = make_sim()
+    caplog.set_level(logging.INFO, logger="genesis.sim.ws_api")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:  # a server-side error would surface here
+            client_stream, server_stream = memory_pair()
+            nursery.start_soon(
+                functools.partial(
+                    handle_ws_api_stream, server_stream, sim.ctx, remote_ip="10.9.8.7"
+                )
+            )
+            await client_stream.send_all(request_bytes)
+            await client_stream.aclose()
+        assert "sim.wsapi.lost remote=10.9.8.7" in caplog.messages
+        assert sim.ctx.connections() == ()
+        async with connect(sim) as client:
+            assert (await client.call("ping"))["status"] == 200

@@ -34,39 +34,56 @@ __all__ = [
     "DISCONNECTED",
     "DUPLICATE_SYMBOLS",
     "ILLEGAL_CHARS",
+    "INVALID_JSON",
     "INVALID_PARAMETER",
     "INVALID_SIGNATURE",
     "INVALID_SYMBOLSTATUS",
     "INVALID_TICKER_TYPE",
     "INVALID_TIMESTAMP",
+    "INVALID_TIME_UNIT",
     "MANDATORY_PARAM_EMPTY_OR_MALFORMED",
+    "MAXIMUM_SUBSCRIPTION_IDS",
     "MSG_BAD_RECV_WINDOW",
     "MSG_BOTH_PARAMS_EMPTY",
     "MSG_DUPLICATE_PARAM",
     "MSG_ILLEGAL_CHARS",
     "MSG_ILLEGAL_CHARS_PARAM",
+    "MSG_INVALID_ID",
+    "MSG_INVALID_JSON",
     "MSG_INVALID_PARAMETER",
+    "MSG_INVALID_PARAMS",
+    "MSG_INVALID_TIME_UNIT",
     "MSG_IP_BANNED",
     "MSG_MANDATORY_PARAM",
+    "MSG_MAX_SUBSCRIPTION_IDS",
+    "MSG_NOT_AUTHORIZED",
     "MSG_PARAM_EMPTY",
     "MSG_PARAM_NOT_REQUIRED",
+    "MSG_SUBSCRIPTION_ACTIVE",
+    "MSG_SUBSCRIPTION_INACTIVE",
     "MSG_TIMESTAMP_AHEAD",
     "MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW",
     "MSG_TOO_MANY_ORDERS",
     "MSG_TOO_MANY_REQUESTS_QUEUED",
+    "MSG_TOO_MANY_SUBSCRIPTIONS",
     "MSG_TOO_MUCH_PRECISION",
     "MSG_TOO_MUCH_WEIGHT",
+    "MSG_UNKNOWN_METHOD",
     "MSG_UNREAD_PARAMETERS",
+    "MSG_UNSUPPORTED",
     "OPTIONAL_PARAMS_BAD_COMBO",
     "PARAM_EMPTY",
     "PARAM_NOT_REQUIRED",
     "REJECTED_MBX_KEY",
     "SERVER_BUSY",
+    "SUBSCRIPTION_ACTIVE",
+    "SUBSCRIPTION_INACTIVE",
     "SYMBOL_DOES_NOT_MATCH_STATUS",
     "TIMEOUT",
     "TOO_MANY_ORDERS",
     "TOO_MANY_PARAMETERS",
     "TOO_MANY_REQUESTS",
+    "UNAUTHORIZED",
     "UNKNOWN",
     "UNREAD_PARAMETERS",
     "UNSUPPORTED_OPERATION",
@@ -129,11 +146,32 @@ MSG_PARAM_NOT_REQUIRED: Final = "Parameter '%s' sent when not required."
 MSG_TOO_MUCH_PRECISION: Final = "Parameter '%s' has too much precision."
 MSG_INVALID_PARAMETER: Final = "Data sent for parameter '%s' is not valid."
 MSG_BAD_RECV_WINDOW: Final = "recvWindow must be less than 60000"
+MSG_NOT_AUTHORIZED: Final = "You are not authorized to execute this request."
+MSG_UNSUPPORTED: Final = "This operation is not supported."
+MSG_INVALID_JSON: Final = "Invalid JSON Request"
+MSG_INVALID_TIME_UNIT: Final = (
+    "Invalid value for time unit; expected either MICROSECOND or MILLISECOND."
+)
+MSG_SUBSCRIPTION_ACTIVE: Final = "User Data Stream subscription already active."
+MSG_SUBSCRIPTION_INACTIVE: Final = "User Data Stream subscription not active."
+MSG_MAX_SUBSCRIPTION_IDS: Final = "Maximum subscription ID reached for this connection."
+
+# WS API texts errors.md does not list (so CATALOG does not carry them); why each is used is
+# in genesis.sim.ws_api's docstring.
+MSG_INVALID_PARAMS: Final = "Invalid 'params' in JSON request; expected an object."
+"""-1135 for ``params`` that is not an object: the server's text (binance-us-api-docs#126)."""
+MSG_INVALID_ID: Final = "Invalid 'id' in JSON request; expected an integer, a string or null."
+"""-1135 for a bad request ``id``: the simulator's wording, after :data:`MSG_INVALID_PARAMS`."""
+MSG_UNKNOWN_METHOD: Final = "Unknown method."
+"""-1020 for a WS API method that does not exist: the simulator's choice."""
+MSG_TOO_MANY_SUBSCRIPTIONS: Final = "Too many active User Data Stream subscriptions."
+"""-2042 when a connection has 1000 active subscriptions: the simulator's choice."""
 
 # --- codes ----------------------------------------------------------------------------------
 
 UNKNOWN: Final = -1000
 DISCONNECTED: Final = -1001
+UNAUTHORIZED: Final = -1002
 TOO_MANY_REQUESTS: Final = -1003
 TIMEOUT: Final = -1007
 SERVER_BUSY: Final = -1008
@@ -153,17 +191,22 @@ BAD_SYMBOL: Final = -1121
 OPTIONAL_PARAMS_BAD_COMBO: Final = -1128
 INVALID_PARAMETER: Final = -1130
 BAD_RECV_WINDOW: Final = -1131
+INVALID_JSON: Final = -1135
 DUPLICATE_SYMBOLS: Final = -1151
 INVALID_SYMBOLSTATUS: Final = -1122
 INVALID_TICKER_TYPE: Final = -1139
+INVALID_TIME_UNIT: Final = -1194
 SYMBOL_DOES_NOT_MATCH_STATUS: Final = -1220
 BAD_API_KEY_FMT: Final = -2014
 REJECTED_MBX_KEY: Final = -2015
+SUBSCRIPTION_ACTIVE: Final = -2035
+SUBSCRIPTION_INACTIVE: Final = -2036
+MAXIMUM_SUBSCRIPTION_IDS: Final = -2042
 
 CATALOG: Final[dict[int, ErrorCode]] = _entries(
     (-1000, "UNKNOWN", ("An unknown error occurred while processing the request.",)),
     (-1001, "DISCONNECTED", ("Internal error; unable to process your request. Please try again.",)),
-    (-1002, "UNAUTHORIZED", ("You are not authorized to execute this request.",)),
+    (-1002, "UNAUTHORIZED", (MSG_NOT_AUTHORIZED,)),
     (
         -1003,
         "TOO_MANY_REQUESTS",
@@ -198,7 +241,7 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
     (-1014, "UNKNOWN_ORDER_COMPOSITION", ("Unsupported order combination.",)),
     (-1015, "TOO_MANY_ORDERS", ("Too many new orders.", MSG_TOO_MANY_ORDERS)),
     (-1016, "SERVICE_SHUTTING_DOWN", ("This service is no longer available.",)),
-    (-1020, "UNSUPPORTED_OPERATION", ("This operation is not supported.",)),
+    (-1020, "UNSUPPORTED_OPERATION", (MSG_UNSUPPORTED,)),
     (-1021, "INVALID_TIMESTAMP", (MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW, MSG_TIMESTAMP_AHEAD)),
     (-1022, "INVALID_SIGNATURE", ("Signature for this request is not valid.",)),
     (-1100, "ILLEGAL_CHARS", (MSG_ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM)),
@@ -250,15 +293,11 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
     (-1130, "INVALID_PARAMETER", ("Invalid data sent for a parameter.", MSG_INVALID_PARAMETER)),
     (-1131, "BAD_RECV_WINDOW", (MSG_BAD_RECV_WINDOW,)),
     (-1134, "BAD_STRATEGY_TYPE", ("`strategyType` was less than 1000000.",)),
-    (-1135, "INVALID_JSON", ("Invalid JSON Request", "JSON sent for parameter '%s' is not valid")),
+    (-1135, "INVALID_JSON", (MSG_INVALID_JSON, "JSON sent for parameter '%s' is not valid")),
     (-1139, "INVALID_TICKER_TYPE", ("Invalid ticker type.",)),
     (-1145, "INVALID_CANCEL_RESTRICTIONS", ("Invalid cancelRestrictions",)),
     (-1151, "DUPLICATE_SYMBOLS", ("Symbol is present multiple times in the list.",)),
-    (
-        -1194,
-        "INVALID_TIME_UNIT",
-        ("Invalid value for time unit; expected either MICROSECOND or MILLISECOND.",),
-    ),
+    (-1194, "INVALID_TIME_UNIT", (MSG_INVALID_TIME_UNIT,)),
     (
         -1220,
         "SYMBOL_DOES_NOT_MATCH_STATUS",
@@ -277,7 +316,10 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
             "and has been archived.",
         ),
     ),
+    (-2035, "SUBSCRIPTION_ACTIVE", (MSG_SUBSCRIPTION_ACTIVE,)),
+    (-2036, "SUBSCRIPTION_INACTIVE", (MSG_SUBSCRIPTION_INACTIVE,)),
     (-2039, "CLIENT_ORDER_ID_INVALID", ("Client order ID is not correct for this order ID.",)),
+    (-2042, "MAXIMUM_SUBSCRIPTION_IDS", (MSG_MAX_SUBSCRIPTION_IDS,)),
 )
 """Binance spot error codes the simulator can send, keyed by code."""
 

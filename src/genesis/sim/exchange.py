@@ -57,7 +57,7 @@ import string
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -552,6 +552,41 @@ class _Bucket:
     count: int
 
 
+def _merge_buckets(
+    buckets: Sequence[_Bucket], open_ms: int, *, flat_price: Decimal, taker_volumes: bool
+) -> _Bucket:
+    """One bucket (opening at ``open_ms``) for consecutive ``buckets``; with none, a flat one at
+    ``flat_price`` with no volume, no trades and ids -1.
+
+    ``taker_volumes=False`` leaves the taker-buy sums at 0: the rolling 24 h ticker, computed
+    every second for every symbol over up to 1440 buckets, has no use for them.
+    """
+    if buckets:
+        open_, close = buckets[0].open, buckets[-1].close
+        first_id, last_id = buckets[0].first_id, buckets[-1].last_id
+    else:
+        open_ = close = flat_price
+        first_id = last_id = -1
+    taker_base = taker_quote = _ZERO
+    if taker_volumes:
+        taker_base = sum((b.taker_buy_base for b in buckets), _ZERO)
+        taker_quote = sum((b.taker_buy_quote for b in buckets), _ZERO)
+    return _Bucket(
+        open_ms=open_ms,
+        open=open_,
+        high=max((b.high for b in buckets), default=flat_price),
+        low=min((b.low for b in buckets), default=flat_price),
+        close=close,
+        volume=sum((b.volume for b in buckets), _ZERO),
+        quote_volume=sum((b.quote_volume for b in buckets), _ZERO),
+        taker_buy_base=taker_base,
+        taker_buy_quote=taker_quote,
+        first_id=first_id,
+        last_id=last_id,
+        count=sum(b.count for b in buckets),
+    )
+
+
 @attrs.define(eq=False)
 class _Series:
     """Fixed-width OHLCV buckets (only buckets with trades are stored), capped in length."""
@@ -792,23 +827,6 @@ def kline_next_open(interval: str, open_ms: int) -> int:
         year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
         return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
     return open_ms + KLINE_INTERVAL_MS[interval]
-
-
-@attrs.frozen
-class _KlineAgg:
-    open_ms: int
-    close_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    taker_buy_base: Decimal
-    taker_buy_quote: Decimal
-    first_id: int
-    last_id: int
-    count: int
 
 
 class Exchange:
@@ -1306,12 +1324,7 @@ class Exchange:
         )
         if order_id is not None:
             return [o.snapshot() for o in orders if o.order_id >= order_id][:limit]
-        if start_time is not None:
-            orders = [o for o in orders if o.time_ms >= start_time]
-        if end_time is not None:
-            orders = [o for o in orders if o.time_ms <= end_time]
-        chosen = orders[:limit] if start_time is not None else orders[-limit:]
-        return [o.snapshot() for o in chosen]
+        return [o.snapshot() for o in _time_window(orders, start_time, end_time, limit)]
 
     def my_trades(
         self,
@@ -1344,11 +1357,7 @@ class Exchange:
             rows = [t for t in rows if t.order_id == order_id]
         if from_id is not None:
             return [t for t in rows if t.trade_id >= from_id][:limit]
-        if start_time is not None:
-            rows = [t for t in rows if t.time_ms >= start_time]
-        if end_time is not None:
-            rows = [t for t in rows if t.time_ms <= end_time]
-        return rows[:limit] if start_time is not None else rows[-limit:]
+        return _time_window(rows, start_time, end_time, limit)
 
     def account(self, api_key: str, *, now_ms: int, omit_zero_balances: bool = False) -> JsonObject:
         """``GET /api/v3/account`` in wire form (keys as samples.json ``rest.account``).
@@ -1522,17 +1531,17 @@ class Exchange:
                 opens.append(t)
                 t = kline_open_time(iv, t - 1)
             opens.reverse()
-        return [_kline_array(self._kline_agg(st, iv, t)) for t in opens]
+        return [_kline_array(*self._kline_agg(st, iv, t)) for t in opens]
 
     def kline(self, symbol: str, interval: str, open_time_ms: int, now_ms: int) -> JsonObject:
         """The ``k`` object of a ``@kline_<interval>`` event for the kline opening at
         ``open_time_ms`` (``x`` is true once ``now_ms`` is past its close time)."""
         st = self._symbol(symbol)
         iv = self._interval(interval)
-        k = self._kline_agg(st, iv, open_time_ms)
+        k, close_ms = self._kline_agg(st, iv, open_time_ms)
         return {
             "t": k.open_ms,
-            "T": k.close_ms,
+            "T": close_ms,
             "s": st.spec.symbol,
             "i": iv,
             "f": k.first_id,
@@ -1543,7 +1552,7 @@ class Exchange:
             "l": _f8(k.low),
             "v": _f8(k.volume),
             "n": k.count,
-            "x": now_ms > k.close_ms,
+            "x": now_ms > close_ms,
             "q": _f8(k.quote_volume),
             "V": _f8(k.taker_buy_base),
             "Q": _f8(k.taker_buy_quote),
@@ -1558,48 +1567,28 @@ class Exchange:
         buckets = st.minutes.span(first_bucket, now_ms + 1)
         last = st.last_price if st.last_price is not None else _ZERO
         prev = st.minutes.close_before(first_bucket)
+        agg = _merge_buckets(buckets, open_ms, flat_price=last, taker_volumes=False)
         bid = st.bids.best()
         ask = st.asks.best()
-        common = {
-            "bid_price": bid if bid is not None else _ZERO,
-            "bid_qty": st.bids.qty[bid] if bid is not None else _ZERO,
-            "ask_price": ask if ask is not None else _ZERO,
-            "ask_qty": st.asks.qty[ask] if ask is not None else _ZERO,
-        }
-        if not buckets:
-            return TickerStats(
-                symbol=st.spec.symbol,
-                open_time_ms=open_ms,
-                close_time_ms=now_ms,
-                open=last,
-                high=last,
-                low=last,
-                last=last,
-                last_qty=_ZERO,
-                prev_close=prev if prev is not None else _ZERO,
-                volume=_ZERO,
-                quote_volume=_ZERO,
-                first_id=-1,
-                last_id=-1,
-                count=0,
-                **common,
-            )
         return TickerStats(
             symbol=st.spec.symbol,
             open_time_ms=open_ms,
             close_time_ms=now_ms,
-            open=buckets[0].open,
-            high=max(b.high for b in buckets),
-            low=min(b.low for b in buckets),
-            last=buckets[-1].close,
-            last_qty=st.last_qty,
+            open=agg.open,
+            high=agg.high,
+            low=agg.low,
+            last=agg.close,
+            last_qty=st.last_qty if buckets else _ZERO,
             prev_close=prev if prev is not None else _ZERO,
-            volume=sum((b.volume for b in buckets), _ZERO),
-            quote_volume=sum((b.quote_volume for b in buckets), _ZERO),
-            first_id=buckets[0].first_id,
-            last_id=buckets[-1].last_id,
-            count=sum(b.count for b in buckets),
-            **common,
+            volume=agg.volume,
+            quote_volume=agg.quote_volume,
+            first_id=agg.first_id,
+            last_id=agg.last_id,
+            count=agg.count,
+            bid_price=bid if bid is not None else _ZERO,
+            bid_qty=st.bids.qty[bid] if bid is not None else _ZERO,
+            ask_price=ask if ask is not None else _ZERO,
+            ask_qty=st.asks.qty[ask] if ask is not None else _ZERO,
         )
 
     def ticker_24hr(self, symbol: str | None, *, now_ms: int, mini: bool = False) -> JsonObject:
@@ -1613,13 +1602,7 @@ class Exchange:
                 "highPrice": _f8(s.high),
                 "lowPrice": _f8(s.low),
                 "lastPrice": _f8(s.last),
-                "volume": _f8(s.volume),
-                "quoteVolume": _f8(s.quote_volume),
-                "openTime": s.open_time_ms,
-                "closeTime": s.close_time_ms,
-                "firstId": s.first_id,
-                "lastId": s.last_id,
-                "count": s.count,
+                **_ticker_window(s),
             }
         return {
             "symbol": s.symbol,
@@ -1636,13 +1619,7 @@ class Exchange:
             "openPrice": _f8(s.open),
             "highPrice": _f8(s.high),
             "lowPrice": _f8(s.low),
-            "volume": _f8(s.volume),
-            "quoteVolume": _f8(s.quote_volume),
-            "openTime": s.open_time_ms,
-            "closeTime": s.close_time_ms,
-            "firstId": s.first_id,
-            "lastId": s.last_id,
-            "count": s.count,
+            **_ticker_window(s),
         }
 
     def ticker_price(self, symbol: str | None) -> JsonObject:
@@ -1791,21 +1768,16 @@ class Exchange:
         stop_px: Decimal | None,
     ) -> tuple[str, Decimal]:
         spec = st.spec
+        # quoteOrderQty (MARKET only) is sized against the opposite side: it must have a level.
+        if quote_qty is not None and st.opposite(side).best() is None:
+            raise _engine_reject("Order book liquidity is less than symbol minimum quantity.")
         if side is Side.SELL:
             if quote_qty is not None:
-                if st.bids.best() is None:
-                    raise _engine_reject(
-                        "Order book liquidity is less than symbol minimum quantity."
-                    )
                 return spec.base_asset, self._simulate(st, side, quote=quote_qty)[0]
             assert qty is not None
             return spec.base_asset, qty
         if otype is OrderType.MARKET:
             if quote_qty is not None:
-                if st.asks.best() is None:
-                    raise _engine_reject(
-                        "Order book liquidity is less than symbol minimum quantity."
-                    )
                 return spec.quote_asset, quote_qty
             return spec.quote_asset, self._simulate(st, side, qty=qty)[1]
         assert qty is not None
@@ -1950,12 +1922,16 @@ class Exchange:
 
     # --- internals: matching ----------------------------------------------------------------
 
+    def _expire(self, order: _OrderState, reason: str) -> None:
+        """Close ``order`` as EXPIRED (``reason`` is its ``expiryReason``) and report it."""
+        self._close(order, OrderStatus.EXPIRED, reason)
+        self._report(order, ExecutionType.EXPIRED)
+
     def _execute_limit(self, st: _SymbolState, order: _OrderState) -> None:
         if order.tif is TimeInForce.FOK:
             filled, _ = self._simulate(st, order.side, limit=order.price, qty=order.remaining)
             if filled < order.remaining:
-                self._close(order, OrderStatus.EXPIRED, "UNFILLED_FOK_ORDER_EXPIRED")
-                self._report(order, ExecutionType.EXPIRED)
+                self._expire(order, "UNFILLED_FOK_ORDER_EXPIRED")
                 return
         self._match(st, order, limit=order.price)
         if not order.status.is_open:
@@ -1966,8 +1942,7 @@ class Exchange:
             order.on_book = True
             self._cur().touch(st.spec.symbol, book.is_bid, order.price)
         else:
-            self._close(order, OrderStatus.EXPIRED, "UNFILLED_IOC_QUANTITY_EXPIRED")
-            self._report(order, ExecutionType.EXPIRED)
+            self._expire(order, "UNFILLED_IOC_QUANTITY_EXPIRED")
 
     def _execute_market(
         self,
@@ -1981,8 +1956,7 @@ class Exchange:
         if order.quote_mode:
             order.orig_qty = order.executed_qty
         if order.status.is_open:
-            self._close(order, OrderStatus.EXPIRED, "INSUFFICIENT_LIQUIDITY")
-            self._report(order, ExecutionType.EXPIRED)
+            self._expire(order, "INSUFFICIENT_LIQUIDITY")
 
     def _match(
         self,
@@ -2238,48 +2212,41 @@ class Exchange:
 
     # --- internals: klines -------------------------------------------------------------------
 
-    def _kline_agg(self, st: _SymbolState, interval: str, open_ms: int) -> _KlineAgg:
+    def _kline_agg(self, st: _SymbolState, interval: str, open_ms: int) -> tuple[_Bucket, int]:
+        """The kline opening at ``open_ms`` and its close time; without trades it is flat at
+        the previous close (0 before the first trade)."""
         series = st.seconds if interval == "1s" else st.minutes
         close_ms = kline_next_open(interval, open_ms) - 1
         buckets = series.span(open_ms, close_ms + 1)
-        if not buckets:
-            prev = series.close_before(open_ms)
-            price = prev if prev is not None else _ZERO
-            return _KlineAgg(
-                open_ms=open_ms,
-                close_ms=close_ms,
-                open=price,
-                high=price,
-                low=price,
-                close=price,
-                volume=_ZERO,
-                quote_volume=_ZERO,
-                taker_buy_base=_ZERO,
-                taker_buy_quote=_ZERO,
-                first_id=-1,
-                last_id=-1,
-                count=0,
-            )
-        return _KlineAgg(
-            open_ms=open_ms,
-            close_ms=close_ms,
-            open=buckets[0].open,
-            high=max(b.high for b in buckets),
-            low=min(b.low for b in buckets),
-            close=buckets[-1].close,
-            volume=sum((b.volume for b in buckets), _ZERO),
-            quote_volume=sum((b.quote_volume for b in buckets), _ZERO),
-            taker_buy_base=sum((b.taker_buy_base for b in buckets), _ZERO),
-            taker_buy_quote=sum((b.taker_buy_quote for b in buckets), _ZERO),
-            first_id=buckets[0].first_id,
-            last_id=buckets[-1].last_id,
-            count=sum(b.count for b in buckets),
-        )
+        prev = series.close_before(open_ms) if not buckets else None
+        flat_price = prev if prev is not None else _ZERO
+        merged = _merge_buckets(buckets, open_ms, flat_price=flat_price, taker_volumes=True)
+        return merged, close_ms
 
 
 def _discard(items: list[_T], item: _T) -> None:
     if item in items:
         items.remove(item)
+
+
+class _Timed(Protocol):
+    @property
+    def time_ms(self) -> int: ...
+
+
+_TimedT = TypeVar("_TimedT", bound=_Timed)
+
+
+def _time_window(
+    rows: list[_TimedT], start_time: int | None, end_time: int | None, limit: int
+) -> list[_TimedT]:
+    """Rows (oldest first) within the optional time range: the first ``limit`` from
+    ``start_time`` when it is given, else the most recent ``limit``."""
+    if start_time is not None:
+        rows = [r for r in rows if r.time_ms >= start_time]
+    if end_time is not None:
+        rows = [r for r in rows if r.time_ms <= end_time]
+    return rows[:limit] if start_time is not None else rows[-limit:]
 
 
 def _check_range(start_time: int | None, end_time: int | None, hours: int) -> None:
@@ -2322,7 +2289,20 @@ def _agg_wire(group: Sequence[PublicTrade]) -> JsonObject:
     }
 
 
-def _kline_array(k: _KlineAgg) -> list[object]:
+def _ticker_window(s: TickerStats) -> JsonObject:
+    """``volume`` .. ``count``: how both 24 h ticker shapes (FULL and MINI) end."""
+    return {
+        "volume": _f8(s.volume),
+        "quoteVolume": _f8(s.quote_volume),
+        "openTime": s.open_time_ms,
+        "closeTime": s.close_time_ms,
+        "firstId": s.first_id,
+        "lastId": s.last_id,
+        "count": s.count,
+    }
+
+
+def _kline_array(k: _Bucket, close_ms: int) -> list[object]:
     return [
         k.open_ms,
         _f8(k.open),
@@ -2330,7 +2310,7 @@ def _kline_array(k: _KlineAgg) -> list[object]:
         _f8(k.low),
         _f8(k.close),
         _f8(k.volume),
-        k.close_ms,
+        close_ms,
         _f8(k.quote_volume),
         k.count,
         _f8(k.taker_buy_base),
@@ -2347,6 +2327,25 @@ _STOP_TYPES: Final = frozenset(
         OrderType.TAKE_PROFIT_LIMIT,
     }
 )
+
+
+def _order_terms(o: Order) -> JsonObject:
+    """``price`` .. ``side`` (and ``stopPrice`` for stop types) as CANCEL rows and the
+    RESULT/FULL responses list them (GET rows use another order)."""
+    out: JsonObject = {
+        "price": _f8(o.price),
+        "origQty": _f8(o.orig_qty),
+        "executedQty": _f8(o.executed_qty),
+        "origQuoteOrderQty": _f8(o.orig_quote_order_qty),
+        "cummulativeQuoteQty": _f8(o.cummulative_quote_qty),
+        "status": o.status.value,
+        "timeInForce": o.time_in_force.value,
+        "type": o.type.value,
+        "side": o.side.value,
+    }
+    if o.type in _STOP_TYPES:
+        out["stopPrice"] = _f8(o.stop_price)
+    return out
 
 
 def order_to_wire(order: Order, kind: WireKind, fills: Sequence[Fill] = ()) -> JsonObject:
@@ -2392,19 +2391,9 @@ def order_to_wire(order: Order, kind: WireKind, fills: Sequence[Fill] = ()) -> J
             "orderListId": -1,
             "clientOrderId": o.cancel_client_order_id or "",
             "transactTime": o.update_time_ms,
-            "price": _f8(o.price),
-            "origQty": _f8(o.orig_qty),
-            "executedQty": _f8(o.executed_qty),
-            "origQuoteOrderQty": _f8(o.orig_quote_order_qty),
-            "cummulativeQuoteQty": _f8(o.cummulative_quote_qty),
-            "status": o.status.value,
-            "timeInForce": o.time_in_force.value,
-            "type": o.type.value,
-            "side": o.side.value,
+            **_order_terms(o),
+            "selfTradePreventionMode": "NONE",
         }
-        if o.type in _STOP_TYPES:
-            out["stopPrice"] = _f8(o.stop_price)
-        out["selfTradePreventionMode"] = "NONE"
         return out
     out = {
         "symbol": o.symbol,
@@ -2415,21 +2404,7 @@ def order_to_wire(order: Order, kind: WireKind, fills: Sequence[Fill] = ()) -> J
     }
     if kind == "ACK":
         return out
-    out.update(
-        {
-            "price": _f8(o.price),
-            "origQty": _f8(o.orig_qty),
-            "executedQty": _f8(o.executed_qty),
-            "origQuoteOrderQty": _f8(o.orig_quote_order_qty),
-            "cummulativeQuoteQty": _f8(o.cummulative_quote_qty),
-            "status": o.status.value,
-            "timeInForce": o.time_in_force.value,
-            "type": o.type.value,
-            "side": o.side.value,
-        }
-    )
-    if o.type in _STOP_TYPES:
-        out["stopPrice"] = _f8(o.stop_price)
+    out.update(_order_terms(o))
     out["workingTime"] = o.working_time_ms
     out["selfTradePreventionMode"] = "NONE"
     if o.expiry_reason is not None:

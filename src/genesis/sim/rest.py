@@ -121,6 +121,7 @@ from genesis.sim.errors import (
 )
 from genesis.sim.exchange import (
     Exchange,
+    OrderResult,
     SimReject,
     account_trade_to_wire,
     order_to_wire,
@@ -131,7 +132,7 @@ from genesis.sim.symbols import SYMBOL_STATUSES, exchange_info_symbol
 
 if TYPE_CHECKING:
     from genesis.sim.clock import SimClock
-    from genesis.sim.exchange import Order
+    from genesis.sim.exchange import JsonObject, Order
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -145,6 +146,9 @@ __all__ = [
     "RestStatistics",
     "Scope",
     "Send",
+    "cancel_order_request",
+    "place_counted_order",
+    "query_order_request",
     "read_order_fields",
     "serve_rest",
 ]
@@ -486,6 +490,116 @@ def read_order_fields(params: Params) -> dict[str, str | None]:
         "new_client_order_id": params.get("newClientOrderId"),
         "new_order_resp_type": params.get("newOrderRespType"),
     }
+
+
+def _place(
+    exchange: Exchange,
+    api_key: str,
+    fields: Mapping[str, str | None],
+    *,
+    now_ms: int,
+    test: bool = False,
+) -> OrderResult:
+    """:meth:`Exchange.place_order` with what :func:`read_order_fields` read."""
+    return exchange.place_order(
+        api_key,
+        symbol=fields["symbol"],
+        side=fields["side"],
+        type=fields["type"],
+        quantity=fields["quantity"],
+        quote_order_qty=fields["quote_order_qty"],
+        price=fields["price"],
+        stop_price=fields["stop_price"],
+        time_in_force=fields["time_in_force"],
+        new_client_order_id=fields["new_client_order_id"],
+        new_order_resp_type=fields["new_order_resp_type"],
+        now_ms=now_ms,
+        test=test,
+    )
+
+
+def place_counted_order(
+    exchange: Exchange,
+    limiter: RateLimiter,
+    api_key: str,
+    fields: Mapping[str, str | None],
+    *,
+    now_ms: int,
+) -> OrderResult:
+    """Place an order that ``limiter.admit_order`` already counted, keeping ORDERS exact.
+
+    Shared by REST ``POST /api/v3/order`` and the WS API ``order.place``. Binance counts the
+    orders that reach the matching engine and are not filled: a rejection before the engine
+    (any code but -2010) and a first fill during placement both take the order back out.
+
+    Args:
+        exchange: Where the order goes.
+        limiter: The limiter that admitted it.
+        api_key: The account.
+        fields: From :func:`read_order_fields`.
+        now_ms: Simulator time of the request.
+
+    Raises:
+        SimReject: The exchange refused the order.
+    """
+    try:
+        result = _place(exchange, api_key, fields, now_ms=now_ms)
+    except SimReject as exc:
+        if exc.code != -2010:
+            limiter.uncount_order(api_key, now_ms)
+        raise
+    if result.first_fill:
+        limiter.order_filled(api_key, now_ms)
+    return result
+
+
+def query_order_request(exchange: Exchange, api_key: str, params: Params) -> JsonObject:
+    """Answer ``GET /api/v3/order`` (WS API ``order.status``): the order's ``GET`` row.
+
+    Reads ``symbol``, ``orderId`` and ``origClientOrderId`` (nothing else may be sent).
+
+    Raises:
+        RestError: A parameter is missing, malformed or not read.
+        SimReject: The exchange knows no such order.
+    """
+    symbol = params.require_symbol()
+    order_id = params.uint("orderId")
+    client_id = params.get("origClientOrderId")
+    params.check_all_read()
+    order = exchange.query_order(
+        api_key, symbol=symbol, order_id=order_id, orig_client_order_id=client_id
+    )
+    return order_to_wire(order, "GET")
+
+
+def cancel_order_request(
+    exchange: Exchange, api_key: str, params: Params, *, now_ms: int
+) -> JsonObject:
+    """Answer ``DELETE /api/v3/order`` (WS API ``order.cancel``): the canceled order's row.
+
+    Reads ``symbol``, ``orderId``, ``origClientOrderId``, ``newClientOrderId`` and
+    ``cancelRestrictions`` (nothing else may be sent).
+
+    Raises:
+        RestError: A parameter is missing, malformed or not read.
+        SimReject: The exchange refused the cancel.
+    """
+    symbol = params.require_symbol()
+    order_id = params.uint("orderId")
+    client_id = params.get("origClientOrderId")
+    new_client_id = params.get("newClientOrderId")
+    restrictions = params.get("cancelRestrictions")
+    params.check_all_read()
+    order = exchange.cancel_order(
+        api_key,
+        symbol=symbol,
+        order_id=order_id,
+        orig_client_order_id=client_id,
+        new_client_order_id=new_client_id,
+        cancel_restrictions=restrictions,
+        now_ms=now_ms,
+    )
+    return order_to_wire(order, "CANCEL")
 
 
 class RestApp:
@@ -965,29 +1079,13 @@ class RestApp:
         self.limiter.admit_order(ctx.api_key, ctx.now_ms)
         hide_outcome = self.faults.take_execute_then_503()
         try:
-            result = self.exchange.place_order(
-                ctx.api_key,
-                symbol=fields["symbol"],
-                side=fields["side"],
-                type=fields["type"],
-                quantity=fields["quantity"],
-                quote_order_qty=fields["quote_order_qty"],
-                price=fields["price"],
-                stop_price=fields["stop_price"],
-                time_in_force=fields["time_in_force"],
-                new_client_order_id=fields["new_client_order_id"],
-                new_order_resp_type=fields["new_order_resp_type"],
-                now_ms=ctx.now_ms,
+            result = place_counted_order(
+                self.exchange, self.limiter, ctx.api_key, fields, now_ms=ctx.now_ms
             )
         except SimReject as exc:
-            if exc.code != -2010:
-                # Rejected by the API layer before the engine: not an unfilled order.
-                self.limiter.uncount_order(ctx.api_key, ctx.now_ms)
             if hide_outcome:
                 raise _unknown_outcome() from exc
             raise
-        if result.first_fill:
-            self.limiter.order_filled(ctx.api_key, ctx.now_ms)
         logger.debug(
             "sim.rest.order_placed symbol=%s order_id=%d status=%s",
             result.order.symbol,
@@ -1007,21 +1105,7 @@ class RestApp:
         fields = read_order_fields(ctx.params)
         commission = ctx.params.boolean("computeCommissionRates")
         ctx.params.check_all_read()
-        self.exchange.place_order(
-            ctx.api_key,
-            symbol=fields["symbol"],
-            side=fields["side"],
-            type=fields["type"],
-            quantity=fields["quantity"],
-            quote_order_qty=fields["quote_order_qty"],
-            price=fields["price"],
-            stop_price=fields["stop_price"],
-            time_in_force=fields["time_in_force"],
-            new_client_order_id=fields["new_client_order_id"],
-            new_order_resp_type=fields["new_order_resp_type"],
-            now_ms=ctx.now_ms,
-            test=True,
-        )
+        _place(self.exchange, ctx.api_key, fields, now_ms=ctx.now_ms, test=True)
         if not commission:
             return {}
         account = self.exchange.account(ctx.api_key, now_ms=ctx.now_ms)
@@ -1044,34 +1128,10 @@ class RestApp:
         }
 
     async def _query_order(self, ctx: _Ctx) -> JsonValue:
-        params = ctx.params
-        symbol = params.require_symbol()
-        order_id = params.uint("orderId")
-        client_id = params.get("origClientOrderId")
-        params.check_all_read()
-        order = self.exchange.query_order(
-            ctx.api_key, symbol=symbol, order_id=order_id, orig_client_order_id=client_id
-        )
-        return order_to_wire(order, "GET")
+        return query_order_request(self.exchange, ctx.api_key, ctx.params)
 
     async def _cancel_order(self, ctx: _Ctx) -> JsonValue:
-        params = ctx.params
-        symbol = params.require_symbol()
-        order_id = params.uint("orderId")
-        client_id = params.get("origClientOrderId")
-        new_client_id = params.get("newClientOrderId")
-        restrictions = params.get("cancelRestrictions")
-        params.check_all_read()
-        order = self.exchange.cancel_order(
-            ctx.api_key,
-            symbol=symbol,
-            order_id=order_id,
-            orig_client_order_id=client_id,
-            new_client_order_id=new_client_id,
-            cancel_restrictions=restrictions,
-            now_ms=ctx.now_ms,
-        )
-        return order_to_wire(order, "CANCEL")
+        return cancel_order_request(self.exchange, ctx.api_key, ctx.params, now_ms=ctx.now_ms)
 
     async def _open_orders(self, ctx: _Ctx) -> JsonValue:
         params = ctx.params

@@ -28,6 +28,7 @@ import attrs
 import trio
 import trio.testing
 
+from genesis.sim._wsconn import socket_handler
 from genesis.sim.admin import AdminApp
 from genesis.sim.auth import ApiKey
 from genesis.sim.clock import SimClock
@@ -290,14 +291,7 @@ async def run_simulator(
         ws_port = int(listeners[0].socket.getsockname()[1])
         sim.streams.port = ws_port
 
-        async def handle(stream: trio.SocketStream) -> None:
-            try:
-                remote = str(stream.socket.getpeername()[0])
-            except OSError:  # the client is already gone
-                remote = "unknown"
-            await sim.handle_ws_stream(stream, remote_ip=remote)
-
-        await nursery.start(trio.serve_listeners, handle, listeners)
+        await nursery.start(trio.serve_listeners, socket_handler(sim.handle_ws_stream), listeners)
         if config.faults is not None:
             await nursery.start(
                 functools.partial(

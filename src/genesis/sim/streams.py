@@ -43,17 +43,18 @@ ignore pongs. Connections run in per-connection cancel scopes, so a fault wakes 
 :meth:`StreamServer.handle_stream` serves one connection on any ``trio.abc.Stream``, so tests and
 virtual soaks can run the server over ``trio.testing.memory_stream_pair()`` under
 ``MockClock(autojump_threshold=0)``; :func:`serve_market_streams` serves it over TCP.
+
+The connection mechanics this server shares with the WS API (registry, ping schedule, age cap,
+slow-send rule, graceful close, handshake) are :mod:`genesis.sim._wsconn`'s; the tap and the pong
+rule are this module's own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
 import logging
 import math
 import re
-import struct
 import urllib.parse
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -65,6 +66,22 @@ import trio_websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from genesis.exchange.endpoints import parse_stream_name
+from genesis.sim._wsconn import (
+    CLOSE_POLICY,
+    PEER_GONE,
+    Close,
+    ConnectionRegistry,
+    ConnLog,
+    WsConnection,
+    close_gracefully,
+    receive_message,
+    run_pings,
+    send_frame,
+    serve_handshake,
+    shutdown_event,
+    socket_handler,
+    watch_age,
+)
 from genesis.sim.limits import AttemptLimiter, SlidingWindowCounter, StreamServerConfig
 
 if TYPE_CHECKING:
@@ -85,6 +102,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_LOG: Final = ConnLog(logger, "sim.ws")
 
 DEFAULT_STREAM_SERVER_CONFIG: Final = StreamServerConfig()
 
@@ -101,9 +119,6 @@ _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 _MAX_HANDSHAKE_BYTES: Final = 64 * 1024
 _SHUTDOWN_STREAM: Final = "!serverShutdown"
-
-_CLOSE_POLICY: Final = 1008
-_CLOSE_GOING_AWAY: Final = 1001
 
 
 # --- values ------------------------------------------------------------------------------
@@ -150,47 +165,22 @@ class StreamServerStatistics:
     frames_sent: int
 
 
-@attrs.frozen
-class _Close:
-    """Why and how a connection ends; the first request wins."""
-
-    reason: str
-    code: int | None = None  # None: send no close frame
-    abrupt: bool = False  # close the TCP connection without a close frame
-    notice: bool = False  # send serverShutdown before the close frame
-
-
-_PEER_GONE: Final = _Close("peer closed")
-
-
 # --- per-connection state ------------------------------------------------------------------
 
 
 @attrs.define(eq=False, kw_only=True)
-class _Connection:
-    id: int
+class _Connection(WsConnection):
     path: str
-    remote: str
     combined: bool
-    connected_at_ms: int
-    opened_at: float
     pong_timeout_s: float
     rate: SlidingWindowCounter
     streams: dict[str, None] = attrs.field(factory=dict)  # ordered set
     frames_sent: int = 0
     frames_withheld: int = 0
     messages_received: int = 0
-    ping_seq: int = 0
     pings: dict[bytes, float] = attrs.field(factory=dict)  # payload -> sent at, oldest first
-    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     # Its deadline is the pong deadline: oldest outstanding ping + pong_timeout_s, or +inf.
     pong_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    close: _Close | None = None
-
-    def request_close(self, close: _Close) -> None:
-        if self.close is None:
-            self.close = close
-        self.cancel_scope.cancel()
 
     def ping_sent(self, payload: bytes, now: float) -> None:
         self.pings[payload] = now
@@ -254,8 +244,10 @@ class StreamFaults:
     ping_stopped_ids: set[int] = attrs.field(factory=set)
     ignore_pongs: bool = False
     pong_ignored_ids: set[int] = attrs.field(factory=set)
-    _live: dict[int, _Connection] = attrs.field(factory=dict, init=False)
-    _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _conns: ConnectionRegistry[_Connection] = attrs.field(
+        factory=lambda: ConnectionRegistry(ConnLog(logger, "sim.ws.fault"), "dropped by fault"),
+        init=False,
+    )
 
     def is_stalled(self, conn_id: int) -> bool:
         """Whether data frames are withheld on ``conn_id`` (globally or for it alone)."""
@@ -293,7 +285,7 @@ class StreamFaults:
 
     def connections(self) -> tuple[ConnectionInfo, ...]:
         """Snapshots of the live connections, oldest first."""
-        return tuple(c.info(stalled=self.is_stalled(c.id)) for c in self._live.values())
+        return tuple(c.info(stalled=self.is_stalled(c.id)) for c in self._conns.live())
 
     def drop(self, conn_id: int) -> bool:
         """Close connection ``conn_id``'s TCP connection now, without a close frame.
@@ -301,43 +293,25 @@ class StreamFaults:
         The client sees an abnormal closure (1006), as after a network failure. Returns whether
         the connection was live. Never blocks: the connection's own task does the closing.
         """
-        conn = self._live.get(conn_id)
-        if conn is None:
-            return False
-        logger.info("sim.ws.fault.drop id=%d", conn_id)
-        conn.request_close(_Close("dropped by fault", abrupt=True))
-        return True
+        return self._conns.drop(conn_id)
 
     def drop_all(self) -> int:
         """:meth:`drop` every live connection; returns how many there were."""
-        ids = list(self._live)
-        for conn_id in ids:
-            self.drop(conn_id)
-        return len(ids)
+        return self._conns.drop_all()
 
     def shutdown(self, conn_id: int) -> bool:
         """Send ``serverShutdown`` on ``conn_id``, then close it with 1001 (a planned close)."""
-        conn = self._live.get(conn_id)
-        if conn is None:
-            return False
-        logger.info("sim.ws.fault.shutdown id=%d", conn_id)
-        conn.request_close(_Close("server shutdown", code=_CLOSE_GOING_AWAY, notice=True))
-        return True
+        return self._conns.shutdown(conn_id)
 
     def shutdown_all(self) -> int:
         """:meth:`shutdown` every live connection (drain); returns how many there were."""
-        ids = list(self._live)
-        for conn_id in ids:
-            self.shutdown(conn_id)
-        return len(ids)
+        return self._conns.shutdown_all()
 
     def _register(self, make: Callable[[int], _Connection]) -> _Connection:
-        conn = make(next(self._ids))
-        self._live[conn.id] = conn
-        return conn
+        return self._conns.register(make)
 
     def _unregister(self, conn: _Connection) -> None:
-        self._live.pop(conn.id, None)
+        self._conns.unregister(conn)
         self.stalled_ids.discard(conn.id)
         self.ping_stopped_ids.discard(conn.id)
         self.pong_ignored_ids.discard(conn.id)
@@ -487,41 +461,20 @@ class StreamServer:
         """
         tap = _InboundTap(stream)
         try:
-            async with trio.open_nursery() as nursery:
-                request: trio_websocket.WebSocketRequest | None = None
-                with trio.move_on_after(self.config.handshake_timeout_s):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery,
-                        tap,
-                        message_queue_size=self.config.message_queue_size,
-                        max_message_size=self.config.max_message_size,
-                    )
-                try:
-                    if request is None:
-                        logger.info("sim.ws.handshake_timeout remote=%s", remote_ip)
-                    else:
-                        await self._serve_request(request, tap, remote_ip)
-                finally:
-                    nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
-        except* trio_websocket.ConnectionClosed:
-            # The client vanished while we were writing the handshake answer (accept() or
-            # reject()), or trio-websocket's reader could not even send its 400 for a garbled
-            # request. That is the client's problem; the server goes on.
-            logger.info("sim.ws.lost remote=%s", remote_ip)
+            await serve_handshake(
+                tap,
+                self.config,
+                remote_ip=remote_ip,
+                log=_LOG,
+                serve=functools.partial(self._serve_request, tap=tap, remote_ip=remote_ip),
+            )
         finally:
             await trio.aclose_forcefully(stream)
-
-    async def _handle_socket(self, stream: trio.SocketStream) -> None:
-        try:
-            remote_ip = str(stream.socket.getpeername()[0])
-        except OSError:  # the client is already gone
-            remote_ip = "unknown"
-        await self.handle_stream(stream, remote_ip=remote_ip)
 
     # --- handshake -----------------------------------------------------------------------
 
     async def _serve_request(
-        self, request: trio_websocket.WebSocketRequest, tap: _InboundTap, remote_ip: str
+        self, request: trio_websocket.WebSocketRequest, *, tap: _InboundTap, remote_ip: str
     ) -> None:
         target = request.path
         if not self._attempts.try_acquire(remote_ip, trio.current_time()):
@@ -578,7 +531,11 @@ class StreamServer:
                     nursery.start_soon(self._receive, ws, conn, sub)
                     nursery.start_soon(self._ping, ws, conn, nursery)
                     nursery.start_soon(self._watch_pongs, conn)
-                    nursery.start_soon(self._watch_age, conn)
+                    nursery.start_soon(
+                        functools.partial(
+                            watch_age, conn, max_age_s=self.config.max_age_s, log=_LOG
+                        )
+                    )
             await self._close(ws, conn, tap)
         finally:
             tap.on_frame = None
@@ -615,7 +572,7 @@ class StreamServer:
                 self.config.max_incoming_per_window,
                 self.config.incoming_window_s,
             )
-            conn.request_close(_Close("too many messages", code=_CLOSE_POLICY))
+            conn.request_close(Close("too many messages", code=CLOSE_POLICY))
             return
         if opcode is Opcode.PONG and not self.faults.pongs_ignored(conn.id):
             conn.pong_received(payload)
@@ -631,7 +588,7 @@ class StreamServer:
                     sub.dropped,
                     self.config.subscriber_buffer,
                 )
-                conn.request_close(_Close("slow consumer", code=_CLOSE_POLICY))
+                conn.request_close(Close("slow consumer", code=CLOSE_POLICY))
                 return
             if self.faults.is_stalled(conn.id):
                 conn.frames_withheld += 1
@@ -640,19 +597,11 @@ class StreamServer:
                 text = '{"stream":"' + stream + '","data":' + payload.decode() + "}"
             else:
                 text = payload.decode()
-            with trio.move_on_after(self.config.slow_send_timeout_s) as send_scope:
-                try:
-                    await ws.send_message(text)
-                except trio_websocket.ConnectionClosed:
-                    conn.request_close(_PEER_GONE)
-                    return
-            if send_scope.cancelled_caught:
-                logger.warning(
-                    "sim.ws.slow_consumer id=%d send_stalled_s=%g",
-                    conn.id,
-                    self.config.slow_send_timeout_s,
-                )
-                conn.request_close(_Close("slow consumer", abrupt=True))
+            # Unshielded: a close request (fault, limit) cuts a stalled data frame short.
+            sent = await send_frame(
+                ws, conn, text, timeout_s=self.config.slow_send_timeout_s, shield=False, log=_LOG
+            )
+            if not sent:
                 return
             conn.frames_sent += 1
             self._frames_sent += 1
@@ -660,35 +609,31 @@ class StreamServer:
     async def _receive(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, sub: Subscriber
     ) -> None:
-        while True:
-            try:
-                message = await ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                conn.request_close(_PEER_GONE)
-                return
+        while (message := await receive_message(ws, conn)) is not None:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             reply = self._control(conn, sub, text)
             try:
                 await ws.send_message(reply)
             except trio_websocket.ConnectionClosed:
-                conn.request_close(_PEER_GONE)
+                conn.request_close(PEER_GONE)
                 return
 
     async def _ping(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, nursery: trio.Nursery
     ) -> None:
-        next_at = conn.opened_at
-        while True:
-            next_at += self.config.ping_interval_s
-            await trio.sleep_until(next_at)
-            if self.faults.pings_stopped(conn.id):
-                continue
-            conn.ping_seq += 1
-            payload = struct.pack("!QI", self.clock.now_ms() & 0xFFFF_FFFF_FFFF_FFFF, conn.ping_seq)
+        def send_ping(payload: bytes) -> None:
             conn.ping_sent(payload, trio.current_time())
             # ws.ping() sends and then waits for the matching pong, so each ping gets its own
             # task; whether a pong counts is decided by the tap, not by trio-websocket.
             nursery.start_soon(self._send_ping, ws, conn, payload)
+
+        await run_pings(
+            conn,
+            interval_s=self.config.ping_interval_s,
+            clock=self.clock,
+            send_ping=send_ping,
+            paused=functools.partial(self.faults.pings_stopped, conn.id),
+        )
 
     async def _send_ping(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, payload: bytes
@@ -696,7 +641,7 @@ class StreamServer:
         try:
             await ws.ping(payload)
         except trio_websocket.ConnectionClosed:
-            conn.request_close(_PEER_GONE)
+            conn.request_close(PEER_GONE)
 
     async def _watch_pongs(self, conn: _Connection) -> None:
         # The scope's deadline moves with the oldest outstanding ping (see _Connection); when
@@ -706,28 +651,20 @@ class StreamServer:
         logger.warning(
             "sim.ws.pong_timeout id=%d timeout_s=%g", conn.id, self.config.pong_timeout_s
         )
-        conn.request_close(_Close("pong timeout", code=_CLOSE_POLICY))
-
-    async def _watch_age(self, conn: _Connection) -> None:
-        await trio.sleep_until(conn.opened_at + self.config.max_age_s)
-        logger.info("sim.ws.max_age id=%d max_age_s=%g", conn.id, self.config.max_age_s)
-        conn.request_close(
-            _Close("connection lifetime exceeded", code=_CLOSE_GOING_AWAY, notice=True)
-        )
+        conn.request_close(Close("pong timeout", code=CLOSE_POLICY))
 
     async def _close(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, tap: _InboundTap
     ) -> None:
-        close = conn.close or _PEER_GONE
+        close = conn.close or PEER_GONE
         code = close.code
         if close.abrupt:
             await trio.aclose_forcefully(tap)
         elif code is not None:
-            with trio.move_on_after(self.config.disconnect_timeout_s):
-                if close.notice:
-                    with contextlib.suppress(trio_websocket.ConnectionClosed):
-                        await ws.send_message(self._shutdown_event(conn))
-                await ws.aclose(code, close.reason)
+            frames = [self._shutdown_event(conn)] if close.notice else []
+            await close_gracefully(
+                ws, code, close.reason, frames, timeout_s=self.config.disconnect_timeout_s
+            )
         elif ws.closed is not None:
             code = ws.closed.code
         logger.info(
@@ -739,7 +676,7 @@ class StreamServer:
         )
 
     def _shutdown_event(self, conn: _Connection) -> str:
-        data = '{"e":"serverShutdown","E":' + str(self.clock.now_ms()) + "}"
+        data = shutdown_event(self.clock.now_ms())
         if conn.combined:
             return '{"stream":"' + _SHUTDOWN_STREAM + '","data":' + data + "}"
         return data
@@ -921,7 +858,7 @@ async def serve_market_streams(
     listeners = await trio.open_tcp_listeners(port, host=host)
     server.port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, server._handle_socket, listeners)
+        await nursery.start(trio.serve_listeners, socket_handler(server.handle_stream), listeners)
         logger.info("sim.ws.listening host=%s port=%d", host, server.port)
         task_status.started(server)
         await trio.sleep_forever()

@@ -54,8 +54,9 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``retryAfter`` = the ban's end, and every connection of that IP is closed (Binance disconnects
   banned IPs). 300 connection attempts per 5 minutes per IP; the 301st handshake is refused with
   HTTP 429 (HTTP 418/429 likewise while the IP is banned or over its weight).
-- Connection rules as the market streams (:mod:`genesis.sim.streams`): a ping every 20 s with a
-  12-byte payload; a ping not echoed by a pong within 60 s closes the connection (1008);
+- Connection rules as the market streams (:mod:`genesis.sim.streams`; the mechanics both share
+  are :mod:`genesis.sim._wsconn`'s): a ping every 20 s with a 12-byte payload; a ping not
+  echoed by a pong within 60 s closes the connection (1008);
   unsolicited pongs change nothing (trio-websocket matches pong payloads to pings itself). At
   ``max_age_s`` (24 h) and on :meth:`WsApiContext.shutdown` the server sends
   ``{"event":{"e":"serverShutdown","E":..}}`` and closes with 1001. A client that does not read
@@ -75,9 +76,7 @@ byte stream (TCP or ``trio.testing.memory_stream_pair()``, for MockClock tests);
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
-import struct
 import urllib.parse
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -88,6 +87,22 @@ import trio
 import trio_websocket
 
 from genesis.exchange.endpoints import WS_API_PATH
+from genesis.sim._wsconn import (
+    CLOSE_POLICY,
+    PEER_GONE,
+    Close,
+    ConnectionRegistry,
+    ConnLog,
+    WsConnection,
+    close_gracefully,
+    receive_message,
+    run_pings,
+    send_frame,
+    serve_handshake,
+    shutdown_event,
+    socket_handler,
+    watch_age,
+)
 from genesis.sim.auth import (
     ApiKey,
     KeyKind,
@@ -98,24 +113,48 @@ from genesis.sim.auth import (
     verify_signature,
 )
 from genesis.sim.errors import (
+    INVALID_JSON,
     INVALID_SIGNATURE,
+    INVALID_TIME_UNIT,
     MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+    MAXIMUM_SUBSCRIPTION_IDS,
+    MSG_INVALID_ID,
+    MSG_INVALID_JSON,
+    MSG_INVALID_PARAMS,
+    MSG_INVALID_TIME_UNIT,
     MSG_MANDATORY_PARAM,
+    MSG_MAX_SUBSCRIPTION_IDS,
+    MSG_NOT_AUTHORIZED,
+    MSG_SUBSCRIPTION_ACTIVE,
+    MSG_SUBSCRIPTION_INACTIVE,
+    MSG_TOO_MANY_SUBSCRIPTIONS,
+    MSG_UNKNOWN_METHOD,
+    MSG_UNSUPPORTED,
     REJECTED_MBX_KEY,
+    SUBSCRIPTION_ACTIVE,
+    SUBSCRIPTION_INACTIVE,
     TOO_MANY_ORDERS,
     TOO_MANY_REQUESTS,
+    UNAUTHORIZED,
     UNKNOWN,
+    UNSUPPORTED_OPERATION,
     RestError,
     fmt,
     http_status_for,
 )
-from genesis.sim.exchange import SimReject, order_to_wire, result_to_wire
+from genesis.sim.exchange import SimReject, result_to_wire
 from genesis.sim.limits import AttemptLimiter
 from genesis.sim.ratelimit import RateLimiter, window_start_ms
-from genesis.sim.rest import Params, read_order_fields
+from genesis.sim.rest import (
+    Params,
+    cancel_order_request,
+    place_counted_order,
+    query_order_request,
+    read_order_fields,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from genesis.sim.clock import SimClock
     from genesis.sim.exchange import Exchange, JsonObject, Order
@@ -137,34 +176,10 @@ __all__ = [
     "serve_ws_api",
     "signature_payload",
 ]
+# The MSG_* texts are genesis.sim.errors' (the catalog); they stay importable from here.
 
 logger = logging.getLogger(__name__)
-
-# --- error codes and messages the WS API adds to the catalog (thin adapter) ---------------
-# Binance's errors.md (2025-08) lists -2035/-2036/-2042 for the WS API user data stream;
-# genesis.sim.errors does not carry them yet, so they live here.
-
-UNAUTHORIZED: Final = -1002
-UNSUPPORTED_OPERATION: Final = -1020
-INVALID_JSON: Final = -1135
-INVALID_TIME_UNIT: Final = -1194
-SUBSCRIPTION_ACTIVE: Final = -2035
-SUBSCRIPTION_INACTIVE: Final = -2036
-MAXIMUM_SUBSCRIPTION_IDS: Final = -2042
-
-MSG_NOT_AUTHORIZED: Final = "You are not authorized to execute this request."
-MSG_INVALID_JSON: Final = "Invalid JSON Request"
-MSG_INVALID_ID: Final = "Invalid 'id' in JSON request; expected an integer, a string or null."
-MSG_INVALID_PARAMS: Final = "Invalid 'params' in JSON request; expected an object."
-MSG_UNKNOWN_METHOD: Final = "Unknown method."
-MSG_UNSUPPORTED: Final = "This operation is not supported."
-MSG_INVALID_TIME_UNIT: Final = (
-    "Invalid value for time unit; expected either MICROSECOND or MILLISECOND."
-)
-MSG_SUBSCRIPTION_ACTIVE: Final = "User Data Stream subscription already active."
-MSG_SUBSCRIPTION_INACTIVE: Final = "User Data Stream subscription not active."
-MSG_MAX_SUBSCRIPTION_IDS: Final = "Maximum subscription ID reached for this connection."
-MSG_TOO_MANY_SUBSCRIPTIONS: Final = "Too many active User Data Stream subscriptions."
+_LOG: Final = ConnLog(logger, "sim.wsapi")
 
 METHOD_WEIGHTS: Final[dict[str, int]] = {
     "ping": 1,
@@ -186,8 +201,6 @@ _FREE_ON_SUCCESS: Final = frozenset({"order.place", "order.cancel"})
 """Successful placements and cancels cost 0 weight since 2026-04-02 (CHANGELOG 2026-03-27)."""
 
 _UNKNOWN_METHOD_WEIGHT: Final = 1
-_CLOSE_POLICY: Final = 1008
-_CLOSE_GOING_AWAY: Final = 1001
 _JSON_BODY: Final = [(b"Content-Type", b"application/json;charset=UTF-8")]
 
 
@@ -277,19 +290,6 @@ class WsApiStatistics:
 # --- per-connection state -------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Close:
-    """Why and how a connection ends; the first request wins."""
-
-    reason: str
-    code: int | None = None  # None: send no close frame
-    abrupt: bool = False  # drop the transport without a close frame
-    notice: bool = False  # send serverShutdown before the close frame
-
-
-_PEER_GONE: Final = _Close("peer closed")
-
-
 @attrs.define(eq=False, kw_only=True)
 class _Subscription:
     id: int
@@ -299,28 +299,16 @@ class _Subscription:
 
 
 @attrs.define(eq=False, kw_only=True)
-class _Connection:
-    id: int
-    remote: str
-    connected_at_ms: int
-    opened_at: float
+class _Connection(WsConnection):
     return_rate_limits: bool
     send_chan: trio.MemorySendChannel[str]
     logon: ApiKey | None = None
     authorized_since_ms: int | None = None
     subscriptions: dict[int, _Subscription] = attrs.field(factory=dict)
     next_subscription_id: int = 0
-    ping_seq: int = 0
     outstanding_pings: int = 0
     requests: int = 0
     events_sent: int = 0
-    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    close: _Close | None = None
-
-    def request_close(self, close: _Close) -> None:
-        if self.close is None:
-            self.close = close
-        self.cancel_scope.cancel()
 
     def subscription_for(self, api_key: str) -> _Subscription | None:
         return next((s for s in self.subscriptions.values() if s.api_key == api_key), None)
@@ -367,8 +355,9 @@ class WsApiContext:
     config: WsApiConfig = DEFAULT_WS_API_CONFIG
     count_later_first_fills: bool = False
     _attempts: AttemptLimiter = attrs.field(init=False)
-    _live: dict[int, _Connection] = attrs.field(factory=dict, init=False)
-    _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _conns: ConnectionRegistry[_Connection] = attrs.field(
+        factory=lambda: ConnectionRegistry(_LOG, "dropped"), init=False
+    )
     _accepted: int = attrs.field(default=0, init=False)
     _rejected: int = attrs.field(default=0, init=False)
     _requests: int = attrs.field(default=0, init=False)
@@ -390,12 +379,12 @@ class WsApiContext:
 
     def connections(self) -> tuple[WsApiConnectionInfo, ...]:
         """Snapshots of the live connections, oldest first."""
-        return tuple(conn.info() for conn in self._live.values())
+        return tuple(conn.info() for conn in self._conns.live())
 
     def statistics(self) -> WsApiStatistics:
         """Counters since creation."""
         return WsApiStatistics(
-            connections_open=len(self._live),
+            connections_open=len(self._conns),
             connections_accepted=self._accepted,
             handshakes_rejected=self._rejected,
             requests=self._requests,
@@ -408,43 +397,31 @@ class WsApiContext:
 
         Never blocks (the connection's own task closes it). Returns whether it was live.
         """
-        conn = self._live.get(conn_id)
-        if conn is None:
-            return False
-        logger.info("sim.wsapi.shutdown id=%d", conn_id)
-        conn.request_close(_Close("server shutdown", code=_CLOSE_GOING_AWAY, notice=True))
-        return True
+        return self._conns.shutdown(conn_id)
 
     def shutdown_all(self) -> int:
         """:meth:`shutdown` every live connection; returns how many there were."""
-        ids = list(self._live)
-        for conn_id in ids:
-            self.shutdown(conn_id)
-        return len(ids)
+        return self._conns.shutdown_all()
 
     def drop(self, conn_id: int) -> bool:
         """Drop ``conn_id`` without a close frame (the client sees 1006). Never blocks."""
-        conn = self._live.get(conn_id)
-        if conn is None:
-            return False
-        logger.info("sim.wsapi.drop id=%d", conn_id)
-        conn.request_close(_Close("dropped", abrupt=True))
-        return True
+        return self._conns.drop(conn_id)
 
     # --- connection lifecycle (used by handle_ws_api) --------------------------------------
 
     def _register(
         self, remote: str, return_rate_limits: bool, send_chan: trio.MemorySendChannel[str]
     ) -> _Connection:
-        conn = _Connection(
-            id=next(self._ids),
-            remote=remote,
-            connected_at_ms=self.clock.now_ms(),
-            opened_at=trio.current_time(),
-            return_rate_limits=return_rate_limits,
-            send_chan=send_chan,
+        conn = self._conns.register(
+            lambda conn_id: _Connection(
+                id=conn_id,
+                remote=remote,
+                connected_at_ms=self.clock.now_ms(),
+                opened_at=trio.current_time(),
+                return_rate_limits=return_rate_limits,
+                send_chan=send_chan,
+            )
         )
-        self._live[conn.id] = conn
         self._accepted += 1
         return conn
 
@@ -452,13 +429,13 @@ class WsApiContext:
         for sub in conn.subscriptions.values():
             sub.remove_listener()
         conn.subscriptions.clear()
-        self._live.pop(conn.id, None)
+        self._conns.unregister(conn)
         conn.send_chan.close()
 
     def _drop_ip(self, ip: str) -> None:
-        for conn in list(self._live.values()):
+        for conn in self._conns.live():
             if conn.remote == ip:
-                conn.request_close(_Close("IP banned", code=_CLOSE_POLICY))
+                conn.request_close(Close("IP banned", code=CLOSE_POLICY))
 
 
 # --- signing ------------------------------------------------------------------------------
@@ -940,7 +917,7 @@ class _Handler:
             logger.warning(
                 "sim.wsapi.slow_consumer id=%d buffer=%d", conn.id, self.ctx.config.outbound_buffer
             )
-            conn.request_close(_Close("slow consumer", code=_CLOSE_POLICY))
+            conn.request_close(Close("slow consumer", code=CLOSE_POLICY))
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the connection is going away; its listeners are being removed
@@ -960,63 +937,23 @@ class _Handler:
             limiter.admit_order(api_key, request.now_ms)
         except RestError as exc:
             raise self._limit_failure(exc, request.now_ms, api_key) from None
-        try:
-            result = self.ctx.exchange.place_order(
-                api_key,
-                symbol=fields["symbol"],
-                side=fields["side"],
-                type=fields["type"],
-                quantity=fields["quantity"],
-                quote_order_qty=fields["quote_order_qty"],
-                price=fields["price"],
-                stop_price=fields["stop_price"],
-                time_in_force=fields["time_in_force"],
-                new_client_order_id=fields["new_client_order_id"],
-                new_order_resp_type=fields["new_order_resp_type"],
-                now_ms=request.now_ms,
-            )
-        except SimReject as exc:
-            if exc.code != -2010:
-                # Rejected before the engine: not an unfilled order (as REST does).
-                limiter.order_filled(api_key, request.now_ms)
-            raise
-        if result.first_fill:
-            limiter.order_filled(api_key, request.now_ms)
+        result = place_counted_order(
+            self.ctx.exchange, limiter, api_key, fields, now_ms=request.now_ms
+        )
         request.succeeded = True
         return result_to_wire(result)
 
     def _order_cancel(self, request: _Request) -> object:
-        params = request.params
         api_key = self._authenticated_key(request)
-        symbol = params.require_symbol()
-        order_id = params.uint("orderId")
-        client_id = params.get("origClientOrderId")
-        new_client_id = params.get("newClientOrderId")
-        restrictions = params.get("cancelRestrictions")
-        params.check_all_read()
-        order = self.ctx.exchange.cancel_order(
-            api_key,
-            symbol=symbol,
-            order_id=order_id,
-            orig_client_order_id=client_id,
-            new_client_order_id=new_client_id,
-            cancel_restrictions=restrictions,
-            now_ms=request.now_ms,
+        row = cancel_order_request(
+            self.ctx.exchange, api_key, request.params, now_ms=request.now_ms
         )
         request.succeeded = True
-        return order_to_wire(order, "CANCEL")
+        return row
 
     def _order_status(self, request: _Request) -> object:
-        params = request.params
         api_key = self._authenticated_key(request)
-        symbol = params.require_symbol()
-        order_id = params.uint("orderId")
-        client_id = params.get("origClientOrderId")
-        params.check_all_read()
-        order = self.ctx.exchange.query_order(
-            api_key, symbol=symbol, order_id=order_id, orig_client_order_id=client_id
-        )
-        return order_to_wire(order, "GET")
+        return query_order_request(self.ctx.exchange, api_key, request.params)
 
 
 def _mandatory(name: str) -> _Failure:
@@ -1149,7 +1086,9 @@ async def handle_ws_api(
                 nursery.start_soon(_send_loop, ws, conn, recv_chan, ctx.config)
                 nursery.start_soon(_receive_loop, ws, conn, handler)
                 nursery.start_soon(_ping_loop, ws, conn, ctx, nursery)
-                nursery.start_soon(_watch_age, conn, ctx.config)
+                nursery.start_soon(
+                    functools.partial(watch_age, conn, max_age_s=ctx.config.max_age_s, log=_LOG)
+                )
         await _close(ws, conn, recv_chan, ctx)
     finally:
         ctx._unregister(conn)
@@ -1162,34 +1101,19 @@ async def _send_loop(
     config: WsApiConfig,
 ) -> None:
     async for frame in recv_chan:
-        with trio.move_on_after(config.slow_send_timeout_s) as send_scope:
-            # A frame is written whole or not at all: a close request (cancellation of the
-            # connection scope) waits for it, bounded by the slow-send deadline.
-            send_scope.shield = True
-            try:
-                await ws.send_message(frame)
-            except trio_websocket.ConnectionClosed:
-                conn.request_close(_PEER_GONE)
-                return
-        if send_scope.cancelled_caught:
-            logger.warning(
-                "sim.wsapi.slow_consumer id=%d send_stalled_s=%g",
-                conn.id,
-                config.slow_send_timeout_s,
-            )
-            conn.request_close(_Close("slow consumer", abrupt=True))
+        # Shielded: a frame is written whole or not at all; a close request (cancellation of
+        # the connection scope) waits for it, bounded by the slow-send deadline.
+        sent = await send_frame(
+            ws, conn, frame, timeout_s=config.slow_send_timeout_s, shield=True, log=_LOG
+        )
+        if not sent:
             return
 
 
 async def _receive_loop(
     ws: trio_websocket.WebSocketConnection, conn: _Connection, handler: _Handler
 ) -> None:
-    while True:
-        try:
-            message = await ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            conn.request_close(_PEER_GONE)
-            return
+    while (message := await receive_message(ws, conn)) is not None:
         answer = handler.process(message)
         # Events the request caused were queued (send_nowait) before this answer. The answer
         # is queued without a checkpoint first, so it is flushed even when the request closed
@@ -1206,16 +1130,16 @@ async def _ping_loop(
     ctx: WsApiContext,
     nursery: trio.Nursery,
 ) -> None:
-    next_at = conn.opened_at
-    while True:
-        next_at += ctx.config.ping_interval_s
-        await trio.sleep_until(next_at)
-        conn.ping_seq += 1
-        payload = struct.pack("!QI", ctx.clock.now_ms() & 0xFFFF_FFFF_FFFF_FFFF, conn.ping_seq)
+
+    def send_ping(payload: bytes) -> None:
         # ws.ping() sends and then waits for the pong echoing this payload (trio-websocket
         # matches payloads and ignores unsolicited pongs), so each ping gets its own task and
         # its own deadline.
         nursery.start_soon(_ping_once, ws, conn, payload, ctx.config.pong_timeout_s)
+
+    await run_pings(
+        conn, interval_s=ctx.config.ping_interval_s, clock=ctx.clock, send_ping=send_ping
+    )
 
 
 async def _ping_once(
@@ -1226,19 +1150,13 @@ async def _ping_once(
         with trio.move_on_after(timeout_s) as scope:
             await ws.ping(payload)
     except trio_websocket.ConnectionClosed:
-        conn.request_close(_PEER_GONE)
+        conn.request_close(PEER_GONE)
         return
     finally:
         conn.outstanding_pings -= 1
     if scope.cancelled_caught:
         logger.warning("sim.wsapi.pong_timeout id=%d timeout_s=%g", conn.id, timeout_s)
-        conn.request_close(_Close("pong timeout", code=_CLOSE_POLICY))
-
-
-async def _watch_age(conn: _Connection, config: WsApiConfig) -> None:
-    await trio.sleep_until(conn.opened_at + config.max_age_s)
-    logger.info("sim.wsapi.max_age id=%d max_age_s=%g", conn.id, config.max_age_s)
-    conn.request_close(_Close("connection lifetime exceeded", code=_CLOSE_GOING_AWAY, notice=True))
+        conn.request_close(Close("pong timeout", code=CLOSE_POLICY))
 
 
 async def _close(
@@ -1247,24 +1165,12 @@ async def _close(
     recv_chan: trio.MemoryReceiveChannel[str],
     ctx: WsApiContext,
 ) -> None:
-    close = conn.close or _PEER_GONE
+    close = conn.close or PEER_GONE
     if close.code is not None and not close.abrupt:
-        with trio.move_on_after(ctx.config.disconnect_timeout_s):
-            try:
-                # Answers and events already queued go out before the close (e.g. a 418).
-                while True:
-                    try:
-                        frame = recv_chan.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    await ws.send_message(frame)
-                if close.notice:
-                    await ws.send_message(
-                        f'{{"event":{{"e":"serverShutdown","E":{ctx.clock.now_ms()}}}}}'
-                    )
-            except trio_websocket.ConnectionClosed:
-                pass
-            await ws.aclose(close.code, close.reason)
+        frames = _final_frames(recv_chan, ctx.clock, notice=close.notice)
+        await close_gracefully(
+            ws, close.code, close.reason, frames, timeout_s=ctx.config.disconnect_timeout_s
+        )
     logger.info(
         "sim.wsapi.disconnect id=%d code=%s reason=%s requests=%d events=%d",
         conn.id,
@@ -1273,6 +1179,21 @@ async def _close(
         conn.requests,
         conn.events_sent,
     )
+
+
+def _final_frames(
+    recv_chan: trio.MemoryReceiveChannel[str], clock: SimClock, *, notice: bool
+) -> Iterator[str]:
+    """What goes out before a graceful close, produced as it is sent (times are send times)."""
+    # Answers and events already queued go out before the close (e.g. a 418).
+    while True:
+        try:
+            frame = recv_chan.receive_nowait()
+        except trio.WouldBlock:
+            break
+        yield frame
+    if notice:
+        yield '{"event":' + shutdown_event(clock.now_ms()) + "}"
 
 
 # --- serving raw streams and TCP ------------------------------------------------------------
@@ -1294,22 +1215,13 @@ async def handle_ws_api_stream(
         remote_ip: Client address for the per-IP limits.
     """
     try:
-        async with trio.open_nursery() as nursery:
-            request: trio_websocket.WebSocketRequest | None = None
-            with trio.move_on_after(ctx.config.handshake_timeout_s):
-                request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    stream,
-                    message_queue_size=ctx.config.message_queue_size,
-                    max_message_size=ctx.config.max_message_size,
-                )
-            try:
-                if request is None:
-                    logger.info("sim.wsapi.handshake_timeout remote=%s", remote_ip)
-                else:
-                    await handle_ws_api(request, ctx, remote_ip=remote_ip)
-            finally:
-                nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
+        await serve_handshake(
+            stream,
+            ctx.config,
+            remote_ip=remote_ip,
+            log=_LOG,
+            serve=functools.partial(handle_ws_api, ctx=ctx, remote_ip=remote_ip),
+        )
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -1339,13 +1251,7 @@ async def serve_ws_api(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = int(listeners[0].socket.getsockname()[1])
 
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            remote = str(stream.socket.getpeername()[0])
-        except OSError:  # the client is already gone
-            remote = "unknown"
-        await handle_ws_api_stream(stream, ctx, remote_ip=remote)
-
+    handle = socket_handler(functools.partial(handle_ws_api_stream, ctx=ctx))
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
         logger.info("sim.wsapi.listening host=%s port=%d", host, bound)
