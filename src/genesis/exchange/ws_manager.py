@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from genesis.models.market import Trade
 
 __all__ = [
+    "CLOSE_ON_CANCEL_S",
     "DEFAULT_ROLES",
     "ConnectionHealth",
     "ConnectionState",
@@ -110,6 +111,10 @@ DEFAULT_ROLES: Final = ("execution", "monitoring", "backup")
 
 WallClock: TypeAlias = Callable[[], int]
 """Epoch milliseconds now; injected so latency is exact in tests (monotonic time is Trio's)."""
+
+
+CLOSE_ON_CANCEL_S: Final = 0.1
+"""How long a cancelled connection task gives its close frame to leave before closing TCP."""
 
 
 def system_wall_clock_ms() -> int:
@@ -692,10 +697,10 @@ class _Service:
     async def _close(self, ws: WebSocket) -> None:
         if trio.current_effective_deadline() == -math.inf:
             # The service itself is being cancelled, trio-websocket's reader task included, so
-            # no close handshake could complete: close the transport now instead of waiting
-            # disconnect_timeout_s for an answer nobody would read.
-            with trio.CancelScope() as cancel_scope:
-                cancel_scope.cancel()
+            # the peer's answer to our close frame could never be read. Send the close frame
+            # (the server then logs an orderly 1000, not a reset) but wait only
+            # CLOSE_ON_CANCEL_S for it to leave, then close the transport.
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_ON_CANCEL_S):
                 await ws.aclose()
             return
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.disconnect_timeout_s):
