@@ -24,7 +24,7 @@ import trio
 import trio.testing
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Event, RejectConnection, Request
+from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
 
 from genesis.exchange.endpoints import KLINE_INTERVALS
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
@@ -672,3 +672,32 @@ async def test_real_socket_round_trip_and_404() -> None:
             assert isinstance(reply, RejectConnection)
             assert reply.status_code == 404
             nursery.cancel_scope.cancel()
+
+
+async def test_a_client_ping_crossing_our_close_frame_does_not_take_the_server_down(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # trio-websocket#184: the reader answers a ping that arrives after our close frame with a
+    # pong that wsproto refuses (LOCAL_CLOSING). The connection ends; the server must not.
+    server = make_server()
+    caplog.set_level(logging.INFO, logger="genesis.sim.streams")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:  # a server-side error would surface here
+            client = RawClient(server.connect_memory_stream(nursery, remote_ip="10.1.2.3"))
+            assert isinstance(await client.handshake("/ws/btcusdt@trade"), AcceptConnection)
+            (conn,) = server.connections()
+            assert server.faults.shutdown(conn.id)
+            while not isinstance(await client.next_event(), CloseConnection):
+                pass
+            # A masked, empty PING frame, written by hand: our wsproto client would refuse to
+            # send anything once it has seen the server's close frame.
+            await client.stream.send_all(b"\x89\x80\x01\x02\x03\x04")
+            await trio.testing.wait_all_tasks_blocked()
+            await client.stream.aclose()
+        assert server.connections() == ()
+        assert "sim.ws.lost_while_closing remote=10.1.2.3" in caplog.messages
+        async with open_client(server, "/ws/btcusdt@trade") as ws:
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {
+                "result": ["btcusdt@trade"],
+                "id": 1,
+            }

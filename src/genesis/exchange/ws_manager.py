@@ -58,6 +58,7 @@ import attrs
 import orjson
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from genesis.errors import (
     ConnectError,
@@ -649,6 +650,12 @@ class _Service:
         except* (trio_websocket.HandshakeError, OSError) as group:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
             error = _describe(_translate_connect_error(_first_leaf(group)))
+        except* LocalProtocolError as group:
+            # trio-websocket#184: a server ping that crosses our close frame (rotation, stale
+            # feed) makes trio-websocket's reader task answer with a pong that wsproto refuses
+            # in state LOCAL_CLOSING, and the error escapes the reader. The connection is over
+            # either way: it is lost, never a crash of the whole feed.
+            error = _describe(ConnectionLostError(f"closing: {_first_leaf(group)}"))
         finally:
             session.ended = True
             reason = error or ("rotated" if session.retired else "cancelled")

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Generic, NoReturn, Protocol, TypeVar
 import attrs
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 if TYPE_CHECKING:
     import logging
@@ -339,6 +340,10 @@ async def serve_handshake(
                 nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
     except* trio_websocket.ConnectionClosed:
         log.logger.info("%s.lost remote=%s", log.prefix, remote_ip)
+    except* LocalProtocolError:
+        # trio-websocket#184: a client ping that crosses our close frame makes the reader task
+        # answer with a pong wsproto refuses (LOCAL_CLOSING). The connection is over anyway.
+        log.logger.info("%s.lost_while_closing remote=%s", log.prefix, remote_ip)
 
 
 class StreamHandler(Protocol):
