@@ -1,0 +1,284 @@
+"""A CI-sized virtual soak: the market-data path against the whole simulator, in memory.
+
+Rules for these tests:
+
+- the soak (:func:`genesis.app.soak.run_virtual_soak`) runs under
+  ``MockClock(autojump_threshold=0)``; the exact virtual start of the measured window is
+  asserted, and the end up to one bounded close handshake;
+- the chaos soak runs once per module (a fixture with its own ``trio.run`` and a fresh clock at
+  0, so the second run of the reproducibility test starts from the same virtual time: float
+  sums of virtual times are only reproducible from the same origin);
+- one symbol, and a market that steps once a virtual second (``market_step_s=1.0``), keep the
+  frames, and so the wall time, low: 20 virtual minutes of chaos take under two seconds;
+- every run has a deadline on the trio clock;
+- the last test is a minimal reproduction of a bug the soak found (now fixed).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import urllib.parse
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import orjson
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+from wsproto.utilities import LocalProtocolError
+
+from genesis.app.soak import SOAK_PROFILES, SoakProfile, SoakReport, run_virtual_soak
+from genesis.bus import EventBus
+from genesis.exchange.ws_manager import DEFAULT_ROLES, MarketDataConfig, run_market_data
+from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
+from genesis.sim.hub import StreamHub
+from genesis.sim.streams import StreamServer, StreamServerConfig
+
+if TYPE_CHECKING:
+    from genesis.exchange.ws_manager import WebSocket
+
+CHAOS_S: Final = 20 * 60.0
+STEP_S: Final = 1.0
+SETTLE_S: Final = 2.0
+FIRST_FRAME_S: Final = STEP_S
+"""The feed ticks at 0 (before anyone subscribed), then at 1 s: the first frame, the start."""
+WINDOW_START_S: Final = FIRST_FRAME_S + STEP_S / 2
+CLOSE_BOUND_S: Final = MarketDataConfig().disconnect_timeout_s
+MARGIN_S: Final = 60.0
+"""Deadlines are the virtual time a run needs plus this."""
+
+
+def _chaos_soak() -> tuple[SoakReport, float]:
+    """One chaos soak in a fresh ``trio.run``; returns the report and the virtual end time."""
+
+    async def soak() -> tuple[SoakReport, float]:
+        with trio.fail_after(CHAOS_S + MARGIN_S):
+            report = await run_virtual_soak(
+                duration_s=CHAOS_S,
+                seed=7,
+                profile="chaos",
+                symbols=["BTCUSDT"],
+                market_step_s=STEP_S,
+                settle_s=SETTLE_S,
+            )
+        return report, trio.current_time()
+
+    return trio.run(soak, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.fixture(scope="module")
+def chaos() -> tuple[SoakReport, float]:
+    return _chaos_soak()
+
+
+def test_chaos_soak_loses_no_trade_while_a_connection_is_up(
+    chaos: tuple[SoakReport, float],
+) -> None:
+    report, _ = chaos
+    assert report.trades_published > 500
+    assert report.trades_lost_while_up == 0, report.lost_while_up_samples
+    assert report.duplicates == {}
+    assert report.out_of_order == {}
+    assert report.bus_dropped == 0
+    assert report.merger["bus_rejected"] == 0
+    assert report.merger["decode_errors"] == 0
+    assert report.merger["held"] == 0
+    # Every delivered trade is accounted for, and every lost one is explained by an outage.
+    assert report.trades_delivered + report.trades_lost == report.trades_published
+    assert report.trades_lost == report.trades_lost_in_outage + report.trades_lost_in_flight
+    assert set(report.events_by_type) == {"Depth", "Kline", "Ticker", "Trade"}
+
+
+def test_chaos_soak_survives_every_kind_of_fault(chaos: tuple[SoakReport, float]) -> None:
+    report, end = chaos
+    # The first frame, half a market step to get off the feed's grid, the window, the
+    # settling time, and at most one bounded close handshake on the way out.
+    assert report.window_start_s == WINDOW_START_S
+    assert report.duration_s == CHAOS_S
+    assert 0 <= end - (WINDOW_START_S + CHAOS_S + SETTLE_S) <= CLOSE_BOUND_S
+    assert not report.stopped_early
+    assert set(report.faults) == {action for action, _ in SOAK_PROFILES["chaos"].actions}
+    assert sum(report.faults.values()) >= CHAOS_S / 30  # chaos: one fault every 5 to 30 s
+    # Total outages happened (drop_all, stall_all, ignore_pongs_all) and cost trades...
+    assert report.trades_lost_in_outage > 0
+    assert report.uncovered_s > 0
+    # ... but each was bounded: the longest silence on the bus is a stall plus the stale-feed
+    # timeout and a capped backoff, not an unbounded hang.
+    assert 10.0 < report.longest_feed_gap_s < 60.0
+    assert report.reconnects > len(DEFAULT_ROLES)
+    assert report.rotations > 0  # serverShutdown rotations
+    assert report.connections_accepted == len(DEFAULT_ROLES) + report.reconnects + (
+        report.rotations
+    )
+    assert sorted(r.role for r in report.roles) == sorted(DEFAULT_ROLES)
+    assert sum(r.reconnects for r in report.roles) == report.reconnects
+
+
+def test_the_same_seed_gives_the_same_report(chaos: tuple[SoakReport, float]) -> None:
+    first, _ = chaos
+    second, _ = _chaos_soak()
+    assert second.without_role_names() == first.without_role_names()
+    assert second.to_json()["trades_published"] == first.to_json()["trades_published"]
+
+
+async def test_age_cap_rotations_lose_nothing(autojump_clock: trio.abc.Clock) -> None:
+    # A 5-minute age cap and a client that rotates at 4 min 45 s: two rotations per role in
+    # 10 minutes, make-before-break, with no fault to hide behind.
+    with trio.fail_after(600.0 + MARGIN_S):
+        report = await run_virtual_soak(
+            duration_s=600.0,
+            seed=3,
+            profile="none",
+            symbols=["BTCUSDT"],
+            market_step_s=STEP_S,
+            max_connection_age_s=300.0,
+            config=MarketDataConfig(rotate_after_s=285.0),
+            settle_s=SETTLE_S,
+        )
+    assert report.window_start_s == WINDOW_START_S
+    assert 0 <= trio.current_time() - (WINDOW_START_S + 600.0 + SETTLE_S) <= CLOSE_BOUND_S
+    assert report.rotations == 2 * len(DEFAULT_ROLES)
+    assert all(r.rotations == 2 and r.reconnects == 0 for r in report.roles)
+    assert report.reconnects == 0
+    assert report.connections_accepted == 3 * len(DEFAULT_ROLES)
+    # The simulator's age cap never fires: the old connection is retired 1 s
+    # (rotation_overlap_s) after its successor's first frame (the next tick), before 300 s.
+    assert 285.0 < report.max_connection_age_s <= 285.0 + 2 * STEP_S
+    assert report.trades_published > 100
+    assert report.trades_lost == 0
+    assert report.duplicates == {}
+    assert report.out_of_order == {}
+    assert report.uncovered_s == 0
+    assert report.longest_feed_gap_s <= 2 * STEP_S
+
+
+async def test_a_total_stall_is_an_outage_not_a_loss(autojump_clock: trio.abc.Clock) -> None:
+    stalls = SoakProfile(name="stalls", min_gap_s=40, max_gap_s=60, actions=(("stall_all", 1),))
+    with trio.fail_after(300.0 + MARGIN_S):
+        report = await run_virtual_soak(
+            duration_s=300.0,
+            seed=5,
+            profile=stalls,
+            symbols=["ETHUSDT"],
+            market_step_s=STEP_S,
+            settle_s=SETTLE_S,
+        )
+    assert report.profile == "stalls"
+    assert report.faults["stall_all"] >= 5
+    assert report.trades_lost_in_outage > 0
+    assert report.trades_lost_while_up == 0
+    assert report.duplicates == {}
+    assert report.out_of_order == {}
+    assert report.uncovered_s >= 5 * report.faults["stall_all"]  # each stall lasts 5-15 s
+    assert report.longest_feed_gap_s >= 5.0
+
+
+async def test_bad_arguments_are_refused(autojump_clock: trio.abc.Clock) -> None:
+    with trio.fail_after(1):
+        with pytest.raises(ValueError, match="unknown soak profile"):
+            await run_virtual_soak(duration_s=10, profile="mayhem")
+        for step in (0.3, 0.15, 2.0, 0.0):
+            with pytest.raises(ValueError, match="market_step_s"):
+                await run_virtual_soak(duration_s=10, market_step_s=step)
+        with pytest.raises(ValueError, match="duration_s"):
+            await run_virtual_soak(duration_s=0)
+    with pytest.raises(ValueError, match="unknown soak fault"):
+        SoakProfile(name="x", min_gap_s=1, max_gap_s=2, actions=(("explode", 1),))
+    with pytest.raises(ValueError, match="max_gap_s"):
+        SoakProfile(name="x", min_gap_s=5, max_gap_s=2, actions=(("drop_one", 1),))
+    assert trio.current_time() == 0.0
+
+
+def test_report_is_json_ready(chaos: tuple[SoakReport, float]) -> None:
+    report, _ = chaos
+    data = orjson.loads(orjson.dumps(report.to_json()))
+    assert data["trades_lost"] == report.trades_lost
+    assert data["roles"][0].keys() == attrs.asdict(report.roles[0]).keys()
+    assert data["merger"] == dict(report.merger)
+
+
+# --- a bug the soak found ------------------------------------------------------------------
+#
+# trio-websocket#184: a ping that arrives after ws_manager sent its close frame makes
+# trio-websocket's reader answer with a pong that wsproto refuses (LOCAL_CLOSING); the
+# LocalProtocolError escaped into ws_manager's connection nursery and run_market_data died.
+# ws_manager now treats it as the end of that one connection.
+
+
+def test_close_meeting_a_ping_ends_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    # A sync test with its own trio.run, so a crash is reported as the LocalProtocolError
+    # group it is, not as whatever else the wrapping nursery of pytest-trio makes of it.
+    caplog.set_level(logging.INFO, logger="genesis.exchange.ws_manager")
+    crash = trio.run(
+        _crash_of_close_meeting_a_ping, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
+    assert crash is None, f"run_market_data crashed: {crash!r}"
+    # The race did happen (this test is not passing vacuously): the retired connection ended
+    # with wsproto's refusal.
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ws.disconnect")]
+    assert len(ends) == 2  # the retired connection, then its successor when cancelled
+    assert "session=0" in ends[0]
+    assert "LOCAL_CLOSING" in ends[0]
+
+
+async def _crash_of_close_meeting_a_ping() -> BaseExceptionGroup[LocalProtocolError] | None:
+    hub = StreamHub()
+    clock = SimClock.start(DEFAULT_VIRTUAL_EPOCH_MS)
+    server = StreamServer(hub, clock, StreamServerConfig(symbols=frozenset({"BTCUSDT"})))
+    crash: BaseExceptionGroup[LocalProtocolError] | None = None
+    try:
+        await _close_at_the_instant_of_a_ping(server, hub, clock)
+    except* LocalProtocolError as group:
+        crash = group
+    return crash
+
+
+async def _close_at_the_instant_of_a_ping(
+    server: StreamServer, hub: StreamHub, clock: SimClock
+) -> None:
+    async with trio.open_nursery() as server_nursery:
+
+        async def connector(
+            nursery: trio.Nursery, url: str, *, message_queue_size: int
+        ) -> WebSocket:
+            parts = urllib.parse.urlsplit(url)
+            ws: trio_websocket.WebSocketConnection = await trio_websocket.wrap_client_stream(
+                nursery,
+                server.connect_memory_stream(server_nursery),  # type: ignore[arg-type]  # a Stream
+                "sim",
+                f"{parts.path}?{parts.query}",
+                message_queue_size=message_queue_size,
+            )
+            return ws
+
+        async def feed() -> None:
+            for trade_id in range(1, 40):  # one trade at every x.5 s
+                await trio.sleep_until(trade_id - 0.5)
+                now_ms = clock.now_ms()
+                payload = {"e": "trade", "E": now_ms, "s": "BTCUSDT", "t": trade_id}
+                payload |= {"p": "1.0", "q": "1.0", "T": now_ms, "m": True, "M": True}
+                hub.publish("btcusdt@trade", orjson.dumps(payload))
+
+        with trio.fail_after(60):
+            server_nursery.start_soon(feed)
+            # Rotation at 19 s; the successor's first frame arrives at 19.5 s, so the old
+            # connection is closed rotation_overlap_s = 0.5 s later: at 20 s, the instant of
+            # the server's first ping on it (FACTS.md: a ping every 20 s).
+            handle = await server_nursery.start(
+                functools.partial(
+                    run_market_data,
+                    "ws://sim.invalid",
+                    ["BTCUSDT"],
+                    EventBus(),
+                    config=MarketDataConfig(rotate_after_s=19.0, rotation_overlap_s=0.5),
+                    roles=("execution",),
+                    connector=connector,
+                    wall_clock_ms=clock.now_ms,
+                )
+            )
+            await trio.sleep(30.0)
+            health = handle.health("execution")
+            assert (health.rotations, health.reconnects) == (1, 0)
+            server_nursery.cancel_scope.cancel()
