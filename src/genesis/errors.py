@@ -14,7 +14,10 @@ GenesisError
 │   │   └── ConnectionLostError      an established connection broke
 │   ├── ExchangeProtocolError        the exchange sent something we cannot decode
 │   ├── ExchangeRejectedError        the exchange answered with a Binance error code/msg
-│   │   └── OrderOutcomeUnknownError 5xx / -1006 / -1007 / our own timeout on a placement
+│   │   └── ExchangeUnavailableError 5xx (or -1000/-1001/-1006/-1007/-1008): the exchange's
+│   │                                fault, not the request's; RetryableError
+│   ├── OrderOutcomeUnknownError     a placement may or may not exist (5xx, -1006, -1007, a
+│   │                                timeout or a broken connection after the request left)
 │   ├── RateLimitedError             429: back off for retry_after_s; RetryableError
 │   └── IpBannedError                418: banned until retry_after_s has passed
 ├── CircuitOpenError                 the breaker refused the call; RetryableError
@@ -35,6 +38,7 @@ __all__ = [
     "ExchangeError",
     "ExchangeProtocolError",
     "ExchangeRejectedError",
+    "ExchangeUnavailableError",
     "GenesisError",
     "IpBannedError",
     "OrderOutcomeUnknownError",
@@ -96,8 +100,38 @@ class ExchangeRejectedError(ExchangeError):
         super().__init__(f"Binance error {code}: {msg}")
 
 
-class OrderOutcomeUnknownError(ExchangeRejectedError):
-    """The order may or may not exist (5xx, -1006, -1007 or our own timeout on placement)."""
+class ExchangeUnavailableError(ExchangeRejectedError, RetryableError):
+    """A 5xx, or a Binance code that blames the exchange (-1000, -1001, -1006, -1007, -1008).
+
+    For a read (status, open orders, account) retrying later is safe. An order *placement* that
+    ends like this raises :class:`OrderOutcomeUnknownError` instead: the order may exist.
+    """
+
+
+class OrderOutcomeUnknownError(ExchangeError):
+    """The placement of ``client_order_id`` may or may not have reached the matching engine.
+
+    Raised for a 5xx, -1006 or -1007, a read timeout, or a connection lost after the request
+    left. Never resend blindly: resolve it by the user data stream or, once ``timestamp +
+    recvWindow`` has passed, ``GET /api/v3/order?origClientOrderId=...`` (ARCHITECTURE.md
+    "Unknown outcomes"). ``sent_at_ms`` is the request's signed ``timestamp``.
+    """
+
+    def __init__(
+        self,
+        client_order_id: str,
+        reason: str,
+        *,
+        sent_at_ms: int,
+        code: int | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        self.client_order_id = client_order_id
+        self.reason = reason
+        self.sent_at_ms = sent_at_ms
+        self.code = code
+        self.http_status = http_status
+        super().__init__(f"outcome of order {client_order_id} is unknown: {reason}")
 
 
 class RateLimitedError(ExchangeError, RetryableError):
@@ -109,10 +143,11 @@ class RateLimitedError(ExchangeError, RetryableError):
 
 
 class IpBannedError(ExchangeError):
-    """HTTP 418: the IP is banned for ``retry_after_s`` seconds."""
+    """HTTP 418: the IP is banned for ``retry_after_s`` seconds (until ``until_ms`` when known)."""
 
-    def __init__(self, msg: str, *, retry_after_s: float) -> None:
+    def __init__(self, msg: str, *, retry_after_s: float, until_ms: int | None = None) -> None:
         self.retry_after_s = retry_after_s
+        self.until_ms = until_ms
         super().__init__(f"IP banned for {retry_after_s:g} s: {msg}")
 
 
