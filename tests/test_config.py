@@ -8,6 +8,7 @@ import pytest
 
 from genesis.config import (
     DEFAULT_SYMBOLS,
+    ENV_VARS,
     MAX_SYMBOLS,
     Mode,
     Secret,
@@ -381,6 +382,12 @@ def test_missing_env_file_is_skipped_unless_required(tmp_path: Path) -> None:
     assert info.value.problems == [f"env file {missing} does not exist"]
 
 
+def test_an_unreadable_env_file_is_a_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env_file=tmp_path)
+    assert info.value.problems == [f"env file {tmp_path} cannot be read: IsADirectoryError"]
+
+
 def test_env_file_problems_join_the_other_problems(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("RECV_WINDOW=0\nnot a line\n")
@@ -392,3 +399,191 @@ def test_env_file_problems_join_the_other_problems(tmp_path: Path) -> None:
         "GENESIS_SYMBOLS entries must be 2-20 letters or digits, got '!'",
     ]
     assert str(info.value).startswith("invalid configuration:\n  - .env line 2")
+
+
+# --- BINANCE_PRIVATE_KEY_PATH: an Ed25519 key file instead of the secret -----------------------
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    """A stand-in key file: config checks it exists and is readable, never parses it."""
+    path = tmp_path / "ed25519.pem"
+    path.write_text("-----BEGIN PRIVATE KEY-----\nnot-parsed-here\n-----END PRIVATE KEY-----\n")
+    return path
+
+
+@pytest.fixture(params=["hmac", "ed25519"])
+def credentials(request: pytest.FixtureRequest, key_file: Path) -> dict[str, str]:
+    """Either complete credential set: API key + secret, or API key + private key path."""
+    if request.param == "hmac":
+        return dict(CREDS)
+    return {"BINANCE_API_KEY": API_KEY, "BINANCE_PRIVATE_KEY_PATH": str(key_file)}
+
+
+def test_new_variables_are_known() -> None:
+    assert "BINANCE_PRIVATE_KEY_PATH" in ENV_VARS
+    assert "BINANCE_WS_API_URL" in ENV_VARS
+
+
+def test_api_key_and_private_key_path_select_testnet(key_file: Path) -> None:
+    settings = load(
+        {
+            "BINANCE_API_KEY": API_KEY,
+            "BINANCE_PRIVATE_KEY_PATH": str(key_file),
+            "BINANCE_TESTNET": "1",
+        }
+    )
+    assert settings.mode is Mode.TESTNET
+    assert settings.private_key_path == str(key_file)
+    assert settings.secret_key is None
+    assert settings.api_key == Secret(API_KEY)
+    assert settings.rest_url == TESTNET.rest_url
+
+
+def test_either_credential_set_needs_live_for_production(credentials: dict[str, str]) -> None:
+    problems = problems_of(credentials)
+    assert len(problems) == 1
+    assert "--live" in problems[0]
+    settings = load(credentials, live=True)
+    assert settings.mode is Mode.PRODUCTION
+    assert settings.ws_api_url == PRODUCTION.ws_api_url
+
+
+@pytest.mark.parametrize(("raw", "mode"), [("true", Mode.TESTNET), ("false", Mode.PRODUCTION)])
+def test_either_credential_set_selects_the_same_mode(
+    credentials: dict[str, str], raw: str, mode: Mode
+) -> None:
+    assert load({**credentials, "BINANCE_TESTNET": raw}, live=True).mode is mode
+
+
+def test_simulator_mode_without_any_key_has_no_key_path() -> None:
+    assert load({}).private_key_path is None
+
+
+def test_private_key_path_without_api_key_is_an_error(key_file: Path) -> None:
+    problems = problems_of({"BINANCE_PRIVATE_KEY_PATH": str(key_file), "BINANCE_TESTNET": "true"})
+    assert problems == [
+        "BINANCE_PRIVATE_KEY_PATH is set but BINANCE_API_KEY is not: set both or neither"
+    ]
+
+
+def test_secret_and_private_key_path_together_are_an_error(key_file: Path) -> None:
+    problems = problems_of(
+        {**CREDS, "BINANCE_PRIVATE_KEY_PATH": str(key_file), "BINANCE_TESTNET": "true"}
+    )
+    assert problems == [
+        "BINANCE_SECRET_KEY and BINANCE_PRIVATE_KEY_PATH are both set: set one of "
+        "BINANCE_SECRET_KEY (HMAC) or BINANCE_PRIVATE_KEY_PATH (Ed25519)"
+    ]
+
+
+def test_a_missing_key_file_is_named_by_variable_and_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    (problem,) = problems_of(
+        {
+            "BINANCE_API_KEY": API_KEY,
+            "BINANCE_PRIVATE_KEY_PATH": str(missing),
+            "BINANCE_TESTNET": "1",
+        }
+    )
+    assert problem == f"BINANCE_PRIVATE_KEY_PATH names {str(missing)!r}, which does not exist"
+
+
+def test_a_directory_or_unopenable_path_is_a_problem(tmp_path: Path) -> None:
+    base = {"BINANCE_API_KEY": API_KEY, "BINANCE_TESTNET": "1"}
+    (problem,) = problems_of({**base, "BINANCE_PRIVATE_KEY_PATH": str(tmp_path)})
+    assert problem == (
+        f"BINANCE_PRIVATE_KEY_PATH names {str(tmp_path)!r}, which is a directory, not a key file"
+    )
+    too_long = str(tmp_path / ("x" * 5000))  # ENAMETOOLONG, even for root
+    (problem,) = problems_of({**base, "BINANCE_PRIVATE_KEY_PATH": too_long})
+    assert problem.startswith("BINANCE_PRIVATE_KEY_PATH names ")
+    assert problem.endswith("which cannot be read: OSError")
+
+
+def test_key_file_content_never_appears_in_problems(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    path.write_text(SECRET_KEY)
+    problems = problems_of({"BINANCE_PRIVATE_KEY_PATH": str(path), **CREDS})
+    assert len(problems) == 2  # both signing keys, and production without --live
+    assert not any(SECRET_KEY in p for p in problems)
+
+
+def test_private_key_path_expands_home_and_may_come_from_the_env_file(
+    tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"BINANCE_API_KEY={API_KEY}\nBINANCE_PRIVATE_KEY_PATH=~/{key_file.name}\n"
+        "BINANCE_TESTNET=true\n"
+    )
+    settings = load_settings({}, env_file=env_file)
+    assert settings.private_key_path == str(key_file)
+    assert settings.mode is Mode.TESTNET
+
+
+# --- BINANCE_WS_API_URL ----------------------------------------------------------------------
+
+
+def test_ws_api_url_override_applies_on_the_testnet(credentials: dict[str, str]) -> None:
+    settings = load(
+        {
+            **credentials,
+            "BINANCE_TESTNET": "true",
+            "BINANCE_WS_API_URL": "ws://127.0.0.1:8081/ws-api/v3/",
+        }
+    )
+    assert settings.ws_api_url == "ws://127.0.0.1:8081/ws-api/v3"
+    assert settings.stream_url == TESTNET.stream_url
+
+
+def test_ws_api_url_override_applies_in_production() -> None:
+    url = "wss://ws-api.binance.com:9443/ws-api/v3"
+    assert load({**CREDS, "BINANCE_WS_API_URL": url}, live=True).ws_api_url == url
+
+
+def test_ws_api_url_is_ignored_in_simulator_mode_with_a_note() -> None:
+    settings = load({"BINANCE_WS_API_URL": "ws://127.0.0.1:9/ws-api/v3"})
+    assert settings.mode is Mode.SIMULATOR
+    assert settings.ws_api_url is None
+    assert settings.notes == (
+        "BINANCE_WS_API_URL is ignored in simulator mode (no credentials set)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("https://ws-api.testnet.binance.vision/ws-api/v3", "must be a wss:// or ws:// URL"),
+        ("wss://ws-api.testnet.binance.vision", "must be the full URL including its path"),
+        ("wss://ws-api.testnet.binance.vision/", "must be the full URL including its path"),
+        ("wss://h.test/ws-api/v3?returnRateLimits=false", "must not have a query"),
+        ("wss://user:pw@h.test/ws-api/v3", "must not contain user credentials"),
+    ],
+)
+def test_bad_ws_api_urls_are_reported(raw: str, fragment: str) -> None:
+    (problem,) = problems_of({**CREDS, "BINANCE_TESTNET": "true", "BINANCE_WS_API_URL": raw})
+    assert problem.startswith("BINANCE_WS_API_URL")
+    assert fragment in problem
+
+
+def test_new_problems_join_every_other_problem(tmp_path: Path) -> None:
+    problems = problems_of(
+        {
+            **CREDS,
+            "BINANCE_PRIVATE_KEY_PATH": str(tmp_path / "missing.pem"),
+            "BINANCE_WS_API_URL": "wss://h.test",
+            "BINANCE_TESTNET": "true",
+            "RECV_WINDOW": "0",
+        }
+    )
+    assert len(problems) == 4
+    joined = "\n".join(problems)
+    for fragment in (
+        "BINANCE_PRIVATE_KEY_PATH names",
+        "BINANCE_WS_API_URL must be the full URL",
+        "RECV_WINDOW must",
+        "set one of BINANCE_SECRET_KEY (HMAC) or BINANCE_PRIVATE_KEY_PATH (Ed25519)",
+    ):
+        assert fragment in joined

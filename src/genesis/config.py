@@ -3,15 +3,25 @@
 One frozen :class:`Settings` object describes where Genesis connects and how. It is built once,
 at startup, by :func:`load_settings`, which reads (environment variables win over the file):
 
-=====================  ==========================================================================
-``BINANCE_API_KEY``    API key (a :class:`Secret`)
-``BINANCE_SECRET_KEY`` API secret (a :class:`Secret`); set both keys or neither
-``BINANCE_TESTNET``    ``true``/``false``, ``1``/``0``, ``yes``/``no`` (default false)
-``BINANCE_TESTNET_URL`` REST base override for the testnet (e.g. ``https://testnet.binance.vision``)
-``BINANCE_WS_URL``     market-stream base override (e.g. ``wss://stream.testnet.binance.vision``)
-``RECV_WINDOW``        ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
-``GENESIS_SYMBOLS``    comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
-=====================  ==========================================================================
+============================  ===================================================================
+``BINANCE_API_KEY``           API key (a :class:`Secret`)
+``BINANCE_SECRET_KEY``        API secret of an HMAC key (a :class:`Secret`)
+``BINANCE_PRIVATE_KEY_PATH``  path of an Ed25519 private key (unencrypted PKCS#8 PEM), used
+                              instead of ``BINANCE_SECRET_KEY``; the file must exist and be
+                              readable (:func:`genesis.exchange.signing.load_signer` parses it)
+``BINANCE_TESTNET``           ``true``/``false``, ``1``/``0``, ``yes``/``no`` (default false)
+``BINANCE_TESTNET_URL``       REST base override for the testnet (e.g.
+                              ``https://testnet.binance.vision``)
+``BINANCE_WS_URL``            market-stream base override (e.g.
+                              ``wss://stream.testnet.binance.vision``)
+``BINANCE_WS_API_URL``        WebSocket API URL override, the full URL with its path (e.g.
+                              ``ws://127.0.0.1:8081/ws-api/v3``)
+``RECV_WINDOW``               ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
+``GENESIS_SYMBOLS``           comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
+============================  ===================================================================
+
+A credential set is the API key plus exactly one signing key: ``BINANCE_SECRET_KEY`` (HMAC) or
+``BINANCE_PRIVATE_KEY_PATH`` (Ed25519, the type Binance recommends). Both behave the same below.
 
 The mode follows from them:
 
@@ -68,9 +78,11 @@ MAX_SYMBOLS: Final = 1024 // STREAMS_PER_SYMBOL
 ENV_VARS: Final = (
     "BINANCE_API_KEY",
     "BINANCE_SECRET_KEY",
+    "BINANCE_PRIVATE_KEY_PATH",
     "BINANCE_TESTNET",
     "BINANCE_TESTNET_URL",
     "BINANCE_WS_URL",
+    "BINANCE_WS_API_URL",
     "RECV_WINDOW",
     "GENESIS_SYMBOLS",
 )
@@ -140,12 +152,17 @@ class Settings:
     Attributes:
         mode: simulator, testnet or production.
         api_key: API key, ``None`` in simulator mode.
-        secret_key: API secret, ``None`` in simulator mode.
+        secret_key: API secret of an HMAC key; ``None`` in simulator mode or with an Ed25519
+            key.
+        private_key_path: path of the Ed25519 private key file (checked to exist and be
+            readable, not parsed: :func:`genesis.exchange.signing.load_signer` parses it);
+            ``None`` in simulator mode or with an HMAC key.
         rest_url: REST base (``https://host[:port]``, no ``/api``); ``None`` in simulator mode,
             where the embedded simulator's URL is used.
         stream_url: market-stream base (``wss://host[:port]``; ``/stream?streams=...`` is appended);
             ``None`` in simulator mode.
-        ws_api_url: WebSocket API URL; ``None`` in simulator mode.
+        ws_api_url: WebSocket API URL (full URL with its path, ``BINANCE_WS_API_URL`` when
+            set); ``None`` in simulator mode.
         recv_window_ms: ``recvWindow`` sent with signed requests.
         symbols: upper-case symbols, deduplicated, in the order given.
         live: production trading was explicitly allowed (``--live``).
@@ -155,6 +172,7 @@ class Settings:
     mode: Mode = Mode.SIMULATOR
     api_key: Secret | None = None
     secret_key: Secret | None = None
+    private_key_path: str | None = None
     rest_url: str | None = None
     stream_url: str | None = None
     ws_api_url: str | None = None
@@ -314,6 +332,44 @@ def _url(
     return value.rstrip("/")
 
 
+def _ws_api_url(raw: str | None, problems: list[str]) -> str | None:
+    name = "BINANCE_WS_API_URL"
+    problems_before = len(problems)
+    value = _url(name, raw, ("wss", "ws"), (), problems)
+    if value is None or len(problems) > problems_before:
+        return None
+    if not urlsplit(value).path.strip("/"):
+        problems.append(
+            f"{name} must be the full URL including its path (e.g. "
+            f"'wss://ws-api.testnet.binance.vision/ws-api/v3'), got {_shown(value)}"
+        )
+        return None
+    return value
+
+
+def _private_key_path(raw: str | None, problems: list[str]) -> str | None:
+    """The key file's path, checked to exist and be readable; its content is not read here."""
+    name = "BINANCE_PRIVATE_KEY_PATH"
+    if raw is None or not raw.strip():
+        return None
+    path = os.path.expanduser(raw.strip())
+    try:
+        # Opening is the honest readability check (os.access lies for root and under ACLs);
+        # nothing is read, so the key never passes through this module.
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        problems.append(f"{name} names {path!r}, which does not exist")
+        return None
+    except IsADirectoryError:
+        problems.append(f"{name} names {path!r}, which is a directory, not a key file")
+        return None
+    except OSError as exc:
+        problems.append(f"{name} names {path!r}, which cannot be read: {type(exc).__name__}")
+        return None
+    return path
+
+
 def _recv_window(raw: str | None, problems: list[str]) -> int:
     if raw is None or not raw.strip():
         return DEFAULT_RECV_WINDOW_MS
@@ -389,6 +445,7 @@ def load_settings(
 
     api_key = _credential("BINANCE_API_KEY", get("BINANCE_API_KEY"), problems)
     secret_key = _credential("BINANCE_SECRET_KEY", get("BINANCE_SECRET_KEY"), problems)
+    private_key_path = _private_key_path(get("BINANCE_PRIVATE_KEY_PATH"), problems)
     problems_before = len(problems)
     testnet = _bool("BINANCE_TESTNET", get("BINANCE_TESTNET"), False, problems)
     testnet_known = len(problems) == problems_before
@@ -402,28 +459,37 @@ def load_settings(
     ws_override = _url(
         "BINANCE_WS_URL", get("BINANCE_WS_URL"), ("wss", "ws"), ("/ws", "/stream"), problems
     )
+    ws_api_override = _ws_api_url(get("BINANCE_WS_API_URL"), problems)
     recv_window_ms = _recv_window(get("RECV_WINDOW"), problems)
     symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
 
+    # Presence is judged on the raw values, so a malformed credential still counts as set and
+    # the user gets one problem about its shape instead of a second one about a missing pair.
     has_api = bool((get("BINANCE_API_KEY") or "").strip())
     has_secret = bool((get("BINANCE_SECRET_KEY") or "").strip())
-    if has_api != has_secret:
-        present, missing = (
-            ("BINANCE_API_KEY", "BINANCE_SECRET_KEY")
-            if has_api
-            else ("BINANCE_SECRET_KEY", "BINANCE_API_KEY")
+    has_private_key = bool((get("BINANCE_PRIVATE_KEY_PATH") or "").strip())
+    # Either signing key completes a credential set: API key + secret, or API key + key file.
+    has_signing_key = has_secret or has_private_key
+    if has_secret and has_private_key:
+        problems.append(
+            "BINANCE_SECRET_KEY and BINANCE_PRIVATE_KEY_PATH are both set: set one of "
+            "BINANCE_SECRET_KEY (HMAC) or BINANCE_PRIVATE_KEY_PATH (Ed25519)"
         )
-        problems.append(f"{present} is set but {missing} is not: set both or neither")
+    if has_api and not has_signing_key:
+        problems.append("BINANCE_API_KEY is set but BINANCE_SECRET_KEY is not: set both or neither")
+    elif has_signing_key and not has_api:
+        present = "BINANCE_SECRET_KEY" if has_secret else "BINANCE_PRIVATE_KEY_PATH"
+        problems.append(f"{present} is set but BINANCE_API_KEY is not: set both or neither")
 
     notes: list[str] = []
     rest_url: str | None = None
     stream_url: str | None = None
     ws_api_url: str | None = None
-    if not has_api and not has_secret:
+    if not has_api and not has_signing_key:
         mode = Mode.SIMULATOR
         notes.extend(
             f"{name} is ignored in simulator mode (no credentials set)"
-            for name in ("BINANCE_TESTNET_URL", "BINANCE_WS_URL")
+            for name in ("BINANCE_TESTNET_URL", "BINANCE_WS_URL", "BINANCE_WS_API_URL")
             if (get(name) or "").strip()
         )
     elif testnet or not testnet_known:
@@ -432,7 +498,7 @@ def load_settings(
         mode = Mode.TESTNET
         rest_url = rest_override or TESTNET.rest_url
         stream_url = ws_override or TESTNET.stream_url
-        ws_api_url = TESTNET.ws_api_url
+        ws_api_url = ws_api_override or TESTNET.ws_api_url
     else:
         mode = Mode.PRODUCTION
         if (get("BINANCE_TESTNET_URL") or "").strip():
@@ -442,8 +508,8 @@ def load_settings(
             )
         rest_url = PRODUCTION.rest_url
         stream_url = ws_override or PRODUCTION.stream_url
-        ws_api_url = PRODUCTION.ws_api_url
-        if not live and has_api == has_secret:
+        ws_api_url = ws_api_override or PRODUCTION.ws_api_url
+        if not live and has_api == has_signing_key:
             problems.append(
                 "credentials are set and BINANCE_TESTNET is false, which means PRODUCTION with "
                 "real money: pass --live to confirm, or set BINANCE_TESTNET=true"
@@ -455,6 +521,7 @@ def load_settings(
         mode=mode,
         api_key=api_key,
         secret_key=secret_key,
+        private_key_path=private_key_path,
         rest_url=rest_url,
         stream_url=stream_url,
         ws_api_url=ws_api_url,
