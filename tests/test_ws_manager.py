@@ -52,8 +52,10 @@ from genesis.exchange.ws_manager import (
     WebSocket,
     run_market_data,
 )
+from genesis.models.events import BreakerState, BreakerTransition
 from genesis.models.market import Depth, Kline, Ticker, Trade
 from genesis.resilience.backoff import BackoffPolicy
+from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
 from genesis.sim.hub import StreamHub
 from genesis.sim.streams import StreamServer, StreamServerConfig, serve_market_streams
@@ -722,6 +724,73 @@ async def test_connect_timeout_is_a_cancel_scope(autojump_clock: trio.abc.Clock)
             assert health.last_error == "ConnectError: connect timed out after 5 s"
             assert health.reconnects == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_breaker_opens_on_failed_connects_refuses_fast_and_one_probe_closes_it(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    bus, _drain = collecting_bus()
+    transitions: list[tuple[float, BreakerTransition]] = []
+
+    async def sink(event: BreakerTransition, /) -> None:
+        transitions.append((trio.current_time(), event))
+        await trio.lowlevel.checkpoint()
+
+    breaker = CircuitBreaker("streams", on_transition=sink)  # 5 failures / 30 s, 60 s cooldown
+    with trio.fail_after(300):
+        async with open_memory_sim() as sim, trio.open_nursery() as nursery:
+            sim.connector.refuse_next = 4  # refused at 0, 1, 3, 7 (backoff 1, 2, 4) ...
+            sim.connector.hang_next = 1  # ... and at 15 hung until the 5 s connect timeout
+            nursery.start_soon(functools.partial(feed_rounds, sim, range(100), start=0.5))
+            handle: MarketDataHandle = await nursery.start(
+                functools.partial(
+                    run_market_data,
+                    SIM_URL,
+                    SYMBOLS,
+                    bus,
+                    roles=("execution",),
+                    connector=sim.connector,
+                    wall_clock_ms=sim.clock.now_ms,
+                    breaker=breaker,
+                )
+            )
+            # The timeout at 20 is the 5th failure within 30 s: open until 80. The attempts at
+            # 36 (backoff 16 s) and 66 (30 s) are refused without dialling; the one at 96 is
+            # the probe, it connects, and the first frame arrives at 96.5.
+            assert trio.current_time() == 96.5
+            assert sim.connector.attempts == [0.0, 1.0, 3.0, 7.0, 15.0, 96.0]
+            health = handle.health("execution")
+            assert health.state is ConnectionState.CONNECTED
+            assert health.reconnects == 7
+            assert health.last_error == (
+                "CircuitOpenError: circuit 'streams' is open, retry after 14 s"
+            )
+            stats = breaker.statistics()
+            assert (stats.state, stats.rejected, stats.failures, stats.successes) == (
+                BreakerState.CLOSED,
+                2,
+                5,
+                1,
+            )
+            nursery.cancel_scope.cancel()
+    assert [(t, e.previous, e.state, e.at) for t, e in transitions] == [
+        (20.0, BreakerState.CLOSED, BreakerState.OPEN, 20.0),
+        (96.0, BreakerState.OPEN, BreakerState.HALF_OPEN, 80.0),  # stamped when it was due
+        (96.0, BreakerState.HALF_OPEN, BreakerState.CLOSED, 96.0),
+    ]
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    refused = [m for m in messages if m.startswith("ws.connect_failed") and "CircuitOpen" in m]
+    assert refused == [
+        "ws.connect_failed role=execution session=5 "
+        "reason=CircuitOpenError: circuit 'streams' is open, retry after 44 s",
+        "ws.connect_failed role=execution session=6 "
+        "reason=CircuitOpenError: circuit 'streams' is open, retry after 14 s",
+    ]
+    assert [m.split(" reason=")[0] for m in messages if m.startswith("ws.reconnect ")] == [
+        f"ws.reconnect role=execution attempt={n} delay_s={d:.1f}"
+        for n, d in enumerate([1, 2, 4, 8, 16, 30, 30], start=1)
+    ]
 
 
 async def test_cancellation_closes_every_connection_at_once(autojump_clock: trio.abc.Clock) -> None:

@@ -20,6 +20,11 @@ Per connection (role):
 - no frame for ``stale_after_s`` (a stalled feed, even while pings flow) → reconnect;
 - reconnect after a failure with exponential backoff (1, 2, 4 … 30 s,
   :mod:`genesis.resilience.backoff`), reset once a connection stayed healthy;
+- with a ``breaker`` (the market-streams
+  :class:`~genesis.resilience.circuit_breaker.CircuitBreaker`, shared by every role), each
+  connect attempt runs inside its ``guard()``: a connect error or timeout counts as a failure,
+  an opened connection as a success, and while it is open an attempt is refused without
+  dialling and ends like any failed connect (logged, counted, backoff);
 - rotate make-before-break at ``rotate_after_s`` (23 h 30 min, before Binance's 24 h cut) and on
   a ``serverShutdown`` notice: open the successor at once, keep the old connection relaying,
   close it only ``rotation_overlap_s`` after the successor delivered its first frame. The
@@ -61,6 +66,7 @@ import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
 from genesis.errors import (
+    CircuitOpenError,
     ConnectError,
     ConnectionLostError,
     ExchangeProtocolError,
@@ -88,6 +94,7 @@ if TYPE_CHECKING:
     from genesis.bus import EventBus
     from genesis.models.codec import MarketEvent
     from genesis.models.market import Trade
+    from genesis.resilience.circuit_breaker import CircuitBreaker
 
 __all__ = [
     "CLOSE_ON_CANCEL_S",
@@ -604,6 +611,7 @@ class _Service:
     wall_clock_ms: WallClock
     merger: _Merger
     send_chan: trio.MemorySendChannel[_Frame]
+    breaker: CircuitBreaker | None = None
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
 
@@ -645,7 +653,9 @@ class _Service:
         error: str | None = None
         try:
             await self._connect_and_relay(role, session)
-        except* TransportError as group:
+        except* (TransportError, CircuitOpenError) as group:
+            # CircuitOpenError: the breaker refused the attempt (nothing was dialled); it ends
+            # this session as a failed connect, so the role backs off as after any other.
             error = _describe(_first_leaf(group))
         except* (trio_websocket.HandshakeError, OSError) as group:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
@@ -675,19 +685,13 @@ class _Service:
     async def _connect_and_relay(self, role: _Role, session: _Session) -> None:
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
         async with trio.open_nursery() as nursery:
-            with trio.move_on_after(self.config.connect_timeout_s) as connect_scope:
-                try:
-                    ws = await self.connector(
-                        nursery, self.url, message_queue_size=self.config.message_queue_size
-                    )
-                except (
-                    trio_websocket.HandshakeError,
-                    trio_websocket.ConnectionClosed,
-                    OSError,
-                ) as exc:
-                    raise _translate_connect_error(exc) from exc
-            if connect_scope.cancelled_caught:
-                raise ConnectError(f"connect timed out after {self.config.connect_timeout_s:g} s")
+            if self.breaker is None:
+                ws = await self._dial(nursery)
+            else:
+                # Around the timeout scope, not inside it: a connect timeout is the breaker's
+                # failure, not a cancelled (abandoned) call.
+                async with self.breaker.guard():
+                    ws = await self._dial(nursery)
             session.connected_at = trio.current_time()
             if role.current is session:
                 role.state = ConnectionState.CONNECTED
@@ -700,6 +704,22 @@ class _Service:
             finally:
                 await self._close(ws)
                 nursery.cancel_scope.cancel()
+
+    async def _dial(self, nursery: trio.Nursery) -> WebSocket:
+        """One connect attempt within ``connect_timeout_s``; errors translated to ConnectError."""
+        with trio.move_on_after(self.config.connect_timeout_s) as connect_scope:
+            try:
+                return await self.connector(
+                    nursery, self.url, message_queue_size=self.config.message_queue_size
+                )
+            except (
+                trio_websocket.HandshakeError,
+                trio_websocket.ConnectionClosed,
+                OSError,
+            ) as exc:
+                raise _translate_connect_error(exc) from exc
+        assert connect_scope.cancelled_caught
+        raise ConnectError(f"connect timed out after {self.config.connect_timeout_s:g} s")
 
     async def _close(self, ws: WebSocket) -> None:
         if trio.current_effective_deadline() == -math.inf:
@@ -881,6 +901,7 @@ async def run_market_data(
     connector: WebSocketConnector = connect_tcp_websocket,
     wall_clock_ms: WallClock = system_wall_clock_ms,
     rng: random.Random | None = None,
+    breaker: CircuitBreaker | None = None,
     task_status: trio.TaskStatus[MarketDataHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep redundant market-data connections and publish each event once to ``bus``.
@@ -899,6 +920,9 @@ async def run_market_data(
         connector: Opens a WebSocket (seam for in-memory tests).
         wall_clock_ms: Epoch-ms clock for receive timestamps and latency.
         rng: Source of backoff jitter when ``config.backoff.jitter`` is set.
+        breaker: The market-streams circuit breaker; every connect attempt of every role runs
+            inside its ``guard()``. While it is open, attempts are refused without dialling and
+            back off like failed connects. ``None``: no breaker.
         task_status: Receives the :class:`MarketDataHandle` once at least one connection is
             connected *and* receiving.
 
@@ -933,6 +957,7 @@ async def run_market_data(
         wall_clock_ms=wall_clock_ms,
         merger=_Merger(bus, config),
         send_chan=send_chan,
+        breaker=breaker,
     )
     handle = MarketDataHandle(service, streams)
     logger.info(
