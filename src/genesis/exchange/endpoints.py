@@ -34,6 +34,7 @@ __all__ = [
     "Environment",
     "StreamName",
     "depth_weight",
+    "my_trades_weight",
     "open_orders_weight",
     "parse_stream_name",
     "ticker_weight",
@@ -136,3 +137,8 @@ def ticker_weight(symbol_count: int | None) -> int:
 def open_orders_weight(*, with_symbol: bool) -> int:
     """Weight of ``GET /api/v3/openOrders``: 6 with a symbol, 80 without."""
     return 6 if with_symbol else 80
+
+
+def my_trades_weight(*, with_order_id: bool) -> int:
+    """Weight of ``GET /api/v3/myTrades``: 5 with an ``orderId`` (since 2025-04), 20 without."""
+    return 5 if with_order_id else 20

@@ -1,0 +1,768 @@
+"""The REST order gateway: signed Binance Spot calls behind a rate limiter and a circuit breaker.
+
+```
+Gateway.<method>(...)                       one call
+└── _call                                   at most one -1021 resync + retry
+    └── _attempt                            breaker.guard() → limiter.acquire(cost, priority)
+        ├── sign                            timestamp = local wall clock + time-sync offset
+        ├── _send                           httpx; connect 5 s, read 10 s, whole attempt 30 s
+        └── _check                          usage headers → limiter; status + body → errors
+```
+
+Every foreign exception is translated here, once, into the Genesis error tree
+(:mod:`genesis.errors`): httpx's transport errors become :class:`ConnectError` (nothing was
+sent), :class:`ReadTimeoutError` or :class:`ConnectionLostError`; Binance's answers become
+:class:`ExchangeRejectedError` (its ``code``, ``msg`` and the HTTP status kept),
+:class:`ExchangeUnavailableError` (5xx), :class:`RateLimitedError` (429, after which the limiter
+holds every request until ``Retry-After``) or :class:`IpBannedError` (418, after which the
+limiter refuses everything until the ban ends). An order *placement* that may have reached the
+exchange (a 5xx, -1006, -1007, a timeout or a connection lost after the request left) raises
+:class:`OrderOutcomeUnknownError` and is never resent here: see ARCHITECTURE.md "Unknown
+outcomes".
+
+Deadlines are protocol deadlines in one frozen object (:class:`GatewayTimeouts`): the limiter's
+queueing is *not* under them (a caller who cannot wait wraps the call in its own
+``trio.move_on_after``), the HTTP exchange of each attempt is.
+
+Every parameter is sent in the query string, percent-encoded, and the signature is computed
+over exactly those bytes (Binance: "percent-encode first, then sign").
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import attrs
+import httpx
+import trio
+
+from genesis.errors import (
+    ConfigError,
+    ConnectError,
+    ConnectionLostError,
+    ExchangeRejectedError,
+    ExchangeUnavailableError,
+    GenesisError,
+    IpBannedError,
+    OrderOutcomeUnknownError,
+    RateLimitedError,
+    ReadTimeoutError,
+    TransportError,
+)
+from genesis.exchange.endpoints import (
+    API_PREFIX,
+    ENDPOINTS,
+    depth_weight,
+    my_trades_weight,
+    open_orders_weight,
+)
+from genesis.exchange.signing import encode_params, load_signer, signed_query
+from genesis.exchange.time_sync import TimeSyncCore, TimeSyncStatistics, sync_time
+from genesis.models.codec import (
+    decode_account,
+    decode_depth,
+    decode_error_body,
+    decode_exchange_info,
+    decode_json,
+    decode_my_trades,
+    decode_order,
+    decode_orders,
+    decode_server_time,
+    order_request_params,
+    parse_ban_until_ms,
+    parse_usage_headers,
+)
+from genesis.models.exchange_info import RateLimitType
+from genesis.models.orders import is_valid_client_order_id
+from genesis.resilience.circuit_breaker import BreakerConfig, CircuitBreaker
+from genesis.resilience.rate_limiter import Cost, Priority, RateLimiter, RateLimiterCore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+    from decimal import Decimal
+
+    from genesis.bus import EventBus
+    from genesis.config import Secret, Settings
+    from genesis.exchange.signing import Signer
+    from genesis.models.account import Account, AccountTrade
+    from genesis.models.exchange_info import ExchangeInfo
+    from genesis.models.market import Depth
+    from genesis.models.orders import Order, OrderRequest
+    from genesis.resilience.circuit_breaker import BreakerStatistics
+    from genesis.resilience.rate_limiter import RateLimiterStatistics
+
+__all__ = [
+    "Gateway",
+    "GatewayConfig",
+    "GatewayStatistics",
+    "GatewayTimeouts",
+    "new_client_order_id_prefix",
+    "open_gateway",
+    "system_wall_clock_ms",
+]
+
+logger = logging.getLogger(__name__)
+
+Params: TypeAlias = list[tuple[str, str]]
+
+INVALID_TIMESTAMP: Final = -1021
+NO_SUCH_ORDER: Final = -2013
+_UNKNOWN_OUTCOME_CODES: Final = frozenset({-1006, -1007})
+"""UNEXPECTED_RESP and TIMEOUT: "execution status unknown" (errors.md)."""
+_EXCHANGE_FAULT_CODES: Final = frozenset({-1000, -1001, -1006, -1007, -1008})
+"""UNKNOWN, DISCONNECTED, UNEXPECTED_RESP, TIMEOUT, SERVER_BUSY: the exchange's fault."""
+_DEFAULT_RETRY_AFTER_S: Final = 60.0
+_LIMIT_TYPES: Final = frozenset(
+    {RateLimitType.REQUEST_WEIGHT, RateLimitType.ORDERS, RateLimitType.RAW_REQUESTS}
+)
+
+
+def system_wall_clock_ms() -> int:
+    """The system wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def new_client_order_id_prefix() -> str:
+    """A random 8-character prefix for client order ids (unique per gateway instance)."""
+    return secrets.token_hex(4)
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class GatewayTimeouts:
+    """Protocol deadlines of one REST attempt (seconds).
+
+    Attributes:
+        connect_s: TCP (+ TLS) connect.
+        read_s: each read of the answer.
+        write_s: each write of the request.
+        pool_s: waiting for a free pooled connection.
+        call_s: the whole HTTP exchange of one attempt, however its reads and writes add up.
+    """
+
+    connect_s: float = attrs.field(default=5.0, validator=_positive)
+    read_s: float = attrs.field(default=10.0, validator=_positive)
+    write_s: float = attrs.field(default=10.0, validator=_positive)
+    pool_s: float = attrs.field(default=5.0, validator=_positive)
+    call_s: float = attrs.field(default=30.0, validator=_positive)
+
+    def to_httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            self.read_s,
+            connect=self.connect_s,
+            read=self.read_s,
+            write=self.write_s,
+            pool=self.pool_s,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """How the gateway talks to the exchange.
+
+    Attributes:
+        timeouts: protocol deadlines of each attempt.
+        recv_window_ms: ``recvWindow`` of signed requests (Binance's default 5000).
+        time_sync_samples: ``GET /api/v3/time`` round trips per time sync.
+        breaker: the REST circuit breaker's numbers.
+        limiter_threshold: the fraction of every rate limit Genesis allows itself.
+        max_keepalive: idle connections kept in the pool.
+    """
+
+    timeouts: GatewayTimeouts = attrs.field(factory=GatewayTimeouts)
+    recv_window_ms: int = attrs.field(
+        default=5000, validator=[attrs.validators.ge(1), attrs.validators.le(60_000)]
+    )
+    time_sync_samples: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    breaker: BreakerConfig = attrs.field(factory=BreakerConfig)
+    limiter_threshold: float = attrs.field(
+        default=0.8, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)]
+    )
+    max_keepalive: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen(kw_only=True)
+class GatewayStatistics:
+    """Counters and state of one gateway.
+
+    Attributes:
+        base_url: where requests go.
+        requests: attempts sent (or tried).
+        answered: attempts the exchange answered with 2xx.
+        rejected: attempts answered with a Binance error (4xx).
+        failed: transport failures, timeouts and 5xx.
+        unknown_outcomes: placements whose outcome is unknown.
+        resyncs: time resyncs after -1021.
+        last_latency_ms: the last answered attempt's round trip.
+        time_sync, limiter, breaker: the parts' own statistics.
+    """
+
+    base_url: str
+    requests: int
+    answered: int
+    rejected: int
+    failed: int
+    unknown_outcomes: int
+    resyncs: int
+    last_latency_ms: float | None
+    time_sync: TimeSyncStatistics
+    limiter: RateLimiterStatistics
+    breaker: BreakerStatistics
+
+
+@attrs.define
+class _Counters:
+    requests: int = 0
+    answered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    unknown_outcomes: int = 0
+    resyncs: int = 0
+    last_latency_ms: float | None = None
+
+
+@attrs.define
+class _Placement:
+    """What an attempt needs to know when it places an order, and what it measured."""
+
+    client_order_id: str
+    latency_ms: float | None = None
+    """The round trip of the attempt that got the answer (not the time queued before it)."""
+
+
+class Gateway:
+    """Signed REST calls to one Binance Spot environment. Open it with :func:`open_gateway`.
+
+    Every method is one exchange call (a -1021 answer is retried once after a time resync);
+    each checkpoints, may wait in the rate limiter's queue, and raises only Genesis errors.
+    Cancelling a call while it waits in the queue sends nothing; cancelling it while the
+    request is in flight leaves its outcome unknown to the caller, exactly like a timeout.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_key: Secret | None,
+        signer: Signer | None,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
+        time_sync: TimeSyncCore,
+        wall_clock_ms: Callable[[], int],
+        config: GatewayConfig,
+    ) -> None:
+        self._client = client
+        self._base = httpx.URL(base_url)
+        self._base_url = base_url
+        self._api_key = api_key
+        self._signer = signer
+        self._limiter = limiter
+        self._breaker = breaker
+        self._time_sync = time_sync
+        self._wall_clock_ms = wall_clock_ms
+        self._config = config
+        self._counters = _Counters()
+        self._exchange_info: ExchangeInfo | None = None
+        self._id_prefix = new_client_order_id_prefix()
+        self._id_counter = 0
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._limiter
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def recv_window_ms(self) -> int:
+        return self._config.recv_window_ms
+
+    @property
+    def cached_exchange_info(self) -> ExchangeInfo | None:
+        """The last exchangeInfo read, or ``None`` if none could be read yet."""
+        return self._exchange_info
+
+    def server_time_ms(self) -> int:
+        """The exchange's clock now, as estimated from the time sync (epoch ms)."""
+        return self._time_sync.server_time_ms(self._wall_clock_ms())
+
+    def next_client_order_id(self) -> str:
+        """A fresh client order id: ``g-<random prefix>-<counter>`` (unique per gateway)."""
+        self._id_counter += 1
+        return f"g-{self._id_prefix}-{self._id_counter}"
+
+    def statistics(self) -> GatewayStatistics:
+        c = self._counters
+        return GatewayStatistics(
+            base_url=self._base_url,
+            requests=c.requests,
+            answered=c.answered,
+            rejected=c.rejected,
+            failed=c.failed,
+            unknown_outcomes=c.unknown_outcomes,
+            resyncs=c.resyncs,
+            last_latency_ms=c.last_latency_ms,
+            time_sync=self._time_sync.statistics(self._wall_clock_ms()),
+            limiter=self._limiter.statistics(),
+            breaker=self._breaker.statistics(),
+        )
+
+    # -- public endpoints -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """``GET /api/v3/ping``: the exchange answers."""
+        await self._call("GET", "ping")
+
+    async def server_time(self) -> int:
+        """``GET /api/v3/time``: the exchange's clock (epoch ms)."""
+        return decode_server_time(await self._call("GET", "time"))
+
+    async def sync_time(self) -> TimeSyncStatistics:
+        """Measure the clock offset from several ``GET /api/v3/time`` round trips.
+
+        Raises:
+            ExchangeError: when not one sample could be taken.
+        """
+        stats = await sync_time(
+            self._time_sync,
+            self.server_time,
+            self._wall_clock_ms,
+            samples=self._config.time_sync_samples,
+        )
+        return stats
+
+    async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
+        """``GET /api/v3/exchangeInfo``; its rate limits become the limiter's live limits."""
+        params: Params = []
+        if symbols:
+            params.append(("symbols", "[" + ",".join(f'"{s}"' for s in symbols) + "]"))
+        info = decode_exchange_info(await self._call("GET", "exchangeInfo", params))
+        limits = [limit for limit in info.rate_limits if limit.type in _LIMIT_TYPES]
+        if limits:
+            self._limiter.set_limits(limits)
+        self._exchange_info = info
+        return info
+
+    async def depth(self, symbol: str, limit: int = 100) -> Depth:
+        """``GET /api/v3/depth``: the book's best ``limit`` levels per side."""
+        data = await self._call(
+            "GET",
+            "depth",
+            [("symbol", symbol), ("limit", str(limit))],
+            cost=Cost(weight=depth_weight(limit)),
+        )
+        return decode_depth(data, symbol=symbol, received_ms=self._wall_clock_ms())
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    async def place_order(
+        self, request: OrderRequest, *, expected_price: Decimal | None = None
+    ) -> Order:
+        """``POST /api/v3/order`` (response type FULL); returns the order as the exchange has it.
+
+        A client order id is always sent: ``request.client_order_id`` or a fresh one.
+
+        Args:
+            request: what to place.
+            expected_price: the price the caller expected to trade at; fills are compared with it
+                in ``Order.slippage_percent``.
+
+        Raises:
+            ExchangeRejectedError: the exchange refused it (nothing was placed).
+            OrderOutcomeUnknownError: it may or may not have been placed; never resend blindly.
+            ConnectError: it was not sent (no connection); safe to retry.
+            RateLimitedError, IpBannedError, CircuitOpenError: it was not placed.
+        """
+        if request.client_order_id is None:
+            request = request.with_client_order_id(self.next_client_order_id())
+        client_order_id = request.client_order_id
+        assert client_order_id is not None
+        params = order_request_params(request, client_order_id=client_order_id)
+        placement = _Placement(client_order_id)
+        data = await self._call(
+            "POST", "order", params, signed=True, priority=Priority.ORDER, placement=placement
+        )
+        return decode_order(
+            data,
+            request=request,
+            latency_ms=placement.latency_ms,
+            expected_price=expected_price,
+        )
+
+    async def test_order(self, request: OrderRequest) -> None:
+        """``POST /api/v3/order/test``: validated by the exchange, never placed."""
+        client_order_id = request.client_order_id or self.next_client_order_id()
+        params = order_request_params(request, client_order_id=client_order_id)
+        await self._call("POST", "order/test", params, signed=True)
+
+    async def get_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> Order:
+        """``GET /api/v3/order`` by Binance's ``orderId`` or by the client order id.
+
+        Raises:
+            ExchangeRejectedError: code -2013 when no such order exists.
+        """
+        data = await self._call(
+            "GET", "order", _order_ref(symbol, client_order_id, order_id), signed=True
+        )
+        return decode_order(data)
+
+    async def cancel_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> Order:
+        """``DELETE /api/v3/order``; returns the cancelled order (status ``CANCELED``).
+
+        Cancels go ahead of new orders in the limiter's queue.
+
+        Raises:
+            ExchangeRejectedError: code -2011 when the order is unknown or no longer open.
+        """
+        data = await self._call(
+            "DELETE",
+            "order",
+            _order_ref(symbol, client_order_id, order_id),
+            signed=True,
+            priority=Priority.CANCEL,
+        )
+        return decode_order(data)
+
+    async def open_orders(self, symbol: str | None = None) -> tuple[Order, ...]:
+        """``GET /api/v3/openOrders`` for ``symbol`` (weight 6) or every symbol (weight 80)."""
+        params: Params = [("symbol", symbol)] if symbol else []
+        data = await self._call(
+            "GET",
+            "openOrders",
+            params,
+            signed=True,
+            cost=Cost(weight=open_orders_weight(with_symbol=symbol is not None)),
+        )
+        return decode_orders(data)
+
+    async def cancel_open_orders(self, symbol: str) -> tuple[Order, ...]:
+        """``DELETE /api/v3/openOrders``: cancel every open order of ``symbol``."""
+        data = await self._call(
+            "DELETE", "openOrders", [("symbol", symbol)], signed=True, priority=Priority.CANCEL
+        )
+        return decode_orders(data)
+
+    async def account(self) -> Account:
+        """``GET /api/v3/account``: permissions and balances."""
+        return decode_account(await self._call("GET", "account", signed=True))
+
+    async def my_trades(
+        self, symbol: str, *, order_id: int | None = None, limit: int | None = None
+    ) -> tuple[AccountTrade, ...]:
+        """``GET /api/v3/myTrades``: the account's trades in ``symbol`` (of one order if given)."""
+        params: Params = [("symbol", symbol)]
+        if order_id is not None:
+            params.append(("orderId", str(order_id)))
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        data = await self._call(
+            "GET",
+            "myTrades",
+            params,
+            signed=True,
+            cost=Cost(weight=my_trades_weight(with_order_id=order_id is not None)),
+        )
+        return decode_my_trades(data)
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        name: str,
+        params: Params | None = None,
+        *,
+        signed: bool = False,
+        cost: Cost | None = None,
+        priority: Priority = Priority.NORMAL,
+        placement: _Placement | None = None,
+    ) -> object:
+        endpoint = ENDPOINTS[(method, f"{API_PREFIX}/{name}")]
+        if cost is None:
+            cost = Cost(weight=endpoint.weight, orders=1 if endpoint.counts_order else 0)
+        params = params or []
+        try:
+            return await self._attempt(
+                endpoint.method, endpoint.path, params, signed, cost, priority, placement
+            )
+        except ExchangeRejectedError as exc:
+            if not signed or exc.code != INVALID_TIMESTAMP:
+                raise
+            # Binance rejected it on arrival (outside recvWindow): it was never executed, so a
+            # resync and one retry with a fresh timestamp cannot place anything twice.
+            self._counters.resyncs += 1
+            logger.warning(
+                "gateway.resync path=%s reason=%s offset_ms=%s",
+                endpoint.path,
+                exc.msg,
+                self._time_sync.statistics(self._wall_clock_ms()).offset_ms,
+            )
+            await self.sync_time()
+            return await self._attempt(
+                endpoint.method, endpoint.path, params, signed, cost, priority, placement
+            )
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Params,
+        signed: bool,
+        cost: Cost,
+        priority: Priority,
+        placement: _Placement | None,
+    ) -> object:
+        async with self._breaker.guard():
+            await self._limiter.acquire(cost, priority)
+            headers: dict[str, str] = {}
+            sent_at_ms = self.server_time_ms()
+            if signed:
+                if self._signer is None or self._api_key is None:
+                    raise ConfigError(
+                        [
+                            f"{method} {path} needs credentials: set BINANCE_API_KEY and "
+                            "BINANCE_SECRET_KEY (or BINANCE_PRIVATE_KEY_PATH)"
+                        ]
+                    )
+                full = [
+                    *params,
+                    ("recvWindow", str(self._config.recv_window_ms)),
+                    ("timestamp", str(sent_at_ms)),
+                ]
+                query = signed_query(full, self._signer)
+                headers["X-MBX-APIKEY"] = self._api_key.reveal()
+            else:
+                query = encode_params(params)
+            raw_path = path + ("?" + query if query else "")
+            self._counters.requests += 1
+            started = trio.current_time()
+            try:
+                response = await self._send(method, raw_path, headers)
+            except TransportError as exc:
+                self._counters.failed += 1
+                if placement is None or isinstance(exc, ConnectError):
+                    raise
+                self._counters.unknown_outcomes += 1
+                raise OrderOutcomeUnknownError(
+                    placement.client_order_id, str(exc), sent_at_ms=sent_at_ms
+                ) from exc
+            latency_ms = (trio.current_time() - started) * 1000.0
+            self._counters.last_latency_ms = latency_ms
+            if placement is not None:
+                placement.latency_ms = latency_ms
+            return self._check(response, path, placement, sent_at_ms)
+
+    async def _send(self, method: str, raw_path: str, headers: dict[str, str]) -> httpx.Response:
+        request = self._client.build_request(
+            method, self._base.copy_with(raw_path=raw_path.encode("ascii")), headers=headers
+        )
+        call_s = self._config.timeouts.call_s
+        try:
+            with trio.fail_after(call_s):
+                return await self._client.send(request)
+        except trio.TooSlowError as exc:
+            raise ReadTimeoutError(f"no complete answer within {call_s:g} s") from exc
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ConnectError(f"connect timed out: {type(exc).__name__}") from exc
+        except httpx.ConnectError as exc:
+            raise ConnectError(f"connect failed: {exc}") from exc
+        except httpx.TimeoutException as exc:  # read or write
+            raise ReadTimeoutError(f"{type(exc).__name__} after the request was sent") from exc
+        except httpx.TransportError as exc:  # read/write errors, the peer closing, protocol
+            raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _check(
+        self,
+        response: httpx.Response,
+        path: str,
+        placement: _Placement | None,
+        sent_at_ms: int,
+    ) -> object:
+        for report in parse_usage_headers(response.headers.items()):
+            self._limiter.sync_usage(report.type, report.window_ms, report.used)
+        status = response.status_code
+        if 200 <= status < 300:
+            self._counters.answered += 1
+            return decode_json(response.content, what=path)
+        body = decode_error_body(response.content)
+        code, msg = body if body is not None else (0, f"HTTP {status} {_reason(status)}")
+        if status in (418, 429):
+            self._counters.failed += 1
+            retry_after_s = _retry_after_s(response.headers.get("retry-after"))
+            if status == 429:
+                self._limiter.hold_for(retry_after_s)
+                raise RateLimitedError(f"{code} {msg}", retry_after_s=retry_after_s)
+            until_ms = parse_ban_until_ms(msg) or self.server_time_ms() + int(retry_after_s * 1000)
+            self._limiter.ban_until(until_ms)
+            raise IpBannedError(f"{code} {msg}", retry_after_s=retry_after_s, until_ms=until_ms)
+        if placement is not None and (status >= 500 or code in _UNKNOWN_OUTCOME_CODES):
+            self._counters.failed += 1
+            self._counters.unknown_outcomes += 1
+            raise OrderOutcomeUnknownError(
+                placement.client_order_id,
+                f"HTTP {status}, Binance code {code}: {msg}",
+                sent_at_ms=sent_at_ms,
+                code=code or None,
+                http_status=status,
+            )
+        if status >= 500 or code in _EXCHANGE_FAULT_CODES:
+            self._counters.failed += 1
+            raise ExchangeUnavailableError(code, msg, http_status=status)
+        self._counters.rejected += 1
+        raise ExchangeRejectedError(code, msg, http_status=status)
+
+
+def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -> Params:
+    if (client_order_id is None) == (order_id is None):
+        raise ValueError("give exactly one of client_order_id and order_id")
+    if order_id is not None:
+        return [("symbol", symbol), ("orderId", str(order_id))]
+    assert client_order_id is not None
+    if not is_valid_client_order_id(client_order_id):
+        raise ValueError(f"not a valid client order id: {client_order_id[:40]!r}")
+    return [("symbol", symbol), ("origClientOrderId", client_order_id)]
+
+
+def _reason(status: int) -> str:
+    # The standard phrase, not the server's: hypercorn sends none, proxies send their own.
+    return httpx.codes.get_reason_phrase(status)
+
+
+def _retry_after_s(raw: str | None) -> float:
+    """``Retry-After`` in seconds (Binance sends an integer); a missing or odd one: 60 s."""
+    if raw is None:
+        return _DEFAULT_RETRY_AFTER_S
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return _DEFAULT_RETRY_AFTER_S
+    return value if value >= 0 and value != float("inf") else _DEFAULT_RETRY_AFTER_S
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings,
+    *,
+    rest_url: str | None = None,
+    api_key: Secret | None = None,
+    signer: Signer | None = None,
+    config: GatewayConfig | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    wall_clock_ms: Callable[[], int] = system_wall_clock_ms,
+    bus: EventBus | None = None,
+    breaker: CircuitBreaker | None = None,
+    prepare: bool = True,
+) -> AsyncIterator[Gateway]:
+    """Open a :class:`Gateway` over one kept-alive ``httpx.AsyncClient`` (HTTP/1.1).
+
+    On entry (``prepare=True``) it syncs the clock and reads exchangeInfo for the live rate
+    limits. Neither is fatal: without them the offset is 0 and the limiter keeps its
+    conservative fallback limits (1200 weight/min, 50 orders/10 s, 160,000/day), each logged at
+    WARNING; the next successful exchangeInfo replaces them.
+
+    Args:
+        settings: where to connect (``rest_url``, credentials, ``recv_window_ms``).
+        rest_url: overrides ``settings.rest_url`` (the embedded simulator's URL).
+        api_key, signer: override the credentials of ``settings`` (simulator mode has none).
+        config: deadlines and limits; its ``recv_window_ms`` defaults to the settings'.
+        transport: an httpx transport (tests: ``httpx.ASGITransport`` over the simulator).
+        wall_clock_ms: the local wall clock (tests: one that follows Trio's virtual clock).
+        bus: where breaker transitions are published.
+        breaker: the REST breaker to use (one is made when ``None``).
+        prepare: sync the clock and read exchangeInfo on entry.
+
+    Raises:
+        ConfigError: no REST URL, or credentials that cannot be loaded.
+    """
+    base_url = rest_url or settings.rest_url
+    if base_url is None:
+        raise ConfigError(["no REST URL: start the simulator or set credentials"])
+    if config is None:
+        config = GatewayConfig(recv_window_ms=settings.recv_window_ms)
+    if api_key is None and signer is None:
+        api_key, signer = settings.api_key, load_signer(settings)
+    if breaker is None:
+        breaker = CircuitBreaker(
+            "rest", config.breaker, on_transition=None if bus is None else bus.publish
+        )
+    time_core = TimeSyncCore()
+
+    def server_now() -> int:
+        return time_core.server_time_ms(wall_clock_ms())
+
+    limiter = RateLimiter(
+        RateLimiterCore(threshold=config.limiter_threshold), server_time_ms=server_now
+    )
+    limits = httpx.Limits(
+        max_keepalive_connections=config.max_keepalive, max_connections=config.max_keepalive * 2
+    )
+    async with httpx.AsyncClient(
+        transport=transport,
+        timeout=config.timeouts.to_httpx(),
+        limits=limits,
+        http2=False,
+        headers={"User-Agent": "genesis"},
+    ) as client:
+        gateway = Gateway(
+            client,
+            base_url=base_url,
+            api_key=api_key,
+            signer=signer,
+            limiter=limiter,
+            breaker=breaker,
+            time_sync=time_core,
+            wall_clock_ms=wall_clock_ms,
+            config=config,
+        )
+        if prepare:
+            await _prepare(gateway)
+        logger.info("gateway.open base_url=%s signed=%s", base_url, signer is not None)
+        try:
+            yield gateway
+        finally:
+            logger.info("gateway.close base_url=%s", base_url)
+
+
+async def _prepare(gateway: Gateway) -> None:
+    try:
+        stats = await gateway.sync_time()
+    except GenesisError as exc:
+        logger.warning("gateway.time_sync_failed error=%s: %s", type(exc).__name__, exc)
+    else:
+        logger.info(
+            "gateway.time_synced offset_ms=%s uncertainty_ms=%s",
+            stats.offset_ms,
+            stats.uncertainty_ms,
+        )
+    try:
+        info = await gateway.exchange_info()
+    except GenesisError as exc:
+        logger.warning(
+            "gateway.exchange_info_failed error=%s: %s; using the fallback limits",
+            type(exc).__name__,
+            exc,
+        )
+    else:
+        logger.info(
+            "gateway.limits %s",
+            " ".join(
+                f"{limit.type.value}/{limit.header_suffix}={limit.limit}"
+                for limit in info.rate_limits
+            ),
+        )
