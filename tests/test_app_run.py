@@ -1,4 +1,5 @@
-"""The nursery tree and its app-level pieces: live display, recorder, order task, heartbeat.
+"""The nursery tree and its app-level pieces: live display, recorder, heartbeat (order task:
+tests/test_order_task.py).
 
 Unit tests run under ``autojump_clock`` and assert exact virtual times. The tree itself runs
 against the embedded simulator over loopback for a few real seconds; the shutdown test sends
@@ -36,10 +37,12 @@ from genesis.exchange.ws_manager import (
     MarketDataStatistics,
     MergerStatistics,
 )
+from genesis.models.events import BreakerState, OrderUpdate
 from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
-from genesis.models.orders import OrderSide, OrderType, TimeInForce
-from genesis.orders.manager import OrderCommand, run_order_task
+from genesis.models.orders import OrderRequest, OrderSide
+from genesis.orders.manager import CancelOrder, PlaceOrder
 from genesis.sim.server import SimConfig, run_simulator
+from tests.gateway_support import memory_gateway
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -294,87 +297,6 @@ async def test_recorder_fails_when_the_file_cannot_be_opened(tmp_path: Path) -> 
         await run_recorder(bus, tmp_path / "missing" / "x.jsonl")
 
 
-# --- order task --------------------------------------------------------------------------------
-
-
-def test_order_commands_validate_their_shape() -> None:
-    cmd = OrderCommand.limit(
-        client_order_id="genesis-1",
-        symbol="BTCUSDT",
-        side=OrderSide.BUY,
-        quantity=D("0.001"),
-        price=D("60000"),
-    )
-    assert (cmd.type, cmd.time_in_force) == (OrderType.LIMIT, TimeInForce.GTC)
-    market = OrderCommand.market(
-        client_order_id="m1", symbol="ETHUSDT", side=OrderSide.SELL, quantity=D("1")
-    )
-    assert market.price is None
-    with pytest.raises(ValueError, match="quantity"):
-        OrderCommand.market(
-            client_order_id="x", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(0)
-        )
-    with pytest.raises(ValueError, match="client_order_id"):
-        OrderCommand.market(
-            client_order_id="has space", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(1)
-        )
-    with pytest.raises(ValueError, match="symbol"):
-        OrderCommand.market(client_order_id="x", symbol="btc", side=OrderSide.BUY, quantity=D(1))
-    with pytest.raises(ValueError, match="LIMIT command needs"):
-        OrderCommand(
-            client_order_id="x",
-            symbol="BTCUSDT",
-            side=OrderSide.BUY,
-            type=OrderType.LIMIT,
-            quantity=D(1),
-        )
-    with pytest.raises(ValueError, match="MARKET command takes neither"):
-        OrderCommand(
-            client_order_id="x",
-            symbol="BTCUSDT",
-            side=OrderSide.BUY,
-            type=OrderType.MARKET,
-            quantity=D(1),
-            price=D(1),
-        )
-    with pytest.raises(ValueError, match="not supported"):
-        OrderCommand(
-            client_order_id="x",
-            symbol="BTCUSDT",
-            side=OrderSide.BUY,
-            type=OrderType.STOP_LOSS,
-            quantity=D(1),
-        )
-
-
-async def test_order_task_logs_commands_as_not_sent_and_survives_closed_senders(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="genesis.orders")
-    send, recv = trio.open_memory_channel[OrderCommand](4)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            state = await nursery.start(run_order_task, recv)
-            async with send:
-                await send.send(
-                    OrderCommand.market(
-                        client_order_id="c1", symbol="BTCUSDT", side=OrderSide.BUY, quantity=D(1)
-                    )
-                )
-            await trio.testing.wait_all_tasks_blocked()
-            assert state.statistics().received == 1
-            assert state.statistics().not_sent == 1
-            assert state.statistics().channel_closed is True
-            nursery.cancel_scope.cancel()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(
-        m.startswith("orders.command.not_sent client_order_id=c1 symbol=BTCUSDT side=BUY")
-        and m.endswith("reason=no order gateway yet")
-        for m in messages
-    )
-    assert "orders.task.idle reason=channel_closed received=1" in messages
-
-
 # --- heartbeat ---------------------------------------------------------------------------------
 
 
@@ -460,6 +382,44 @@ async def test_heartbeat_logs_each_connection_every_30_s(
     assert len(lines) == 12
 
 
+async def test_heartbeat_refreshes_the_clock_offset_and_reports_the_gateway(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="genesis.exchange.health_monitor")
+    async with memory_gateway() as m:
+        opened_at = trio.current_time()
+        synced: list[int | None] = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_heartbeat, FakeHealth(), None, 30.0, gateway=m.gateway))
+            m.sim.faults.clock_skew(250)  # the exchange's clock moves: the refresh must see it
+            for _ in range(2):
+                await trio.sleep(300)
+                synced.append(m.gateway.statistics().time_sync.last_sync_ms)
+            nursery.cancel_scope.cancel()
+        # One refresh at each 300 s mark of the client's clock, and the new offset adopted.
+        assert synced[0] is not None
+        assert synced[1] == synced[0] + 300_000
+        assert m.gateway.statistics().time_sync.offset_ms == pytest.approx(250, abs=1)
+        m.sim.faults.error_burst(1000)  # a failed refresh is a warning, never the end
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_heartbeat, FakeHealth(), None, 30.0, gateway=m.gateway))
+            await trio.sleep(301)
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - opened_at == 901
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    gateway_lines = [m for m in messages if m[1].startswith("heartbeat.gateway ")]
+    assert gateway_lines[0][0] == logging.INFO
+    assert "breaker=closed" in gateway_lines[0][1]
+    assert "REQUEST_WEIGHT/1M=" in gateway_lines[0][1]
+    assert any(
+        level == logging.WARNING and m.startswith("heartbeat.time_sync_failed")
+        for level, m in messages
+    )
+    # The 5xx burst opened the REST breaker: the gateway line says so at WARNING.
+    assert gateway_lines[-1][0] == logging.WARNING
+    assert "breaker=open" in gateway_lines[-1][1]
+
+
 # --- the tree ----------------------------------------------------------------------------------
 
 KINDS = {"Trade", "Ticker", "Depth", "Kline"}
@@ -534,8 +494,9 @@ async def test_duration_ends_a_testnet_mode_tree_cleanly() -> None:
             sim = await nursery.start(run_simulator, SimConfig(symbols=("BTCUSDT",)))
             settings = Settings(
                 mode=Mode.TESTNET,
-                api_key=Secret("k"),
-                secret_key=Secret("s"),
+                api_key=Secret(sim.api_key),
+                secret_key=Secret(sim.api_secret),
+                rest_url=sim.rest_url,
                 stream_url=sim.stream_url,
                 symbols=("BTCUSDT",),
             )
@@ -546,6 +507,36 @@ async def test_duration_ends_a_testnet_mode_tree_cleanly() -> None:
     assert 1.5 <= elapsed < 2.0
     assert out.getvalue().startswith("BTCUSDT last=")
     assert sim.sim.streams.statistics().connections_accepted == 3
+    # The gateway synced its clock and read exchangeInfo from the same standalone simulator.
+    assert sim.sim.rest.statistics().ok >= 2
+
+
+async def test_an_order_command_becomes_order_updates_on_the_bus() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(
+                partial(run_genesis, Settings(symbols=("BTCUSDT",)), handle_signals=False)
+            )
+            updates = handle.bus.subscribe(OrderUpdate)
+            request = OrderRequest.limit(
+                symbol="BTCUSDT",
+                side=OrderSide.BUY,
+                quantity=D("0.001"),
+                price=D("30000"),
+                client_order_id="tree-1",
+            )
+            await handle.orders.send(PlaceOrder(request=request))
+            placed = await updates.receive()
+            assert (placed.order.client_order_id, placed.order.status_name) == ("tree-1", "NEW")
+            await handle.orders.send(CancelOrder(symbol="BTCUSDT", client_order_id="tree-1"))
+            cancelled = await updates.receive()
+            assert cancelled.order.status_name == "CANCELED"
+            assert handle.simulator is not None
+            sim_orders = handle.simulator.sim.exchange.open_orders(handle.simulator.api_key)
+            assert sim_orders == []
+            assert handle.gateway.statistics().breaker.state is BreakerState.CLOSED
+            assert set(handle.breakers) == {"rest", "streams", "ws_api"}
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_failing_child_stops_the_tree_and_its_error_reaches_the_caller(

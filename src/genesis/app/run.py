@@ -10,9 +10,14 @@ run_genesis
             ├── [--record]  recorder         app/record.py
             ├── [display]   live prices      app/dashboard.py
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
-            ├── order task                   orders/manager.py
-            └── heartbeat                    exchange/health_monitor.py
+            ├── order task                   orders/manager.py → exchange/gateway.py (REST)
+            └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
+
+The REST gateway (one kept-alive httpx client, the rate limiter, the "rest" circuit breaker)
+is opened around the tree nursery, so it outlives every task that uses it. One breaker per
+exchange surface: "rest" wraps every gateway call, "streams" every market-data connect, and
+"ws_api" is kept for the user data stream; each publishes its transitions on the bus.
 
 Every task lives in a nursery visible here. A child that fails cancels its siblings and its
 error reaches :func:`run_genesis` (a lone error bare, not wrapped in exception groups), which the
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 from typing import TYPE_CHECKING, Final, NoReturn, TextIO
 
 import attrs
@@ -34,11 +40,14 @@ import trio
 from genesis.app.dashboard import run_dashboard
 from genesis.app.record import run_recorder
 from genesis.bus import EventBus
-from genesis.config import Mode
+from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
+from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
+from genesis.exchange.signing import HmacSigner
 from genesis.exchange.ws_manager import run_market_data
 from genesis.orders.manager import OrderCommand, run_order_task
+from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
@@ -47,6 +56,7 @@ if TYPE_CHECKING:
     from genesis.app.dashboard import LiveDisplay
     from genesis.app.record import Recorder
     from genesis.config import Settings
+    from genesis.exchange.gateway import Gateway
     from genesis.exchange.ws_manager import MarketDataHandle
     from genesis.orders.manager import OrderTaskState
     from genesis.sim.server import SimHandle
@@ -73,8 +83,10 @@ class GenesisHandle:
         bus: the event bus; subscribe to observe the market.
         market_data: the market-data handle (statistics, per-connection health).
         orders: send :class:`~genesis.orders.manager.OrderCommand` s here (clone it to share);
-            the order task owns the receive side.
-        order_task: the order task's state (commands received, not sent).
+            the order task owns the receive side; outcomes arrive on the bus as ``OrderUpdate``.
+        order_task: the order task's state (commands received, placed, rejected, unknown).
+        gateway: the REST gateway (statistics: limiter, breaker, time sync).
+        breakers: the circuit breakers by surface: ``rest``, ``streams``, ``ws_api``.
         stream_url: the market-stream base the connections use.
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
         recorder: the recording's state with ``record_path``, else ``None``.
@@ -85,6 +97,8 @@ class GenesisHandle:
     market_data: MarketDataHandle
     orders: trio.MemorySendChannel[OrderCommand]
     order_task: OrderTaskState
+    gateway: Gateway
+    breakers: dict[str, CircuitBreaker]
     stream_url: str
     simulator: SimHandle | None
     recorder: Recorder | None
@@ -234,9 +248,29 @@ async def _run_tree(
     task_status: trio.TaskStatus[GenesisHandle],
 ) -> None:
     bus = EventBus()
+    breakers = {
+        name: CircuitBreaker(name, on_transition=bus.publish)
+        for name in ("rest", "streams", "ws_api")
+    }
+    if simulator is not None:
+        rest_url: str | None = simulator.rest_url
+        api_key: Secret | None = Secret(simulator.api_key)
+        signer: HmacSigner | None = HmacSigner(Secret(simulator.api_secret))
+    else:
+        rest_url, api_key, signer = settings.rest_url, None, None
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
     try:
-        async with order_send, trio.open_nursery() as tree:
+        async with (
+            open_gateway(
+                settings,
+                rest_url=rest_url,
+                api_key=api_key,
+                signer=signer,
+                breaker=breakers["rest"],
+            ) as gateway,
+            order_send,
+            trio.open_nursery() as tree,
+        ):
             # Observers subscribe before market data starts, so they see every event.
             recorder = None
             if record_path is not None:
@@ -246,16 +280,28 @@ async def _run_tree(
                 live = await tree.start(
                     _dashboard, bus, settings.symbols, display, display_tty, capture_logs
                 )
-            market_data = await tree.start(run_market_data, stream_url, settings.symbols, bus)
-            order_task = await tree.start(run_order_task, order_recv)
-            await tree.start(run_heartbeat, market_data, bus, heartbeat_interval_s)
-            logger.info("genesis.ready stream_url=%s", stream_url)
+            market_data = await tree.start(
+                partial(
+                    run_market_data,
+                    stream_url,
+                    settings.symbols,
+                    bus,
+                    breaker=breakers["streams"],
+                )
+            )
+            order_task = await tree.start(run_order_task, order_recv, gateway, bus.publish)
+            await tree.start(
+                partial(run_heartbeat, market_data, bus, heartbeat_interval_s, gateway=gateway)
+            )
+            logger.info("genesis.ready stream_url=%s rest_url=%s", stream_url, rest_url)
             task_status.started(
                 GenesisHandle(
                     bus=bus,
                     market_data=market_data,
                     orders=order_send.clone(),
                     order_task=order_task,
+                    gateway=gateway,
+                    breakers=breakers,
                     stream_url=stream_url,
                     simulator=simulator,
                     recorder=recorder,

@@ -5,7 +5,10 @@ connection (role, state, uptime, messages per second, latency, reconnects, rotat
 error), one line of merger counters and, when given a bus, one line of bus counters. A
 connection that is not connected is reported at WARNING, the rest at INFO.
 
-Only reporting for now; liveness probes, RTT and time sync (ARCHITECTURE.md §1) come later.
+Given the REST gateway, each report adds one line of gateway state (breaker, limiter usage,
+clock offset), and every ``time_sync_interval_s`` (5 minutes) the heartbeat refreshes the
+gateway's clock offset from fresh ``GET /api/v3/time`` samples. A failed refresh is a WARNING
+and the old offset stays; it never ends the task. A breaker that is not closed is a WARNING.
 """
 
 from __future__ import annotations
@@ -15,16 +18,23 @@ from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 import trio
 
+from genesis.errors import GenesisError
 from genesis.exchange.ws_manager import ConnectionState
+from genesis.models.events import BreakerState
 
 if TYPE_CHECKING:
     from genesis.bus import BusStatistics
+    from genesis.exchange.gateway import GatewayStatistics
+    from genesis.exchange.time_sync import TimeSyncStatistics
     from genesis.exchange.ws_manager import MarketDataStatistics
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
+    "TIME_SYNC_INTERVAL_S",
     "BusStatisticsSource",
+    "GatewaySource",
     "HealthSource",
+    "log_gateway",
     "log_health",
     "run_heartbeat",
 ]
@@ -32,6 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S: Final = 30.0
+TIME_SYNC_INTERVAL_S: Final = 300.0
 
 
 class HealthSource(Protocol):
@@ -44,6 +55,44 @@ class BusStatisticsSource(Protocol):
     """Anything with bus statistics (:class:`~genesis.bus.EventBus`)."""
 
     def statistics(self) -> BusStatistics: ...
+
+
+class GatewaySource(Protocol):
+    """The part of :class:`~genesis.exchange.gateway.Gateway` the heartbeat reads and drives."""
+
+    def statistics(self) -> GatewayStatistics: ...
+
+    async def sync_time(self) -> TimeSyncStatistics: ...
+
+
+def log_gateway(gateway: GatewaySource) -> None:
+    """Log one line of gateway state (WARNING while its breaker is not closed)."""
+    stats = gateway.statistics()
+    breaker = stats.breaker
+    usage = " ".join(
+        f"{b.type.value}/{b.interval}={b.used}/{b.limit}" for b in stats.limiter.buckets
+    )
+    level = logging.INFO if breaker.state is BreakerState.CLOSED else logging.WARNING
+    logger.log(
+        level,
+        "heartbeat.gateway breaker=%s requests=%d failed=%d unknown=%d offset_ms=%s "
+        "uncertainty_ms=%s queued=%d usage=%s",
+        breaker.state.value,
+        stats.requests,
+        stats.failed,
+        stats.unknown_outcomes,
+        stats.time_sync.offset_ms,
+        stats.time_sync.uncertainty_ms,
+        stats.limiter.queued,
+        usage,
+    )
+
+
+async def _refresh_time(gateway: GatewaySource) -> None:
+    try:
+        await gateway.sync_time()
+    except GenesisError as exc:
+        logger.warning("heartbeat.time_sync_failed error=%s: %s", type(exc).__name__, exc)
 
 
 def log_health(source: HealthSource, bus: BusStatisticsSource | None = None) -> None:
@@ -90,24 +139,40 @@ async def run_heartbeat(
     bus: BusStatisticsSource | None = None,
     interval_s: float = HEARTBEAT_INTERVAL_S,
     *,
+    gateway: GatewaySource | None = None,
+    time_sync_interval_s: float = TIME_SYNC_INTERVAL_S,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Log the health of ``source`` (and ``bus``) every ``interval_s`` until cancelled.
+    """Log the health of ``source`` (and ``bus``, ``gateway``) every ``interval_s``.
 
     The first report comes ``interval_s`` after the start, then one every ``interval_s`` on a
-    fixed grid.
+    fixed grid. With a gateway, its clock offset is refreshed every ``time_sync_interval_s``
+    (on the same grid, before that report).
 
     Args:
         source: the market-data handle.
         bus: the event bus, for its counters; ``None`` to leave them out.
         interval_s: seconds between reports.
+        gateway: the REST gateway, for its state and time sync; ``None`` for none.
+        time_sync_interval_s: seconds between time syncs.
         task_status: ``started()`` at once; the task holds no resources.
     """
     if not interval_s > 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+    if not time_sync_interval_s > 0:
+        raise ValueError(f"time_sync_interval_s must be > 0, got {time_sync_interval_s!r}")
     task_status.started()
-    next_at = trio.current_time() + interval_s
+    start = trio.current_time()
+    next_at = start + interval_s
+    next_sync_at = start + time_sync_interval_s
     while True:
-        await trio.sleep_until(next_at)
-        next_at += interval_s
-        log_health(source, bus)
+        await trio.sleep_until(min(next_at, next_sync_at) if gateway is not None else next_at)
+        now = trio.current_time()
+        if gateway is not None and now >= next_sync_at:
+            next_sync_at += time_sync_interval_s
+            await _refresh_time(gateway)
+        if now >= next_at:
+            next_at += interval_s
+            log_health(source, bus)
+            if gateway is not None:
+                log_gateway(gateway)

@@ -1,0 +1,117 @@
+"""The order task and unknown-outcome resolution, against the simulator in memory.
+
+Under ``autojump_clock``: the simulator's faults make outcomes unknown, and the expected state
+comes from the simulator's own books, never from the task under test.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import trio
+import trio.testing
+
+from genesis.bus import EventBus
+from genesis.errors import OrderOutcomeUnknownError
+from genesis.models.events import OrderUpdate, OrderUpdateSource
+from genesis.models.orders import OrderRequest, OrderSide, OrderStatus
+from genesis.orders.manager import (
+    RESOLVE_MARGIN_MS,
+    CancelOrder,
+    OrderCommand,
+    PlaceOrder,
+    QueryOrder,
+    resolve_unknown_order,
+    run_order_task,
+)
+from tests.gateway_support import T0, memory_gateway
+
+D = Decimal
+
+
+def limit_buy(client_order_id: str | None = None, price: str = "50000") -> OrderRequest:
+    return OrderRequest.limit(
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        quantity=D("0.001"),
+        price=D(price),
+        client_order_id=client_order_id,
+    )
+
+
+def test_commands_need_exactly_one_order_reference() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        CancelOrder(symbol="BTCUSDT")
+    with pytest.raises(ValueError, match="exactly one"):
+        QueryOrder(symbol="BTCUSDT", client_order_id="a", order_id=1)
+    assert CancelOrder(symbol="BTCUSDT", order_id=7).order_id == 7
+
+
+async def test_place_cancel_query_publish_updates_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = EventBus()
+    updates = bus.subscribe(OrderUpdate)
+    async with memory_gateway() as m, trio.open_nursery() as nursery:
+        send, recv = trio.open_memory_channel[OrderCommand](8)
+        state = await nursery.start(run_order_task, recv, m.gateway, bus.publish)
+        async with send:
+            await send.send(PlaceOrder(request=limit_buy("task-1")))
+            await send.send(QueryOrder(symbol="BTCUSDT", client_order_id="task-1"))
+            await send.send(CancelOrder(symbol="BTCUSDT", client_order_id="task-1"))
+            await send.send(PlaceOrder(request=limit_buy(price="5")))  # NOTIONAL failure
+            await send.send(CancelOrder(symbol="BTCUSDT", client_order_id="never"))
+        seen = [await updates.receive() for _ in range(4)]
+        assert [(u.order.client_order_id, u.order.status_name) for u in seen[:3]] == [
+            ("task-1", "NEW"),
+            ("task-1", "NEW"),
+            ("task-1", "CANCELED"),
+        ]
+        assert seen[3].order.status is OrderStatus.REJECTED
+        assert seen[3].reason is not None
+        assert "-1013" in seen[3].reason
+        assert seen[3].order.client_order_id.startswith("g-")  # assigned by the gateway
+        assert {u.source for u in seen} == {OrderUpdateSource.REST}
+        await trio.testing.wait_all_tasks_blocked()
+        stats = state.statistics()
+        assert (stats.received, stats.placed, stats.rejected, stats.failed) == (5, 1, 1, 1)
+        assert stats.channel_closed
+        assert m.sim.exchange.open_orders(m.sim.api_key, "BTCUSDT") == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unknown_placement_is_resolved_not_resent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = EventBus()
+    updates = bus.subscribe(OrderUpdate)
+    async with memory_gateway() as m, trio.open_nursery() as nursery:
+        send, recv = trio.open_memory_channel[OrderCommand](8)
+        state = await nursery.start(run_order_task, recv, m.gateway, bus.publish)
+        m.sim.faults.execute_then_503(1)
+        start = trio.current_time()
+        await send.send(PlaceOrder(request=limit_buy("maybe-1")))
+        first = await updates.receive()
+        assert (first.order.status, first.order.client_order_id) == (OrderStatus.UNKNOWN, "maybe-1")
+        second = await updates.receive()
+        assert second.order.exchange_status == "NEW"
+        assert second.order.exchange_order_id is not None
+        # Queried only once recvWindow (+ margin) had passed on the exchange's clock.
+        waited_ms = (trio.current_time() - start) * 1000
+        assert waited_ms == pytest.approx(m.gateway.recv_window_ms + RESOLVE_MARGIN_MS)
+        # Exactly one order exists under that id: it was never sent twice.
+        assert [o.client_order_id for o in m.sim.exchange.open_orders(m.sim.api_key)] == ["maybe-1"]
+        assert state.statistics().resolved == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_placement_that_never_arrived_resolves_to_rejected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with memory_gateway() as m:
+        unknown = OrderOutcomeUnknownError("ghost-1", "read timeout", sent_at_ms=T0)
+        m.sim.faults.error_burst(3, status=502)  # the first queries fail too: retried
+        found = await resolve_unknown_order(m.gateway, "BTCUSDT", unknown)
+        assert found is None
+        assert m.sim.rest.statistics().injected_errors == 3
