@@ -1,10 +1,11 @@
-"""The ``genesis`` command: ``genesis run`` (the client tree) and ``genesis sim`` (the simulator).
+"""The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator) and
+``genesis order`` (one order call; :mod:`genesis.app.order_cli`).
 
 Exit codes:
 
 - 0: finished (``--duration`` elapsed, Ctrl-C or SIGTERM);
 - 1: a task of the tree failed (the message names the error; no traceback for Genesis's own
-  errors, a logged traceback for a bug);
+  errors, a logged traceback for a bug); for ``genesis order``: the exchange said no;
 - 2: bad command line or configuration (every problem listed at once).
 """
 
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=_positive_float, metavar="SECONDS")
     sim.add_argument("--log-level", choices=_LEVELS, default="INFO", type=str.upper)
     sim.set_defaults(handler=_cmd_sim)
+
+    # Imported here: order_cli imports this module's exit codes.
+    from genesis.app.order_cli import add_order_parser
+
+    add_order_parser(sub)
     return parser
 
 
