@@ -42,6 +42,7 @@ test: lint typecheck unit
 
 bench: $(STAMP_RUN)
 	$(BIN)/python scripts/bench_sim.py
+	$(BIN)/python scripts/bench.py order
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache
