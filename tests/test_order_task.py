@@ -115,3 +115,24 @@ async def test_a_placement_that_never_arrived_resolves_to_rejected(
         found = await resolve_unknown_order(m.gateway, "BTCUSDT", unknown)
         assert found is None
         assert m.sim.rest.statistics().injected_errors == 3
+
+
+async def test_the_resolver_outlasts_a_silent_exchange(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with memory_gateway() as m:
+        unknown = OrderOutcomeUnknownError("ghost-2", "read timeout", sent_at_ms=T0)
+        m.sim.faults.latency(45.0)  # every query times out at the 30 s call deadline
+
+        async def heal() -> None:
+            await trio.sleep(100)
+            m.sim.faults.latency(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(heal)
+            start = trio.current_time()
+            assert await resolve_unknown_order(m.gateway, "BTCUSDT", unknown) is None
+        # Asked at 6 s (recvWindow 5 s + 1 s margin); each query times out 30 s later, then the
+        # backoff waits 1, 2, 4 s: 6→36, 37→67, 69→99; the query at 103 (after the heal at 100)
+        # is answered at once.
+        assert trio.current_time() - start == 103.0

@@ -27,9 +27,20 @@ from genesis.errors import ConfigError, GenesisError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from genesis.config import Settings
     from genesis.sim.server import SimConfig
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "build_parser", "main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "LEVELS",
+    "build_parser",
+    "err",
+    "main",
+    "positive_float",
+    "settings_from_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +48,10 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
 
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -90,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--live", action="store_true", help="allow PRODUCTION (real money) when not on testnet"
     )
     run.add_argument(
-        "--duration", type=_positive_float, metavar="SECONDS", help="stop cleanly after this long"
+        "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
     )
     run.add_argument("--record", metavar="PATH", help="write every bus event as JSON lines")
     run.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
     run.add_argument("--no-display", action="store_true", help="do not show live prices")
     run.add_argument("--sim-seed", type=int, default=1, help="embedded simulator seed")
-    run.add_argument("--log-level", choices=_LEVELS, default="INFO", type=str.upper)
+    run.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper)
     run.set_defaults(handler=_cmd_run)
 
     sim = sub.add_parser(
@@ -117,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--faults", metavar="PROFILE", help="fault profile to run with")
     sim.add_argument("--api-key", help="API key the simulator accepts")
     sim.add_argument("--api-secret", help="API secret for --api-key")
-    sim.add_argument("--duration", type=_positive_float, metavar="SECONDS")
-    sim.add_argument("--log-level", choices=_LEVELS, default="INFO", type=str.upper)
+    sim.add_argument("--duration", type=positive_float, metavar="SECONDS")
+    sim.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper)
     sim.set_defaults(handler=_cmd_sim)
 
     # Imported here: order_cli imports this module's exit codes.
@@ -143,22 +154,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(args)
 
 
-def _err(text: str, stream: TextIO | None = None) -> None:
+def err(text: str, stream: TextIO | None = None) -> None:
     out = sys.stderr if stream is None else stream
     out.write(text + "\n")
     out.flush()
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings ``genesis run`` and ``genesis order`` share: environment, ``.env`` or
+    ``--env-file``, and ``--live``.
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    return load_settings(
+        env_file=args.env_file if args.env_file is not None else ".env",
+        env_file_required=args.env_file is not None,
+        live=args.live,
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(
-            env_file=args.env_file if args.env_file is not None else ".env",
-            env_file_required=args.env_file is not None,
-            live=args.live,
-        )
+        settings = settings_from_args(args)
     except ConfigError as exc:
-        _err(f"genesis: {exc}")
-        _err("genesis: settings come from the environment and .env; see 'genesis run --help'")
+        err(f"genesis: {exc}")
+        err("genesis: settings come from the environment and .env; see 'genesis run --help'")
         return EXIT_CONFIG
     configure_logging(args.log_level, secrets=(settings.api_key, settings.secret_key))
     # Imported here: a configuration error is reported without loading the whole tree.
@@ -182,18 +203,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     if (args.api_key is None) != (args.api_secret is None):
-        _err("genesis: --api-key and --api-secret go together")
+        err("genesis: --api-key and --api-secret go together")
         return EXIT_CONFIG
     ws_port = args.ws_port
     if ws_port is None:
         ws_port = args.port + 1 if args.port else 0
     if ws_port > 65535:
-        _err("genesis: --port 65535 leaves no room for the default --ws-port; give --ws-port")
+        err("genesis: --port 65535 leaves no room for the default --ws-port; give --ws-port")
         return EXIT_CONFIG
     try:
         config = _sim_config(args, ws_port)
     except ValueError as exc:
-        _err(f"genesis: invalid simulator options: {exc}")
+        err(f"genesis: invalid simulator options: {exc}")
         return EXIT_CONFIG
     configure_logging(args.log_level)
     from genesis.app.run import run_simulator_until_stopped
@@ -240,15 +261,15 @@ def _run_trio(async_fn: Callable[[], Awaitable[object]]) -> int:
 def _report(errors: list[BaseException]) -> int:
     for exc in errors:
         if isinstance(exc, ConfigError):
-            _err(f"genesis: {exc}")
+            err(f"genesis: {exc}")
             return EXIT_CONFIG
     for exc in errors:
         if isinstance(exc, GenesisError | OSError):
-            _err(f"genesis: error: {exc}")
+            err(f"genesis: error: {exc}")
         else:
             # A bug: keep the traceback for whoever fixes it, then say it plainly.
             logger.error("genesis.crash error=%s", type(exc).__name__, exc_info=exc)
-            _err(f"genesis: error: unexpected {type(exc).__name__}: {exc}")
+            err(f"genesis: error: unexpected {type(exc).__name__}: {exc}")
     return EXIT_FAILURE
 
 

@@ -36,10 +36,17 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-# The command line's shared parts (order_cli is one of its subcommands, not a library).
-from genesis.app.cli import _LEVELS, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, _err, _positive_float
+from genesis.app.cli import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    LEVELS,
+    err,
+    positive_float,
+    settings_from_args,
+)
 from genesis.app.logging import configure_logging
-from genesis.config import Mode, load_settings
+from genesis.config import Mode
 from genesis.errors import (
     ConfigError,
     ExchangeRejectedError,
@@ -50,6 +57,7 @@ from genesis.errors import (
 )
 from genesis.models.codec import decimal_to_wire
 from genesis.models.orders import (
+    Order,
     OrderRequest,
     OrderSide,
     OrderStatus,
@@ -61,7 +69,6 @@ from genesis.models.orders import (
 if TYPE_CHECKING:
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
-    from genesis.models.orders import Order
 
 __all__ = ["DEFAULT_TIMEOUT_S", "add_order_parser", "order_to_json", "run_order_command"]
 
@@ -110,7 +117,7 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
     common.add_argument("--live", action="store_true", help="allow PRODUCTION (real money)")
     common.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
-    common.add_argument("--log-level", choices=_LEVELS, default="WARNING", type=str.upper)
+    common.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper)
     spec = argparse.ArgumentParser(add_help=False)
     spec.add_argument("--symbol", type=_symbol, required=True)
     spec.add_argument("--side", choices=[s.value for s in OrderSide], required=True, type=str.upper)
@@ -140,7 +147,7 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     actions = order.add_subparsers(dest="action", required=True, metavar="ACTION")
     place = actions.add_parser("place", parents=[common, spec], help="place an order")
     help_timeout = "how long to settle an unknown outcome (default 60 s); never resends"
-    place.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
+    place.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
                        metavar="SECONDS", help=help_timeout)  # fmt: skip
     actions.add_parser("status", parents=[common, ref], help="one order's state")
     actions.add_parser("cancel", parents=[common, ref], help="cancel one order")
@@ -178,22 +185,18 @@ def run_order_command(args: argparse.Namespace) -> int:
         try:
             request = _request(args)
         except ValueError as exc:
-            _err(f"genesis: bad order: {exc}")
+            err(f"genesis: bad order: {exc}")
             return EXIT_CONFIG
         if args.action == "place" and request.client_order_id is None:
             # Chosen here, before anything is sent, so every message can name it.
             request = request.with_client_order_id(f"cli-{secrets.token_hex(8)}")
     try:
-        settings = load_settings(
-            env_file=args.env_file if args.env_file is not None else ".env",
-            env_file_required=args.env_file is not None,
-            live=args.live,
-        )
+        settings = settings_from_args(args)
     except ConfigError as exc:
-        _err(f"genesis: {exc}")
+        err(f"genesis: {exc}")
         return EXIT_CONFIG
     if settings.mode is Mode.SIMULATOR:
-        _err(_no_exchange_help())
+        err(_no_exchange_help())
         return EXIT_CONFIG
     configure_logging(args.log_level, secrets=(settings.api_key, settings.secret_key))
     for note in settings.notes:
@@ -201,17 +204,17 @@ def run_order_command(args: argparse.Namespace) -> int:
     try:
         return trio.run(partial(_run, settings, args, request))
     except KeyboardInterrupt:
-        _err("genesis: interrupted")
+        err("genesis: interrupted")
         if request is not None and args.action == "place":
-            _err(f"genesis: if it was sent, look it up: {_status_hint(request)}")
+            err(f"genesis: if it was sent, look it up: {_status_hint(request)}")
         return EXIT_FAILURE
     except GenesisError as exc:
         code, line = _describe(exc, _WHAT.get(args.action, "the query"), settings.rest_url)
-        _err(line)
+        err(line)
         return code
     except Exception as exc:  # a bug: keep the traceback for whoever fixes it
         logger.error("order.crash error=%s", type(exc).__name__, exc_info=exc)
-        _err(f"genesis: error: unexpected {type(exc).__name__}: {exc}")
+        err(f"genesis: error: unexpected {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
 
 
@@ -271,7 +274,7 @@ async def _run(settings: Settings, args: argparse.Namespace, request: OrderReque
 
 
 async def _place(gateway: Gateway, request: OrderRequest, args: argparse.Namespace) -> int:
-    from genesis.orders.manager import order_from_request, resolve_unknown_order
+    from genesis.orders.manager import resolve_unknown_order
 
     try:
         order = await gateway.place_order(request)
@@ -284,18 +287,21 @@ async def _place(gateway: Gateway, request: OrderRequest, args: argparse.Namespa
         with trio.move_on_after(args.timeout):
             found = await resolve_unknown_order(gateway, request.symbol, exc)
             if found is None:
-                _err(
+                err(
                     f"genesis: order {exc.client_order_id} never reached the exchange "
                     "(it has no such order after recvWindow): nothing was placed"
                 )
                 return EXIT_FAILURE
             _emit_order(args, found)
             return EXIT_OK
-        unknown = order_from_request(
-            request, exc.client_order_id, OrderStatus.UNKNOWN, now_ms=exc.sent_at_ms
+        unknown = Order.from_request(
+            request,
+            client_order_id=exc.client_order_id,
+            status=OrderStatus.UNKNOWN,
+            created_ms=exc.sent_at_ms,
         )
         _emit_order(args, unknown)
-        _err(
+        err(
             f"genesis: the outcome of order {exc.client_order_id} is still unknown after "
             f"{args.timeout:g} s ({exc.reason}); nothing was resent. Settle it later with: "
             f"{_status_hint(request)}"

@@ -131,11 +131,6 @@ def new_client_order_id_prefix() -> str:
     return secrets.token_hex(4)
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class GatewayTimeouts:
     """Protocol deadlines of one REST attempt (seconds).
@@ -148,11 +143,11 @@ class GatewayTimeouts:
         call_s: the whole HTTP exchange of one attempt, however its reads and writes add up.
     """
 
-    connect_s: float = attrs.field(default=5.0, validator=_positive)
-    read_s: float = attrs.field(default=10.0, validator=_positive)
-    write_s: float = attrs.field(default=10.0, validator=_positive)
-    pool_s: float = attrs.field(default=5.0, validator=_positive)
-    call_s: float = attrs.field(default=30.0, validator=_positive)
+    connect_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0.0))
+    read_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0.0))
+    write_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0.0))
+    pool_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0.0))
+    call_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0.0))
 
     def to_httpx(self) -> httpx.Timeout:
         return httpx.Timeout(

@@ -467,16 +467,10 @@ def _order(
         # An ACK carries only ids and a time: the rest is what was asked for.
         if request is None:
             raise ValueError("an ACK response needs the request it answers")
-        return Order(
+        return Order.from_request(
+            request,
             client_order_id=client_order_id,
             exchange_order_id=_int(d["orderId"]),
-            symbol=symbol,
-            type=request.type,
-            side=request.side,
-            price=request.price,
-            stop_price=request.stop_price,
-            quantity=request.quantity or Decimal(0),
-            time_in_force=request.time_in_force,
             created_ms=created_ms,
             updated_ms=updated_ms,
             latency_ms=latency_ms,

@@ -8,10 +8,14 @@ zero as "no rule", as Binance does.
 from __future__ import annotations
 
 import enum
-from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
+
+from genesis.models._checks import optional_non_negative_decimal
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 __all__ = [
     "FALLBACK_RATE_LIMITS",
@@ -78,19 +82,7 @@ FALLBACK_RATE_LIMITS: Final = (
 """Used when exchangeInfo cannot be read: lower than today's live limits, so always safe."""
 
 
-def _decimal_ge0(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValueError(f"{attribute.name} must be a finite non-negative Decimal, got {value!r}")
-
-
-def _optional_decimal_ge0(
-    inst: object, attribute: attrs.Attribute[Decimal | None], value: Decimal | None
-) -> None:
-    if value is not None:
-        _decimal_ge0(inst, attribute, value)  # type: ignore[arg-type]  # same check, narrowed
-
-
-_opt = attrs.field(default=None, validator=_optional_decimal_ge0)
+_opt = attrs.field(default=None, validator=optional_non_negative_decimal)
 
 
 @attrs.frozen(kw_only=True)

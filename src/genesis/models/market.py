@@ -7,24 +7,16 @@ Binance's wire format into them.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal  # noqa: TC003  # cattrs resolves these annotations at run time
 
 import attrs
+
+from genesis.models._checks import non_negative_decimal, upper_symbol
 
 __all__ = ["Depth", "Kline", "PriceLevel", "Ticker", "Trade"]
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValueError(f"{attribute.name} must be a finite non-negative Decimal, got {value!r}")
-
-
-def _symbol(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value or not value.isalnum() or value != value.upper():
-        raise ValueError(f"{attribute.name} must be an upper-case alphanumeric symbol: {value!r}")
-
-
-_money = attrs.field(validator=_non_negative)
+_money = attrs.field(validator=non_negative_decimal)
 
 
 @attrs.frozen
@@ -39,7 +31,7 @@ class PriceLevel:
 class Trade:
     """One public trade (``<symbol>@trade``)."""
 
-    symbol: str = attrs.field(validator=_symbol)
+    symbol: str = attrs.field(validator=upper_symbol)
     trade_id: int
     price: Decimal = _money
     quantity: Decimal = _money
@@ -56,7 +48,7 @@ class Trade:
 class Ticker:
     """Rolling 24-hour statistics (``<symbol>@ticker``)."""
 
-    symbol: str = attrs.field(validator=_symbol)
+    symbol: str = attrs.field(validator=upper_symbol)
     event_time_ms: int
     price_change: Decimal
     price_change_percent: Decimal
@@ -99,7 +91,7 @@ class Depth:
     the stream name and ``received_ms`` is when Genesis received the frame.
     """
 
-    symbol: str = attrs.field(validator=_symbol)
+    symbol: str = attrs.field(validator=upper_symbol)
     last_update_id: int
     bids: tuple[PriceLevel, ...]
     asks: tuple[PriceLevel, ...]
@@ -129,7 +121,7 @@ class Depth:
 class Kline:
     """One candlestick update (``<symbol>@kline_<interval>``); ``closed`` marks the final one."""
 
-    symbol: str = attrs.field(validator=_symbol)
+    symbol: str = attrs.field(validator=upper_symbol)
     interval: str
     event_time_ms: int
     open_time_ms: int

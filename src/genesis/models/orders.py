@@ -15,6 +15,13 @@ from typing import Final
 
 import attrs
 
+from genesis.models._checks import (
+    non_negative_decimal,
+    optional_non_negative_decimal,
+    optional_positive_decimal,
+    upper_symbol,
+)
+
 __all__ = [
     "BINANCE_ORDER_STATUSES",
     "Fill",
@@ -126,35 +133,6 @@ def is_valid_client_order_id(value: str) -> bool:
     return _CLIENT_ORDER_ID_RE.fullmatch(value) is not None
 
 
-def _decimal_ge0(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValueError(f"{attribute.name} must be a finite non-negative Decimal, got {value!r}")
-
-
-def _optional_decimal_ge0(
-    inst: object, attribute: attrs.Attribute[Decimal | None], value: Decimal | None
-) -> None:
-    if value is not None:
-        _decimal_ge0(inst, attribute, value)  # type: ignore[arg-type]  # same check, narrowed
-
-
-def _positive(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
-    if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
-        raise ValueError(f"{attribute.name} must be a finite positive Decimal, got {value!r}")
-
-
-def _optional_positive(
-    inst: object, attribute: attrs.Attribute[Decimal | None], value: Decimal | None
-) -> None:
-    if value is not None:
-        _positive(inst, attribute, value)  # type: ignore[arg-type]  # same check, narrowed
-
-
-def _symbol(_inst: object, _attribute: attrs.Attribute[str], value: str) -> None:
-    if not value or not value.isalnum() or value != value.upper():
-        raise ValueError(f"symbol must be an upper-case alphanumeric symbol: {value!r}")
-
-
 def _optional_client_order_id(
     _inst: object, _attribute: attrs.Attribute[str | None], value: str | None
 ) -> None:
@@ -173,13 +151,13 @@ class OrderRequest:
     without a known client id cannot be looked up after a timeout).
     """
 
-    symbol: str = attrs.field(validator=_symbol)
+    symbol: str = attrs.field(validator=upper_symbol)
     side: OrderSide
     type: OrderType
-    quantity: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-    quote_order_qty: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-    price: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-    stop_price: Decimal | None = attrs.field(default=None, validator=_optional_positive)
+    quantity: Decimal | None = attrs.field(default=None, validator=optional_positive_decimal)
+    quote_order_qty: Decimal | None = attrs.field(default=None, validator=optional_positive_decimal)
+    price: Decimal | None = attrs.field(default=None, validator=optional_positive_decimal)
+    stop_price: Decimal | None = attrs.field(default=None, validator=optional_positive_decimal)
     time_in_force: TimeInForce | None = None
     client_order_id: str | None = attrs.field(default=None, validator=_optional_client_order_id)
 
@@ -269,9 +247,9 @@ class OrderRequest:
 class Fill:
     """One execution of an order (a ``fills[]`` entry, or a user-stream trade)."""
 
-    price: Decimal = attrs.field(validator=_decimal_ge0)
-    quantity: Decimal = attrs.field(validator=_decimal_ge0)
-    commission: Decimal = attrs.field(validator=_decimal_ge0)
+    price: Decimal = attrs.field(validator=non_negative_decimal)
+    quantity: Decimal = attrs.field(validator=non_negative_decimal)
+    commission: Decimal = attrs.field(validator=non_negative_decimal)
     commission_asset: str | None
     trade_id: int
 
@@ -297,11 +275,11 @@ class Order:
     symbol: str
     type: OrderType
     side: OrderSide
-    price: Decimal | None = attrs.field(default=None, validator=_optional_decimal_ge0)
-    stop_price: Decimal | None = attrs.field(default=None, validator=_optional_decimal_ge0)
-    quantity: Decimal = attrs.field(validator=_decimal_ge0)
-    filled_quantity: Decimal = attrs.field(default=Decimal(0), validator=_decimal_ge0)
-    quote_filled_quantity: Decimal = attrs.field(default=Decimal(0), validator=_decimal_ge0)
+    price: Decimal | None = attrs.field(default=None, validator=optional_non_negative_decimal)
+    stop_price: Decimal | None = attrs.field(default=None, validator=optional_non_negative_decimal)
+    quantity: Decimal = attrs.field(validator=non_negative_decimal)
+    filled_quantity: Decimal = attrs.field(default=Decimal(0), validator=non_negative_decimal)
+    quote_filled_quantity: Decimal = attrs.field(default=Decimal(0), validator=non_negative_decimal)
     time_in_force: TimeInForce | None = None
     status: OrderStatus = OrderStatus.PENDING
     exchange_status: str | None = attrs.field(default=None)
@@ -320,6 +298,38 @@ class Order:
     def _known_status(self, _attribute: attrs.Attribute[str | None], value: str | None) -> None:
         if value is not None and value not in _FROM_BINANCE:
             raise ValueError(f"unknown Binance order status {value[:40]!r}")
+
+    @classmethod
+    def from_request(
+        cls,
+        request: OrderRequest,
+        *,
+        client_order_id: str,
+        status: OrderStatus = OrderStatus.PENDING,
+        exchange_order_id: int | None = None,
+        created_ms: int = 0,
+        updated_ms: int | None = None,
+        latency_ms: float | None = None,
+    ) -> Order:
+        """What is known of an order the exchange has not described (yet): the request.
+
+        Used for an ACK answer (ids only), a rejection and an unknown outcome.
+        """
+        return cls(
+            client_order_id=client_order_id,
+            exchange_order_id=exchange_order_id,
+            symbol=request.symbol,
+            type=request.type,
+            side=request.side,
+            price=request.price,
+            stop_price=request.stop_price,
+            quantity=request.quantity or Decimal(0),
+            time_in_force=request.time_in_force,
+            status=status,
+            created_ms=created_ms,
+            updated_ms=created_ms if updated_ms is None else updated_ms,
+            latency_ms=latency_ms,
+        )
 
     @property
     def remaining_quantity(self) -> Decimal:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from decimal import Decimal
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
 
 import attrs
@@ -40,6 +39,8 @@ from genesis.models.orders import Order, OrderRequest, OrderStatus
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from genesis.models.exchange_info import ExchangeInfo
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "PlaceOrder",
     "QueryOrder",
     "UpdateSink",
-    "order_from_request",
     "resolve_unknown_order",
     "run_order_task",
 ]
@@ -173,25 +173,6 @@ class OrderTaskState:
             resolving=self.resolving,
             channel_closed=self.channel_closed,
         )
-
-
-def order_from_request(
-    request: OrderRequest, client_order_id: str, status: OrderStatus, *, now_ms: int
-) -> Order:
-    """What Genesis knows of an order the exchange has not described (yet): the request."""
-    return Order(
-        client_order_id=client_order_id,
-        symbol=request.symbol,
-        type=request.type,
-        side=request.side,
-        price=request.price,
-        stop_price=request.stop_price,
-        quantity=request.quantity or Decimal(0),
-        time_in_force=request.time_in_force,
-        status=status,
-        created_ms=now_ms,
-        updated_ms=now_ms,
-    )
 
 
 async def resolve_unknown_order(
@@ -322,8 +303,11 @@ async def _place(
             request.symbol,
             exc.reason,
         )
-        unknown = order_from_request(
-            request, client_order_id, OrderStatus.UNKNOWN, now_ms=exc.sent_at_ms
+        unknown = Order.from_request(
+            request,
+            client_order_id=client_order_id,
+            status=OrderStatus.UNKNOWN,
+            created_ms=exc.sent_at_ms,
         )
         await publish(OrderUpdate(order=unknown, source=OrderUpdateSource.REST, reason=exc.reason))
         state.resolving += 1
@@ -337,8 +321,11 @@ async def _place(
             request.symbol,
             exc,
         )
-        rejected = order_from_request(
-            request, client_order_id, OrderStatus.REJECTED, now_ms=gateway.server_time_ms()
+        rejected = Order.from_request(
+            request,
+            client_order_id=client_order_id,
+            status=OrderStatus.REJECTED,
+            created_ms=gateway.server_time_ms(),
         )
         await publish(OrderUpdate(order=rejected, source=OrderUpdateSource.REST, reason=str(exc)))
         return
@@ -379,8 +366,11 @@ async def _resolve(
             "orders.never_placed client_order_id=%s: the exchange has no such order",
             unknown.client_order_id,
         )
-        order = order_from_request(
-            request, unknown.client_order_id, OrderStatus.REJECTED, now_ms=gateway.server_time_ms()
+        order = Order.from_request(
+            request,
+            client_order_id=unknown.client_order_id,
+            status=OrderStatus.REJECTED,
+            created_ms=gateway.server_time_ms(),
         )
         reason = "never reached the exchange (-2013 after recvWindow)"
         await publish(OrderUpdate(order=order, source=OrderUpdateSource.REST, reason=reason))
