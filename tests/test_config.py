@@ -587,3 +587,17 @@ def test_new_problems_join_every_other_problem(tmp_path: Path) -> None:
         "set one of BINANCE_SECRET_KEY (HMAC) or BINANCE_PRIVATE_KEY_PATH (Ed25519)",
     ):
         assert fragment in joined
+
+
+def test_genesis_db_names_the_journal_file(tmp_path: Path) -> None:
+    assert load_settings({}, env_file=None).db_path == "genesis.db"
+    path = tmp_path / "orders.db"
+    assert load_settings({"GENESIS_DB": str(path)}, env_file=None).db_path == str(path)
+    assert load_settings({"GENESIS_DB": ":memory:"}, env_file=None).db_path == ":memory:"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"GENESIS_DB": str(tmp_path)}, env_file=None)
+    [problem] = info.value.problems
+    assert problem.startswith("GENESIS_DB names a directory, not a file: ")
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    with pytest.raises(ConfigError, match="GENESIS_DB: the directory of"):
+        load_settings({"GENESIS_DB": str(missing)}, env_file=None)

@@ -18,6 +18,8 @@ at startup, by :func:`load_settings`, which reads (environment variables win ove
                               ``ws://127.0.0.1:8081/ws-api/v3``)
 ``RECV_WINDOW``               ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
 ``GENESIS_SYMBOLS``           comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
+``GENESIS_DB``                the order journal's SQLite file (default ``./genesis.db``;
+                              ``:memory:`` keeps it in memory, for tests only)
 ============================  ===================================================================
 
 A credential set is the API key plus exactly one signing key: ``BINANCE_SECRET_KEY`` (HMAC) or
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "DEFAULT_DB_PATH",
     "DEFAULT_RECV_WINDOW_MS",
     "DEFAULT_SYMBOLS",
     "ENV_VARS",
@@ -69,6 +72,7 @@ __all__ = [
 ]
 
 DEFAULT_RECV_WINDOW_MS: Final = 5000
+DEFAULT_DB_PATH: Final = "genesis.db"
 MAX_RECV_WINDOW_MS: Final = 60_000
 DEFAULT_SYMBOLS: Final = ("BTCUSDT", "ETHUSDT")
 STREAMS_PER_SYMBOL: Final = 4
@@ -85,6 +89,7 @@ ENV_VARS: Final = (
     "BINANCE_WS_API_URL",
     "RECV_WINDOW",
     "GENESIS_SYMBOLS",
+    "GENESIS_DB",
 )
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -165,6 +170,7 @@ class Settings:
             set); ``None`` in simulator mode.
         recv_window_ms: ``recvWindow`` sent with signed requests.
         symbols: upper-case symbols, deduplicated, in the order given.
+        db_path: the order journal's SQLite file (``GENESIS_DB``).
         live: production trading was explicitly allowed (``--live``).
         notes: harmless oddities worth a log line at startup (e.g. ignored overrides).
     """
@@ -178,6 +184,7 @@ class Settings:
     ws_api_url: str | None = None
     recv_window_ms: int = DEFAULT_RECV_WINDOW_MS
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    db_path: str = DEFAULT_DB_PATH
     live: bool = False
     notes: tuple[str, ...] = ()
 
@@ -413,6 +420,20 @@ def _symbols(raw: str | None, problems: list[str]) -> tuple[str, ...]:
     return tuple(seen) or DEFAULT_SYMBOLS
 
 
+def _db_path(raw: str | None, problems: list[str]) -> str:
+    if raw is None or not raw.strip():
+        return DEFAULT_DB_PATH
+    value = os.path.expanduser(raw.strip())
+    if value == ":memory:":
+        return value
+    parent = os.path.dirname(os.path.abspath(value))
+    if os.path.isdir(value):
+        problems.append(f"GENESIS_DB names a directory, not a file: {_shown(value)}")
+    elif not os.path.isdir(parent):
+        problems.append(f"GENESIS_DB: the directory of {_shown(value)} does not exist")
+    return value
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -462,6 +483,7 @@ def load_settings(
     ws_api_override = _ws_api_url(get("BINANCE_WS_API_URL"), problems)
     recv_window_ms = _recv_window(get("RECV_WINDOW"), problems)
     symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
+    db_path = _db_path(get("GENESIS_DB"), problems)
 
     # Presence is judged on the raw values, so a malformed credential still counts as set and
     # the user gets one problem about its shape instead of a second one about a missing pair.
@@ -527,6 +549,7 @@ def load_settings(
         ws_api_url=ws_api_url,
         recv_window_ms=recv_window_ms,
         symbols=symbols,
+        db_path=db_path,
         live=live,
         notes=tuple(notes),
     )
