@@ -21,6 +21,7 @@ GenesisError
 │   ├── RateLimitedError             429: back off for retry_after_s; RetryableError
 │   └── IpBannedError                418: banned until retry_after_s has passed
 ├── CircuitOpenError                 the breaker refused the call; RetryableError
+├── PreTradeCheckError               an order broke a symbol filter; rejected before sending
 └── StreamClosedError                we closed the stream ourselves; using it is a bug
 ```
 
@@ -42,6 +43,7 @@ __all__ = [
     "GenesisError",
     "IpBannedError",
     "OrderOutcomeUnknownError",
+    "PreTradeCheckError",
     "RateLimitedError",
     "ReadTimeoutError",
     "RetryableError",
@@ -158,6 +160,23 @@ class CircuitOpenError(RetryableError):
         self.name = name
         self.retry_after_s = retry_after_s
         super().__init__(f"circuit {name!r} is open, retry after {retry_after_s:g} s")
+
+
+class PreTradeCheckError(GenesisError):
+    """An order breaks one of its symbol's exchangeInfo filters; it was never sent.
+
+    ``filter_name`` is Binance's filter (``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``,
+    ``NOTIONAL``, ``MIN_NOTIONAL``, ``PERCENT_PRICE_BY_SIDE``, ``MAX_NUM_ORDERS``) or one of the
+    symbol-level rules ``SYMBOL_STATUS`` and ``ORDER_TYPE``; ``reason`` gives the numbers. For
+    a filter the exchange would answer -1013 "Filter failure: <filter_name>". The message is
+    ``"<filter_name>: <reason>"``. The same request cannot pass later unless the symbol's
+    rules, the reference price or the open order count change.
+    """
+
+    def __init__(self, filter_name: str, reason: str) -> None:
+        self.filter_name = filter_name
+        self.reason = reason
+        super().__init__(f"{filter_name}: {reason}")
 
 
 class StreamClosedError(GenesisError):
