@@ -590,7 +590,9 @@ def test_new_problems_join_every_other_problem(tmp_path: Path) -> None:
 
 
 def test_genesis_db_names_the_journal_file(tmp_path: Path) -> None:
-    assert load_settings({}, env_file=None).db_path == "genesis.db"
+    assert load_settings({}, env_file=None).db_path == ":memory:"  # the simulator's lifetime
+    testnet = {"BINANCE_API_KEY": "k", "BINANCE_SECRET_KEY": "s", "BINANCE_TESTNET": "true"}
+    assert load_settings(testnet, env_file=None).db_path == "genesis.db"
     path = tmp_path / "orders.db"
     assert load_settings({"GENESIS_DB": str(path)}, env_file=None).db_path == str(path)
     assert load_settings({"GENESIS_DB": ":memory:"}, env_file=None).db_path == ":memory:"

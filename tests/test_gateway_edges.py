@@ -32,12 +32,9 @@ from genesis.exchange.gateway import GatewayConfig, GatewayTimeouts, open_gatewa
 from genesis.exchange.signing import HmacSigner
 from genesis.models.events import OrderUpdate
 from genesis.models.orders import OrderRequest, OrderSide, OrderStatus
-from genesis.orders.manager import (
-    OrderCommand,
-    PlaceOrder,
-    resolve_unknown_order,
-    run_order_task,
-)
+from genesis.orders.journal import open_journal
+from genesis.orders.manager import OrderCommand, PlaceOrder, run_order_task
+from genesis.orders.service import OrderService, resolve_unknown_order
 from genesis.sim.clock import SimClock
 from tests.gateway_support import T0, memory_gateway
 
@@ -45,13 +42,13 @@ D = Decimal
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def order() -> OrderRequest:
+def order(client_order_id: str = "edge-1") -> OrderRequest:
     return OrderRequest.limit(
         symbol="BTCUSDT",
         side=OrderSide.BUY,
         quantity=D("0.001"),
         price=D("50000"),
-        client_order_id="edge-1",
+        client_order_id=client_order_id,
     )
 
 
@@ -268,9 +265,15 @@ async def test_unknown_placements_settle_as_rejected_or_stay_unknown_on_a_hard_e
 ) -> None:
     bus = EventBus()
     updates = bus.subscribe(OrderUpdate)
-    async with memory_gateway() as m, trio.open_nursery() as nursery:
+    async with (
+        memory_gateway() as m,
+        open_journal(":memory:") as journal,
+        trio.open_nursery() as nursery,
+    ):
         send, recv = trio.open_memory_channel[OrderCommand](4)
-        state = await nursery.start(run_order_task, recv, m.gateway, bus.publish)
+        state = await nursery.start(
+            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
+        )
         # The simulator refuses the order at once (halted market), but its answer arrives after
         # the 30 s call deadline: Genesis cannot know, so the order is UNKNOWN until asked.
         m.sim.faults.halt("BTCUSDT")
@@ -284,22 +287,21 @@ async def test_unknown_placements_settle_as_rejected_or_stay_unknown_on_a_hard_e
         assert second.reason is not None
         assert "-2013" in second.reason
         assert m.sim.exchange.open_orders(m.sim.api_key) == []
-        # A symbol the exchange does not know: the placement's answer (-1121) is lost the same
-        # way, and the query is refused for good (-1121): the order stays UNKNOWN, an ERROR.
+        # The key is revoked while an outcome is unknown: the query is refused for good
+        # (-2015), so the order stays UNKNOWN in the journal, an ERROR for a person.
+        m.sim.faults.reset()
         m.sim.faults.latency(45.0)
-        ghost = OrderRequest.limit(
-            symbol="NOSUCHSYMBOL",
-            side=OrderSide.BUY,
-            quantity=D("1"),
-            price=D("1"),
-            client_order_id="edge-2",
-        )
-        await send.send(PlaceOrder(request=ghost))
-        third = await updates.receive()
+        await send.send(PlaceOrder(request=order("edge-3")))
+        with trio.fail_after(120):
+            third = await updates.receive()
         assert third.order.status is OrderStatus.UNKNOWN
+        m.sim.rest.keys.remove(m.sim.api_key)
         m.sim.faults.latency(0)
         await trio.sleep(3600)  # far longer than recvWindow and any resolver backoff
         assert state.statistics().resolving == 0
+        entry = await journal.get(third.order.client_order_id)
+        assert entry is not None
+        assert entry.status is OrderStatus.UNKNOWN
         stats = state.statistics()
         assert (stats.unknown, stats.resolved, stats.failed) == (2, 1, 1)
         nursery.cancel_scope.cancel()

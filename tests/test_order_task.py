@@ -16,15 +16,15 @@ from genesis.bus import EventBus
 from genesis.errors import OrderOutcomeUnknownError
 from genesis.models.events import OrderUpdate, OrderUpdateSource
 from genesis.models.orders import OrderRequest, OrderSide, OrderStatus
+from genesis.orders.journal import open_journal
 from genesis.orders.manager import (
-    RESOLVE_MARGIN_MS,
     CancelOrder,
     OrderCommand,
     PlaceOrder,
     QueryOrder,
-    resolve_unknown_order,
     run_order_task,
 )
+from genesis.orders.service import RESOLVE_MARGIN_MS, OrderService, resolve_unknown_order
 from tests.gateway_support import T0, memory_gateway
 
 D = Decimal
@@ -53,9 +53,15 @@ async def test_place_cancel_query_publish_updates_in_order(
 ) -> None:
     bus = EventBus()
     updates = bus.subscribe(OrderUpdate)
-    async with memory_gateway() as m, trio.open_nursery() as nursery:
+    async with (
+        memory_gateway() as m,
+        open_journal(":memory:") as journal,
+        trio.open_nursery() as nursery,
+    ):
         send, recv = trio.open_memory_channel[OrderCommand](8)
-        state = await nursery.start(run_order_task, recv, m.gateway, bus.publish)
+        state = await nursery.start(
+            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
+        )
         async with send:
             await send.send(PlaceOrder(request=limit_buy("task-1")))
             await send.send(QueryOrder(symbol="BTCUSDT", client_order_id="task-1"))
@@ -70,8 +76,8 @@ async def test_place_cancel_query_publish_updates_in_order(
         ]
         assert seen[3].order.status is OrderStatus.REJECTED
         assert seen[3].reason is not None
-        assert "-1013" in seen[3].reason
-        assert seen[3].order.client_order_id.startswith("g-")  # assigned by the gateway
+        assert seen[3].reason.startswith("NOTIONAL: ")  # refused locally, before any request
+        assert seen[3].order.client_order_id.startswith(journal.prefix + "-")  # the journal's
         assert {u.source for u in seen} == {OrderUpdateSource.REST}
         await trio.testing.wait_all_tasks_blocked()
         stats = state.statistics()
@@ -86,9 +92,15 @@ async def test_an_unknown_placement_is_resolved_not_resent(
 ) -> None:
     bus = EventBus()
     updates = bus.subscribe(OrderUpdate)
-    async with memory_gateway() as m, trio.open_nursery() as nursery:
+    async with (
+        memory_gateway() as m,
+        open_journal(":memory:") as journal,
+        trio.open_nursery() as nursery,
+    ):
         send, recv = trio.open_memory_channel[OrderCommand](8)
-        state = await nursery.start(run_order_task, recv, m.gateway, bus.publish)
+        state = await nursery.start(
+            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
+        )
         m.sim.faults.execute_then_503(1)
         start = trio.current_time()
         await send.send(PlaceOrder(request=limit_buy("maybe-1")))

@@ -18,8 +18,9 @@ at startup, by :func:`load_settings`, which reads (environment variables win ove
                               ``ws://127.0.0.1:8081/ws-api/v3``)
 ``RECV_WINDOW``               ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
 ``GENESIS_SYMBOLS``           comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
-``GENESIS_DB``                the order journal's SQLite file (default ``./genesis.db``;
-                              ``:memory:`` keeps it in memory, for tests only)
+``GENESIS_DB``                the order journal's SQLite file (default ``./genesis.db`` on the
+                              testnet and in production; in simulator mode ``:memory:``, since
+                              the embedded simulator's orders end with the process too)
 ============================  ===================================================================
 
 A credential set is the API key plus exactly one signing key: ``BINANCE_SECRET_KEY`` (HMAC) or
@@ -170,7 +171,7 @@ class Settings:
             set); ``None`` in simulator mode.
         recv_window_ms: ``recvWindow`` sent with signed requests.
         symbols: upper-case symbols, deduplicated, in the order given.
-        db_path: the order journal's SQLite file (``GENESIS_DB``).
+        db_path: the order journal's SQLite file (``GENESIS_DB``), or ``:memory:``.
         live: production trading was explicitly allowed (``--live``).
         notes: harmless oddities worth a log line at startup (e.g. ignored overrides).
     """
@@ -184,7 +185,7 @@ class Settings:
     ws_api_url: str | None = None
     recv_window_ms: int = DEFAULT_RECV_WINDOW_MS
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    db_path: str = DEFAULT_DB_PATH
+    db_path: str = ":memory:"
     live: bool = False
     notes: tuple[str, ...] = ()
 
@@ -422,7 +423,7 @@ def _symbols(raw: str | None, problems: list[str]) -> tuple[str, ...]:
 
 def _db_path(raw: str | None, problems: list[str]) -> str:
     if raw is None or not raw.strip():
-        return DEFAULT_DB_PATH
+        return DEFAULT_DB_PATH  # simulator mode without GENESIS_DB: in memory (see below)
     value = os.path.expanduser(raw.strip())
     if value == ":memory:":
         return value
@@ -484,6 +485,7 @@ def load_settings(
     recv_window_ms = _recv_window(get("RECV_WINDOW"), problems)
     symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
     db_path = _db_path(get("GENESIS_DB"), problems)
+    db_given = bool((get("GENESIS_DB") or "").strip())
 
     # Presence is judged on the raw values, so a malformed credential still counts as set and
     # the user gets one problem about its shape instead of a second one about a missing pair.
@@ -549,7 +551,7 @@ def load_settings(
         ws_api_url=ws_api_url,
         recv_window_ms=recv_window_ms,
         symbols=symbols,
-        db_path=db_path,
+        db_path=db_path if db_given or mode is not Mode.SIMULATOR else ":memory:",
         live=live,
         notes=tuple(notes),
     )

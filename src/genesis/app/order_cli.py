@@ -3,9 +3,12 @@
 ```
 genesis order place|status|cancel|open|test ...
 └── trio.run
+    ├── open_journal(GENESIS_DB)      every order is journaled, as in ``genesis run``
     └── open_gateway(settings)        the settings of ``genesis run``: environment, .env, --live
         ├── sync_time                 signed timestamps follow the exchange's clock
-        └── one gateway call          place: an unknown outcome → resolve_unknown_order, --timeout
+        ├── exchangeInfo              from the journal's cache when younger than an hour
+        └── OrderService              place: checks → intent → one send; an unknown outcome →
+                                      OrderService.resolve within --timeout, never a resend
 ```
 
 ``--json`` prints exactly one JSON document on stdout: an order object (an array of them for
@@ -28,7 +31,6 @@ import argparse
 import json
 import logging
 import re
-import secrets
 import sys
 from decimal import Decimal
 from functools import partial
@@ -53,6 +55,7 @@ from genesis.errors import (
     ExchangeUnavailableError,
     GenesisError,
     OrderOutcomeUnknownError,
+    PreTradeCheckError,
     TransportError,
 )
 from genesis.models.codec import decimal_to_wire
@@ -68,7 +71,8 @@ from genesis.models.orders import (
 
 if TYPE_CHECKING:
     from genesis.config import Settings
-    from genesis.exchange.gateway import Gateway
+    from genesis.models.events import OrderUpdate
+    from genesis.orders.service import OrderService
 
 __all__ = ["DEFAULT_TIMEOUT_S", "add_order_parser", "order_to_json", "run_order_command"]
 
@@ -187,9 +191,6 @@ def run_order_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             err(f"genesis: bad order: {exc}")
             return EXIT_CONFIG
-        if args.action == "place" and request.client_order_id is None:
-            # Chosen here, before anything is sent, so every message can name it.
-            request = request.with_client_order_id(f"cli-{secrets.token_hex(8)}")
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
@@ -206,7 +207,10 @@ def run_order_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err("genesis: interrupted")
         if request is not None and args.action == "place":
-            err(f"genesis: if it was sent, look it up: {_status_hint(request)}")
+            err(
+                "genesis: if it was sent, the journal has it; list it with: "
+                f"genesis order open --symbol {request.symbol}"
+            )
         return EXIT_FAILURE
     except GenesisError as exc:
         code, line = _describe(exc, _WHAT.get(args.action, "the query"), settings.rest_url)
@@ -221,6 +225,11 @@ def run_order_command(args: argparse.Namespace) -> int:
 def _describe(exc: GenesisError, what: str, rest_url: str | None) -> tuple[int, str]:
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, f"genesis: {exc}"
+    if isinstance(exc, PreTradeCheckError):
+        return EXIT_FAILURE, (
+            f"genesis: {what} breaks the exchange's {exc.filter_name} filter "
+            f"(checked before sending; nothing was sent): {exc.reason}"
+        )
     if isinstance(exc, ExchangeUnavailableError):
         return EXIT_FAILURE, f"genesis: the exchange is unavailable: {_code_msg(exc)}"
     if isinstance(exc, ExchangeRejectedError):
@@ -250,42 +259,53 @@ def _no_exchange_help() -> str:
     )
 
 
+async def _discard(event: OrderUpdate) -> None:
+    """The command line has no bus: the journal is the record."""
+    del event
+
+
 async def _run(settings: Settings, args: argparse.Namespace, request: OrderRequest | None) -> int:
     # Imported here: argument and configuration errors are reported without loading httpx.
     from genesis.exchange.gateway import open_gateway
+    from genesis.orders.journal import open_journal
+    from genesis.orders.service import OrderService
 
-    async with open_gateway(settings, prepare=False) as gateway:
+    async with (
+        open_journal(settings.db_path) as journal,
+        open_gateway(settings, prepare=False) as gateway,
+    ):
         await gateway.sync_time()
+        service = OrderService(gateway, journal, _discard)
         if request is not None:
+            await gateway.load_exchange_info(journal)
             if args.action == "test":
                 await gateway.test_order(request)
                 _emit(args, {"ok": True, **_request_to_json(request)}, _test_line(request))
                 return EXIT_OK
-            return await _place(gateway, request, args)
+            return await _place(service, request, args)
         if args.action == "open":
             orders = await gateway.open_orders(args.symbol)
             lines = "\n".join(_order_line(o) for o in orders) or "no open orders"
             _emit(args, [order_to_json(o) for o in orders], lines)
             return EXIT_OK
-        call = gateway.cancel_order if args.action == "cancel" else gateway.get_order
+        call = service.cancel if args.action == "cancel" else service.query
         order = await call(args.symbol, client_order_id=args.id, order_id=args.order_id)
         _emit_order(args, order)
         return EXIT_OK
 
 
-async def _place(gateway: Gateway, request: OrderRequest, args: argparse.Namespace) -> int:
-    from genesis.orders.manager import resolve_unknown_order
-
+async def _place(service: OrderService, request: OrderRequest, args: argparse.Namespace) -> int:
     try:
-        order = await gateway.place_order(request)
+        order = await service.place(request)
     except OrderOutcomeUnknownError as exc:
         logger.warning(
             "order.outcome_unknown client_order_id=%s reason=%s: querying it, never resending",
             exc.client_order_id,
             exc.reason,
         )
+        request = request.with_client_order_id(exc.client_order_id)
         with trio.move_on_after(args.timeout):
-            found = await resolve_unknown_order(gateway, request.symbol, exc)
+            found = await service.resolve(request, exc)
             if found is None:
                 err(
                     f"genesis: order {exc.client_order_id} never reached the exchange "

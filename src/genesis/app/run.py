@@ -10,7 +10,8 @@ run_genesis
             ├── [--record]  recorder         app/record.py
             ├── [display]   live prices      app/dashboard.py
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
-            ├── order task                   orders/manager.py → exchange/gateway.py (REST)
+            ├── order task                   orders/manager.py → orders/service.py (journal,
+            │                                checks, one send) → exchange/gateway.py (REST)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
 
@@ -46,7 +47,9 @@ from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
 from genesis.exchange.signing import HmacSigner
 from genesis.exchange.ws_manager import run_market_data
+from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
+from genesis.orders.service import OrderService
 from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.sim.server import SimConfig, run_simulator
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.ws_manager import MarketDataHandle
+    from genesis.orders.journal import Journal
     from genesis.orders.manager import OrderTaskState
     from genesis.sim.server import SimHandle
 
@@ -86,6 +90,7 @@ class GenesisHandle:
             the order task owns the receive side; outcomes arrive on the bus as ``OrderUpdate``.
         order_task: the order task's state (commands received, placed, rejected, unknown).
         gateway: the REST gateway (statistics: limiter, breaker, time sync).
+        journal: the order journal (``GENESIS_DB``).
         breakers: the circuit breakers by surface: ``rest``, ``streams``, ``ws_api``.
         stream_url: the market-stream base the connections use.
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
@@ -98,6 +103,7 @@ class GenesisHandle:
     orders: trio.MemorySendChannel[OrderCommand]
     order_task: OrderTaskState
     gateway: Gateway
+    journal: Journal
     breakers: dict[str, CircuitBreaker]
     stream_url: str
     simulator: SimHandle | None
@@ -261,12 +267,14 @@ async def _run_tree(
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
     try:
         async with (
+            open_journal(settings.db_path) as journal,
             open_gateway(
                 settings,
                 rest_url=rest_url,
                 api_key=api_key,
                 signer=signer,
                 breaker=breakers["rest"],
+                exchange_info_cache=journal,
             ) as gateway,
             order_send,
             trio.open_nursery() as tree,
@@ -289,7 +297,8 @@ async def _run_tree(
                     breaker=breakers["streams"],
                 )
             )
-            order_task = await tree.start(run_order_task, order_recv, gateway, bus.publish)
+            service = OrderService(gateway, journal, bus.publish)
+            order_task = await tree.start(run_order_task, order_recv, service)
             await tree.start(
                 partial(run_heartbeat, market_data, bus, heartbeat_interval_s, gateway=gateway)
             )
@@ -301,6 +310,7 @@ async def _run_tree(
                     orders=order_send.clone(),
                     order_task=order_task,
                     gateway=gateway,
+                    journal=journal,
                     breakers=breakers,
                     stream_url=stream_url,
                     simulator=simulator,

@@ -34,16 +34,18 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 import attrs
 import httpx
+import orjson
 import trio
 
 from genesis.errors import (
     ConfigError,
     ConnectError,
     ConnectionLostError,
+    ExchangeProtocolError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
     GenesisError,
@@ -96,6 +98,8 @@ if TYPE_CHECKING:
     from genesis.resilience.rate_limiter import RateLimiterStatistics
 
 __all__ = [
+    "EXCHANGE_INFO_MAX_AGE_MS",
+    "ExchangeInfoCache",
     "Gateway",
     "GatewayConfig",
     "GatewayStatistics",
@@ -109,6 +113,8 @@ logger = logging.getLogger(__name__)
 
 Params: TypeAlias = list[tuple[str, str]]
 
+EXCHANGE_INFO_MAX_AGE_MS: Final = 3_600_000
+"""A cached exchangeInfo older than an hour is read again."""
 INVALID_TIMESTAMP: Final = -1021
 NO_SUCH_ORDER: Final = -2013
 _UNKNOWN_OUTCOME_CODES: Final = frozenset({-1006, -1007})
@@ -213,6 +219,14 @@ class GatewayStatistics:
     breaker: BreakerStatistics
 
 
+class ExchangeInfoCache(Protocol):
+    """Where exchangeInfo is kept between runs (the order journal)."""
+
+    async def cached_exchange_info(self) -> tuple[bytes, int] | None: ...
+
+    async def cache_exchange_info(self, body: bytes, *, fetched_ms: int) -> None: ...
+
+
 @attrs.define
 class _Counters:
     requests: int = 0
@@ -267,6 +281,7 @@ class Gateway:
         self._config = config
         self._counters = _Counters()
         self._exchange_info: ExchangeInfo | None = None
+        self._exchange_info_json: bytes | None = None
         self._id_prefix = new_client_order_id_prefix()
         self._id_counter = 0
 
@@ -343,11 +358,74 @@ class Gateway:
         params: Params = []
         if symbols:
             params.append(("symbols", "[" + ",".join(f'"{s}"' for s in symbols) + "]"))
-        info = decode_exchange_info(await self._call("GET", "exchangeInfo", params))
+        data = await self._call("GET", "exchangeInfo", params)
+        info = decode_exchange_info(data)
+        self.adopt_exchange_info(info)
+        self._exchange_info_json = orjson.dumps(data)
+        return info
+
+    def adopt_exchange_info(self, info: ExchangeInfo) -> None:
+        """Use ``info`` (e.g. from the journal's cache): its limits and symbol rules."""
         limits = [limit for limit in info.rate_limits if limit.type in _LIMIT_TYPES]
         if limits:
             self._limiter.set_limits(limits)
         self._exchange_info = info
+
+    async def load_exchange_info(
+        self,
+        cache: ExchangeInfoCache | None = None,
+        *,
+        max_age_ms: int = EXCHANGE_INFO_MAX_AGE_MS,
+    ) -> ExchangeInfo | None:
+        """Adopt exchangeInfo from ``cache`` if younger than ``max_age_ms``, else read it.
+
+        A fresh read is stored in ``cache``. Never raises for the exchange's trouble: a failed
+        read is a WARNING and leaves the limits and rules as they were (the fallback limits
+        until a read succeeds).
+
+        Returns:
+            The exchangeInfo now in use, or ``None`` when none could be had.
+        """
+        if cache is not None:
+            cached = await self._cached_exchange_info(cache, max_age_ms)
+            if cached is not None:
+                return cached
+        try:
+            info = await self.exchange_info()
+        except GenesisError as exc:
+            logger.warning(
+                "gateway.exchange_info_failed error=%s: %s; keeping the limits in use",
+                type(exc).__name__,
+                exc,
+            )
+            return self._exchange_info
+        logger.info(
+            "gateway.limits %s",
+            " ".join(f"{r.type.value}/{r.header_suffix}={r.limit}" for r in info.rate_limits),
+        )
+        if cache is not None and self._exchange_info_json is not None:
+            await cache.cache_exchange_info(
+                self._exchange_info_json, fetched_ms=self.server_time_ms()
+            )
+        return info
+
+    async def _cached_exchange_info(
+        self, cache: ExchangeInfoCache, max_age_ms: int
+    ) -> ExchangeInfo | None:
+        cached = await cache.cached_exchange_info()
+        if cached is None:
+            return None
+        body, fetched_ms = cached
+        age_ms = self.server_time_ms() - fetched_ms
+        if not 0 <= age_ms < max_age_ms:
+            return None
+        try:
+            info = decode_exchange_info(decode_json(body, what="cached exchangeInfo"))
+        except ExchangeProtocolError as exc:
+            logger.warning("gateway.exchange_info_cache_unreadable error=%s", exc)
+            return None
+        self.adopt_exchange_info(info)
+        logger.info("gateway.exchange_info_cached age_s=%.0f", age_ms / 1000)
         return info
 
     async def depth(self, symbol: str, limit: int = 100) -> Depth:
@@ -663,6 +741,8 @@ async def open_gateway(
     bus: EventBus | None = None,
     breaker: CircuitBreaker | None = None,
     prepare: bool = True,
+    exchange_info_cache: ExchangeInfoCache | None = None,
+    exchange_info_max_age_ms: int = EXCHANGE_INFO_MAX_AGE_MS,
 ) -> AsyncIterator[Gateway]:
     """Open a :class:`Gateway` over one kept-alive ``httpx.AsyncClient`` (HTTP/1.1).
 
@@ -681,6 +761,9 @@ async def open_gateway(
         bus: where breaker transitions are published.
         breaker: the REST breaker to use (one is made when ``None``).
         prepare: sync the clock and read exchangeInfo on entry.
+        exchange_info_cache: where exchangeInfo is cached (the journal): a cached copy younger
+            than ``exchange_info_max_age_ms`` (an hour) is used instead of a round trip, so a
+            slow exchange does not hold up the first order; a fresh read is stored there.
 
     Raises:
         ConfigError: no REST URL, or credentials that cannot be loaded.
@@ -726,7 +809,7 @@ async def open_gateway(
             config=config,
         )
         if prepare:
-            await _prepare(gateway)
+            await _prepare(gateway, exchange_info_cache, exchange_info_max_age_ms)
         logger.info("gateway.open base_url=%s signed=%s", base_url, signer is not None)
         try:
             yield gateway
@@ -734,7 +817,7 @@ async def open_gateway(
             logger.info("gateway.close base_url=%s", base_url)
 
 
-async def _prepare(gateway: Gateway) -> None:
+async def _prepare(gateway: Gateway, cache: ExchangeInfoCache | None, max_age_ms: int) -> None:
     try:
         stats = await gateway.sync_time()
     except GenesisError as exc:
@@ -745,19 +828,4 @@ async def _prepare(gateway: Gateway) -> None:
             stats.offset_ms,
             stats.uncertainty_ms,
         )
-    try:
-        info = await gateway.exchange_info()
-    except GenesisError as exc:
-        logger.warning(
-            "gateway.exchange_info_failed error=%s: %s; using the fallback limits",
-            type(exc).__name__,
-            exc,
-        )
-    else:
-        logger.info(
-            "gateway.limits %s",
-            " ".join(
-                f"{limit.type.value}/{limit.header_suffix}={limit.limit}"
-                for limit in info.rate_limits
-            ),
-        )
+    await gateway.load_exchange_info(cache, max_age_ms=max_age_ms)

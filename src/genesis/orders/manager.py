@@ -3,98 +3,43 @@
 ```
 run_order_task                        (one nursery)
 ├── command loop                      PlaceOrder / CancelOrder / QueryOrder, one at a time
-│   └── gateway call                  limiter → breaker → signed REST (exchange/gateway.py)
-└── resolver per unknown outcome      wait out recvWindow, then query by client order id
+│   └── OrderService                  checks → journal intent → one send → journal + bus
+└── resolver per unknown outcome      OrderService.resolve: wait out recvWindow, then query
 ```
 
 Every outcome becomes an :class:`~genesis.models.events.OrderUpdate` on the bus, published
-with backpressure (order events are never dropped). A placement whose outcome is unknown (a
-timeout, a 5xx, -1006/-1007) is never resent: it is published as ``UNKNOWN`` and resolved by
-:func:`resolve_unknown_order` — once the exchange can no longer accept the original request
-(``timestamp + recvWindow`` has passed on its clock), ``GET /api/v3/order?origClientOrderId=``
-either finds it (its state is adopted) or answers -2013 (it never existed; only then may the
-caller try again, under a new client order id).
-
-The journal, the user data stream and reconciliation after a restart build on this task
-(ARCHITECTURE.md §2).
+with backpressure (order events are never dropped), after the journal has it. A placement whose
+outcome is unknown is never resent (see :mod:`genesis.orders.service`). A failed command never
+ends the task: its error is logged, journaled and published where an order is concerned.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import attrs
 import trio
 
-from genesis.errors import (
-    ExchangeRejectedError,
-    GenesisError,
-    OrderOutcomeUnknownError,
-    RetryableError,
-)
-from genesis.models.events import OrderUpdate, OrderUpdateSource
-from genesis.models.orders import Order, OrderRequest, OrderStatus
-from genesis.resilience.backoff import Backoff, BackoffPolicy
+from genesis.errors import GenesisError, OrderOutcomeUnknownError
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from genesis.models.exchange_info import ExchangeInfo
+    from genesis.models.orders import OrderRequest
+    from genesis.orders.service import OrderService
 
 __all__ = [
-    "RESOLVE_MARGIN_MS",
     "CancelOrder",
     "OrderCommand",
-    "OrderGateway",
     "OrderTaskState",
     "OrderTaskStatistics",
     "PlaceOrder",
     "QueryOrder",
-    "UpdateSink",
-    "resolve_unknown_order",
     "run_order_task",
 ]
 
 logger = logging.getLogger(__name__)
-
-NO_SUCH_ORDER: Final = -2013
-RESOLVE_MARGIN_MS: Final = 1000
-"""Waited past ``timestamp + recvWindow`` before asking: the exchange's clock may lag ours."""
-_RESOLVE_BACKOFF: Final = BackoffPolicy(initial_s=1.0, max_s=30.0)
-
-
-class OrderGateway(Protocol):
-    """What the order task needs of :class:`~genesis.exchange.gateway.Gateway`."""
-
-    @property
-    def recv_window_ms(self) -> int: ...
-
-    @property
-    def cached_exchange_info(self) -> ExchangeInfo | None: ...
-
-    def server_time_ms(self) -> int: ...
-
-    def next_client_order_id(self) -> str: ...
-
-    async def place_order(
-        self, request: OrderRequest, *, expected_price: Decimal | None = None
-    ) -> Order: ...
-
-    async def get_order(
-        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
-    ) -> Order: ...
-
-    async def cancel_order(
-        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
-    ) -> Order: ...
-
-
-class UpdateSink(Protocol):
-    """Where updates go: :meth:`genesis.bus.EventBus.publish` (waits for room, never drops)."""
-
-    async def __call__(self, event: OrderUpdate) -> None: ...
 
 
 class _OrderRef:
@@ -175,66 +120,21 @@ class OrderTaskState:
         )
 
 
-async def resolve_unknown_order(
-    gateway: OrderGateway, symbol: str, unknown: OrderOutcomeUnknownError
-) -> Order | None:
-    """Settle an unknown placement without ever resending it.
-
-    Waits until ``unknown.sent_at_ms + recvWindow`` (plus :data:`RESOLVE_MARGIN_MS`) has passed
-    on the exchange's clock — after that the original request can no longer be accepted — then
-    queries it by client order id, retrying transient failures with backoff (1, 2, 4 … 30 s)
-    until it gets an answer. Cancel the call (or wrap it in ``move_on_after``) to give up.
-
-    Returns:
-        The order as the exchange has it, or ``None`` when the exchange answered -2013: it
-        never existed, and a new attempt (under a new client order id) is safe.
-
-    Raises:
-        ExchangeRejectedError: any other rejection of the query (e.g. bad credentials).
-    """
-    ready_at_ms = unknown.sent_at_ms + gateway.recv_window_ms + RESOLVE_MARGIN_MS
-    wait_ms = ready_at_ms - gateway.server_time_ms()
-    if wait_ms > 0:
-        await trio.sleep(wait_ms / 1000)
-    backoff = Backoff(_RESOLVE_BACKOFF)
-    while True:
-        try:
-            return await gateway.get_order(symbol, client_order_id=unknown.client_order_id)
-        except ExchangeRejectedError as exc:
-            if exc.code == NO_SUCH_ORDER:
-                return None
-            if not isinstance(exc, RetryableError):
-                raise
-            error: GenesisError = exc
-        except RetryableError as exc:
-            error = exc
-        delay = backoff.mark_failed(trio.current_time())
-        logger.warning(
-            "orders.resolve_retry client_order_id=%s delay_s=%.0f error=%s",
-            unknown.client_order_id,
-            delay,
-            type(error).__name__,
-        )
-        await trio.sleep(delay)
-
-
 async def run_order_task(
     commands: trio.MemoryReceiveChannel[OrderCommand],
-    gateway: OrderGateway,
-    publish: UpdateSink,
+    service: OrderService,
     *,
     task_status: trio.TaskStatus[OrderTaskState] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Execute order commands through ``gateway`` and publish every outcome, until cancelled.
+    """Execute order commands through ``service`` until cancelled.
 
     Commands run one at a time in arrival order (the gateway's limiter orders concurrent
-    callers; one task keeps each caller's commands in sequence). A failed command never ends
-    the task: its error is logged and published as an update where an order is concerned.
+    callers; one task keeps each caller's commands in sequence); each unknown outcome is
+    resolved in a child task, so later commands do not wait for it.
 
     Args:
         commands: the receive side of the order channel; the task closes it when it ends.
-        gateway: the REST gateway.
-        publish: where :class:`OrderUpdate` events go (``bus.publish``).
+        service: journal, checks and gateway (:class:`~genesis.orders.service.OrderService`).
         task_status: receives the :class:`OrderTaskState` once the task reads its channel.
     """
     state = OrderTaskState()
@@ -243,7 +143,7 @@ async def run_order_task(
         logger.info("orders.task.start")
         async for command in commands:
             state.received += 1
-            await _execute(command, gateway, publish, state, nursery)
+            await _execute(command, service, state, nursery)
         state.channel_closed = True
         logger.info("orders.task.idle reason=channel_closed received=%d", state.received)
         await trio.sleep_forever()
@@ -251,134 +151,69 @@ async def run_order_task(
 
 
 async def _execute(
-    command: OrderCommand,
-    gateway: OrderGateway,
-    publish: UpdateSink,
-    state: OrderTaskState,
-    nursery: trio.Nursery,
+    command: OrderCommand, service: OrderService, state: OrderTaskState, nursery: trio.Nursery
 ) -> None:
-    if isinstance(command, PlaceOrder):
-        await _place(command, gateway, publish, state, nursery)
-        return
     try:
-        if isinstance(command, CancelOrder):
-            order = await gateway.cancel_order(
+        if isinstance(command, PlaceOrder):
+            try:
+                await service.place(command.request, expected_price=command.expected_price)
+            except OrderOutcomeUnknownError as exc:
+                state.unknown += 1
+                state.resolving += 1
+                nursery.start_soon(_resolve, service, state, command.request, exc)
+                return
+            state.placed += 1
+        elif isinstance(command, CancelOrder):
+            await service.cancel(
                 command.symbol, client_order_id=command.client_order_id, order_id=command.order_id
             )
         else:
-            order = await gateway.get_order(
+            await service.query(
                 command.symbol, client_order_id=command.client_order_id, order_id=command.order_id
             )
     except GenesisError as exc:
-        state.failed += 1
-        logger.warning(
-            "orders.command_failed command=%s symbol=%s client_order_id=%s order_id=%s error=%s",
-            type(command).__name__,
-            command.symbol,
-            command.client_order_id,
-            command.order_id,
-            exc,
-        )
-        return
-    await publish(OrderUpdate(order=order, source=OrderUpdateSource.REST))
-
-
-async def _place(
-    command: PlaceOrder,
-    gateway: OrderGateway,
-    publish: UpdateSink,
-    state: OrderTaskState,
-    nursery: trio.Nursery,
-) -> None:
-    request = command.request
-    client_order_id = request.client_order_id or gateway.next_client_order_id()
-    request = request.with_client_order_id(client_order_id)
-    try:
-        order = await gateway.place_order(request, expected_price=command.expected_price)
-    except OrderOutcomeUnknownError as exc:
-        state.unknown += 1
-        logger.warning(
-            "orders.outcome_unknown client_order_id=%s symbol=%s reason=%s",
-            client_order_id,
-            request.symbol,
-            exc.reason,
-        )
-        unknown = Order.from_request(
-            request,
-            client_order_id=client_order_id,
-            status=OrderStatus.UNKNOWN,
-            created_ms=exc.sent_at_ms,
-        )
-        await publish(OrderUpdate(order=unknown, source=OrderUpdateSource.REST, reason=exc.reason))
-        state.resolving += 1
-        nursery.start_soon(_resolve, gateway, publish, state, request, exc)
-        return
-    except GenesisError as exc:
-        state.rejected += 1
-        logger.warning(
-            "orders.rejected client_order_id=%s symbol=%s error=%s",
-            client_order_id,
-            request.symbol,
-            exc,
-        )
-        rejected = Order.from_request(
-            request,
-            client_order_id=client_order_id,
-            status=OrderStatus.REJECTED,
-            created_ms=gateway.server_time_ms(),
-        )
-        await publish(OrderUpdate(order=rejected, source=OrderUpdateSource.REST, reason=str(exc)))
-        return
-    state.placed += 1
-    logger.info(
-        "orders.placed client_order_id=%s order_id=%s symbol=%s status=%s latency_ms=%.1f",
-        client_order_id,
-        order.exchange_order_id,
-        order.symbol,
-        order.status_name,
-        order.latency_ms if order.latency_ms is not None else math.nan,
-    )
-    await publish(OrderUpdate(order=order, source=OrderUpdateSource.REST))
+        if isinstance(command, PlaceOrder):
+            state.rejected += 1  # journaled and published by the service
+            request = command.request
+            logger.warning(
+                "orders.rejected symbol=%s side=%s client_order_id=%s error=%s: %s",
+                request.symbol,
+                request.side.value,
+                request.client_order_id,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            state.failed += 1
+            logger.warning(
+                "orders.command_failed command=%s symbol=%s client_order_id=%s order_id=%s "
+                "error=%s: %s",
+                type(command).__name__,
+                command.symbol,
+                command.client_order_id,
+                command.order_id,
+                type(exc).__name__,
+                exc,
+            )
 
 
 async def _resolve(
-    gateway: OrderGateway,
-    publish: UpdateSink,
+    service: OrderService,
     state: OrderTaskState,
     request: OrderRequest,
     unknown: OrderOutcomeUnknownError,
 ) -> None:
     try:
-        found = await resolve_unknown_order(gateway, request.symbol, unknown)
+        await service.resolve(request, unknown)
     except GenesisError as exc:
-        state.resolving -= 1
         state.failed += 1
         logger.error(
-            "orders.resolve_failed client_order_id=%s error=%s: the order stays UNKNOWN",
+            "orders.resolve_failed client_order_id=%s error=%s: the order stays UNKNOWN until "
+            "reconciliation settles it",
             unknown.client_order_id,
             exc,
         )
-        return
-    state.resolving -= 1
-    state.resolved += 1
-    if found is None:
-        logger.warning(
-            "orders.never_placed client_order_id=%s: the exchange has no such order",
-            unknown.client_order_id,
-        )
-        order = Order.from_request(
-            request,
-            client_order_id=unknown.client_order_id,
-            status=OrderStatus.REJECTED,
-            created_ms=gateway.server_time_ms(),
-        )
-        reason = "never reached the exchange (-2013 after recvWindow)"
-        await publish(OrderUpdate(order=order, source=OrderUpdateSource.REST, reason=reason))
-        return
-    logger.info(
-        "orders.resolved client_order_id=%s order_id=%s status=%s",
-        found.client_order_id,
-        found.exchange_order_id,
-        found.status_name,
-    )
-    await publish(OrderUpdate(order=found, source=OrderUpdateSource.REST))
+    else:
+        state.resolved += 1
+    finally:
+        state.resolving -= 1
