@@ -12,6 +12,8 @@ run_genesis
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
+            ├── user data stream             exchange/user_stream.py (WS API; reports → journal
+            │                                → bus; a gap → reconciliation)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
 
@@ -45,8 +47,10 @@ from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
-from genesis.exchange.signing import HmacSigner
+from genesis.exchange.signing import HmacSigner, load_signer
+from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import run_market_data
+from genesis.models.events import OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.service import OrderService
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
     from genesis.app.record import Recorder
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
+    from genesis.exchange.signing import Signer
+    from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle
     from genesis.exchange.ws_manager import MarketDataHandle
     from genesis.orders.journal import Journal
     from genesis.orders.manager import OrderTaskState
@@ -91,6 +97,7 @@ class GenesisHandle:
         order_task: the order task's state (commands received, placed, rejected, unknown).
         gateway: the REST gateway (statistics: limiter, breaker, time sync).
         journal: the order journal (``GENESIS_DB``).
+        user_stream: the user data stream's handle (``None`` without credentials to sign).
         breakers: the circuit breakers by surface: ``rest``, ``streams``, ``ws_api``.
         stream_url: the market-stream base the connections use.
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
@@ -104,6 +111,7 @@ class GenesisHandle:
     order_task: OrderTaskState
     gateway: Gateway
     journal: Journal
+    user_stream: UserStreamHandle | None
     breakers: dict[str, CircuitBreaker]
     stream_url: str
     simulator: SimHandle | None
@@ -261,9 +269,13 @@ async def _run_tree(
     if simulator is not None:
         rest_url: str | None = simulator.rest_url
         api_key: Secret | None = Secret(simulator.api_key)
-        signer: HmacSigner | None = HmacSigner(Secret(simulator.api_secret))
+        signer: Signer | None = HmacSigner(Secret(simulator.api_secret))
+        ws_api_url: str | None = simulator.ws_api_url
+        ws_key, ws_signer = api_key, signer
     else:
         rest_url, api_key, signer = settings.rest_url, None, None
+        ws_api_url = settings.ws_api_url
+        ws_key, ws_signer = settings.api_key, load_signer(settings)
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
     try:
         async with (
@@ -299,8 +311,31 @@ async def _run_tree(
             )
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
+            user_stream = (
+                await tree.start(
+                    partial(
+                        run_user_stream,
+                        ws_api_url,
+                        api_key=ws_key,
+                        signer=ws_signer,
+                        publish=partial(_route_user_event, service, bus),
+                        breaker=breakers["ws_api"],
+                        server_time_ms=gateway.server_time_ms,
+                        config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
+                    )
+                )
+                if ws_key is not None and ws_signer is not None and ws_api_url
+                else None
+            )
             await tree.start(
-                partial(run_heartbeat, market_data, bus, heartbeat_interval_s, gateway=gateway)
+                partial(
+                    run_heartbeat,
+                    market_data,
+                    bus,
+                    heartbeat_interval_s,
+                    gateway=gateway,
+                    user_stream=user_stream,
+                )
             )
             logger.info("genesis.ready stream_url=%s rest_url=%s", stream_url, rest_url)
             task_status.started(
@@ -311,6 +346,7 @@ async def _run_tree(
                     order_task=order_task,
                     gateway=gateway,
                     journal=journal,
+                    user_stream=user_stream,
                     breakers=breakers,
                     stream_url=stream_url,
                     simulator=simulator,
@@ -320,6 +356,14 @@ async def _run_tree(
             )
     finally:
         bus.close()
+
+
+async def _route_user_event(service: OrderService, bus: EventBus, event: UserStreamEvent) -> None:
+    """Order reports go through the journal first (then the bus); the rest straight to the bus."""
+    if isinstance(event, OrderUpdate):
+        await service.recorder.record(event.order, event.source, event.reason)
+    else:
+        await bus.publish(event)
 
 
 async def _dashboard(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from genesis.bus import BusStatistics
     from genesis.exchange.gateway import GatewayStatistics
     from genesis.exchange.time_sync import TimeSyncStatistics
+    from genesis.exchange.user_stream import UserStreamStatistics
     from genesis.exchange.ws_manager import MarketDataStatistics
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "BusStatisticsSource",
     "GatewaySource",
     "HealthSource",
+    "UserStreamSource",
     "log_gateway",
     "log_health",
+    "log_user_stream",
     "run_heartbeat",
 ]
 
@@ -55,6 +58,31 @@ class BusStatisticsSource(Protocol):
     """Anything with bus statistics (:class:`~genesis.bus.EventBus`)."""
 
     def statistics(self) -> BusStatistics: ...
+
+
+class UserStreamSource(Protocol):
+    """Anything with user-stream statistics (:class:`.user_stream.UserStreamHandle`)."""
+
+    def statistics(self) -> UserStreamStatistics: ...
+
+
+def log_user_stream(source: UserStreamSource) -> None:
+    """Log one line of user-stream state (WARNING unless subscribed: order reports are not
+    arriving, and orders fall back to REST queries for their outcome)."""
+    stats = source.statistics()
+    level = logging.INFO if stats.subscribed else logging.WARNING
+    logger.log(
+        level,
+        "heartbeat.user_stream state=%s uptime_s=%.0f reconnects=%d rejections=%d gaps=%d "
+        "malformed=%d last_error=%s",
+        stats.state.value,
+        stats.uptime_s,
+        stats.reconnects,
+        stats.rejections,
+        stats.gaps,
+        stats.malformed,
+        stats.last_error or "-",
+    )
 
 
 class GatewaySource(Protocol):
@@ -140,6 +168,7 @@ async def run_heartbeat(
     interval_s: float = HEARTBEAT_INTERVAL_S,
     *,
     gateway: GatewaySource | None = None,
+    user_stream: UserStreamSource | None = None,
     time_sync_interval_s: float = TIME_SYNC_INTERVAL_S,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -154,6 +183,7 @@ async def run_heartbeat(
         bus: the event bus, for its counters; ``None`` to leave them out.
         interval_s: seconds between reports.
         gateway: the REST gateway, for its state and time sync; ``None`` for none.
+        user_stream: the user data stream, for its state; ``None`` for none.
         time_sync_interval_s: seconds between time syncs.
         task_status: ``started()`` at once; the task holds no resources.
     """
@@ -176,3 +206,5 @@ async def run_heartbeat(
             log_health(source, bus)
             if gateway is not None:
                 log_gateway(gateway)
+            if user_stream is not None:
+                log_user_stream(user_stream)
