@@ -1,0 +1,97 @@
+"""Binance wire JSON ⇄ Genesis models: the only package that knows Binance's payload format.
+
+Decoding is hand-written per event kind (the measured hot path: a generic cattrs structure of
+depth20 costs ~20x orjson's parse; see ARCHITECTURE.md §7) and registered into a cattrs
+converter by :func:`make_converter`, so callers that want cattrs get the same rules.
+
+Rules:
+- prices and quantities arrive as JSON strings and become :class:`~decimal.Decimal`; a JSON
+  float where Binance sends a string is rejected (a float near money is a bug);
+- unknown keys are ignored (Binance adds fields; old captures carry removed ones);
+- every failure raises :class:`~genesis.errors.ExchangeProtocolError` naming the kind and key.
+
+Layout (import from this package; the submodules are private):
+- ``_wire``: shared primitives: :func:`parse_decimal`, :func:`decimal_to_wire`,
+  :func:`decode_json`, the typed scalar readers and the error guard;
+- ``_market``: market stream events, :func:`decode_frame`, :func:`decode_stream_payload`,
+  :func:`event_to_record`, :func:`make_converter`;
+- ``_rest``: REST requests and answers: orders, exchangeInfo, account, trades, error bodies,
+  usage headers, IP-ban messages;
+- ``_user``: WebSocket API frames and user data stream events.
+"""
+
+from __future__ import annotations
+
+from genesis.models.codec._market import (
+    MARKET_EVENT_TYPES,
+    MarketEvent,
+    decode_depth,
+    decode_frame,
+    decode_kline,
+    decode_stream_payload,
+    decode_ticker,
+    decode_trade,
+    event_to_record,
+    make_converter,
+)
+from genesis.models.codec._rest import (
+    UsageReport,
+    decode_account,
+    decode_error_body,
+    decode_exchange_info,
+    decode_my_trades,
+    decode_order,
+    decode_orders,
+    decode_server_time,
+    order_request_params,
+    parse_ban_until_ms,
+    parse_usage_headers,
+)
+from genesis.models.codec._user import (
+    UserEvent,
+    UserEventFrame,
+    WsApiResponse,
+    decode_account_position,
+    decode_execution_report,
+    decode_subscription_id,
+    decode_user_event,
+    decode_ws_api_frame,
+    encode_ws_api_request,
+)
+from genesis.models.codec._wire import decimal_to_wire, decode_json, parse_decimal
+
+__all__ = [
+    "MARKET_EVENT_TYPES",
+    "MarketEvent",
+    "UsageReport",
+    "UserEvent",
+    "UserEventFrame",
+    "WsApiResponse",
+    "decimal_to_wire",
+    "decode_account",
+    "decode_account_position",
+    "decode_depth",
+    "decode_error_body",
+    "decode_exchange_info",
+    "decode_execution_report",
+    "decode_frame",
+    "decode_json",
+    "decode_kline",
+    "decode_my_trades",
+    "decode_order",
+    "decode_orders",
+    "decode_server_time",
+    "decode_stream_payload",
+    "decode_subscription_id",
+    "decode_ticker",
+    "decode_trade",
+    "decode_user_event",
+    "decode_ws_api_frame",
+    "encode_ws_api_request",
+    "event_to_record",
+    "make_converter",
+    "order_request_params",
+    "parse_ban_until_ms",
+    "parse_decimal",
+    "parse_usage_headers",
+]

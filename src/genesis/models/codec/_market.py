@@ -1,0 +1,235 @@
+"""Market streams: trade, ticker, depth and kline payloads, combined frames, records, cattrs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import attrs
+import cattrs
+import orjson
+
+from genesis.errors import ExchangeProtocolError
+from genesis.models.codec._wire import (
+    _bool,
+    _guard,
+    _int,
+    _str,
+    decimal_to_wire,
+    parse_decimal,
+)
+from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
+from genesis.models.streams import parse_stream_name
+
+if TYPE_CHECKING:
+    from genesis.models.codec._wire import Wire
+
+__all__ = [
+    "MARKET_EVENT_TYPES",
+    "MarketEvent",
+    "decode_depth",
+    "decode_frame",
+    "decode_kline",
+    "decode_stream_payload",
+    "decode_ticker",
+    "decode_trade",
+    "event_to_record",
+    "make_converter",
+]
+
+MarketEvent: TypeAlias = Trade | Ticker | Depth | Kline
+MARKET_EVENT_TYPES: Final = (Trade, Ticker, Depth, Kline)
+
+
+def _trade(d: Wire) -> Trade:
+    if d.get("e") != "trade":
+        raise ValueError(f"event type is {d.get('e')!r}, not 'trade'")
+    return Trade(
+        symbol=_str(d["s"]),
+        trade_id=_int(d["t"]),
+        price=parse_decimal(d["p"]),
+        quantity=parse_decimal(d["q"]),
+        trade_time_ms=_int(d["T"]),
+        event_time_ms=_int(d["E"]),
+        buyer_is_maker=_bool(d["m"]),
+    )
+
+
+def _ticker(d: Wire) -> Ticker:
+    if d.get("e") != "24hrTicker":
+        raise ValueError(f"event type is {d.get('e')!r}, not '24hrTicker'")
+    return Ticker(
+        symbol=_str(d["s"]),
+        event_time_ms=_int(d["E"]),
+        price_change=parse_decimal(d["p"]),
+        price_change_percent=parse_decimal(d["P"]),
+        weighted_avg_price=parse_decimal(d["w"]),
+        last_price=parse_decimal(d["c"]),
+        last_quantity=parse_decimal(d["Q"]),
+        best_bid=parse_decimal(d["b"]),
+        best_bid_quantity=parse_decimal(d["B"]),
+        best_ask=parse_decimal(d["a"]),
+        best_ask_quantity=parse_decimal(d["A"]),
+        open_price=parse_decimal(d["o"]),
+        high_price=parse_decimal(d["h"]),
+        low_price=parse_decimal(d["l"]),
+        volume=parse_decimal(d["v"]),
+        quote_volume=parse_decimal(d["q"]),
+        open_time_ms=_int(d["O"]),
+        close_time_ms=_int(d["C"]),
+        first_trade_id=_int(d["F"]),
+        last_trade_id=_int(d["L"]),
+        trade_count=_int(d["n"]),
+    )
+
+
+def _levels(raw: object) -> tuple[PriceLevel, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("book side is not a list")
+    out = []
+    for level in raw:
+        if not isinstance(level, list) or len(level) < 2:
+            raise ValueError("book level is not a [price, quantity] pair")
+        out.append(PriceLevel(parse_decimal(level[0]), parse_decimal(level[1])))
+    return tuple(out)
+
+
+def _kline(d: Wire) -> Kline:
+    if d.get("e") != "kline":
+        raise ValueError(f"event type is {d.get('e')!r}, not 'kline'")
+    k = d["k"]
+    if not isinstance(k, Mapping):
+        raise ValueError("'k' is not an object")
+    return Kline(
+        symbol=_str(d["s"]),
+        interval=_str(k["i"]),
+        event_time_ms=_int(d["E"]),
+        open_time_ms=_int(k["t"]),
+        close_time_ms=_int(k["T"]),
+        first_trade_id=_int(k["f"]),
+        last_trade_id=_int(k["L"]),
+        open_price=parse_decimal(k["o"]),
+        close_price=parse_decimal(k["c"]),
+        high_price=parse_decimal(k["h"]),
+        low_price=parse_decimal(k["l"]),
+        volume=parse_decimal(k["v"]),
+        quote_volume=parse_decimal(k["q"]),
+        taker_buy_volume=parse_decimal(k["V"]),
+        taker_buy_quote_volume=parse_decimal(k["Q"]),
+        trade_count=_int(k["n"]),
+        closed=_bool(k["x"]),
+    )
+
+
+def decode_trade(data: object) -> Trade:
+    """Decode a ``<symbol>@trade`` payload."""
+    return _guard("trade", _trade, data)
+
+
+def decode_ticker(data: object) -> Ticker:
+    """Decode a ``<symbol>@ticker`` (24hrTicker) payload."""
+    return _guard("ticker", _ticker, data)
+
+
+def decode_kline(data: object) -> Kline:
+    """Decode a ``<symbol>@kline_<interval>`` payload."""
+    return _guard("kline", _kline, data)
+
+
+def decode_depth(data: object, *, symbol: str, received_ms: int = 0) -> Depth:
+    """Decode a partial-depth payload (``{lastUpdateId, bids, asks}``) for ``symbol``.
+
+    Also accepts the REST ``GET /api/v3/depth`` response, which has the same shape.
+    """
+
+    def build(d: Wire) -> Depth:
+        return Depth(
+            symbol=symbol,
+            last_update_id=_int(d["lastUpdateId"]),
+            bids=_levels(d["bids"]),
+            asks=_levels(d["asks"]),
+            received_ms=received_ms,
+        )
+
+    return _guard("depth", build, data)
+
+
+def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:
+    """Decode ``data`` as the payload of market stream ``stream`` (e.g. ``btcusdt@trade``).
+
+    Raises:
+        ExchangeProtocolError: unknown or unsupported stream, or a malformed payload.
+    """
+    name = parse_stream_name(stream)
+    if name is None:
+        raise ExchangeProtocolError(f"unknown stream name {stream[:80]!r}")
+    kind = name.kind
+    if kind == "trade":
+        return decode_trade(data)
+    if kind == "ticker":
+        return decode_ticker(data)
+    if kind == "partialDepth":
+        return decode_depth(data, symbol=name.symbol, received_ms=received_ms)
+    if kind == "kline":
+        return decode_kline(data)
+    raise ExchangeProtocolError(f"stream kind {kind!r} is not decoded by Genesis yet")
+
+
+def decode_frame(raw: bytes | str, *, received_ms: int = 0) -> tuple[str, MarketEvent]:
+    """Decode one combined-stream frame ``{"stream": ..., "data": ...}``.
+
+    Returns:
+        The stream name and the decoded event.
+
+    Raises:
+        ExchangeProtocolError: invalid JSON, not a combined frame, or a malformed payload.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ExchangeProtocolError(f"invalid JSON frame: {exc}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("stream"), str) or "data" not in obj:
+        raise ExchangeProtocolError("not a combined-stream frame")
+    stream: str = obj["stream"]
+    return stream, decode_stream_payload(stream, obj["data"], received_ms=received_ms)
+
+
+def _unstructure_value(value: object) -> object:
+    if isinstance(value, Decimal):
+        return decimal_to_wire(value)
+    if isinstance(value, tuple):
+        return [_unstructure_value(v) for v in value]
+    if isinstance(value, PriceLevel):
+        return [decimal_to_wire(value.price), decimal_to_wire(value.quantity)]
+    return value
+
+
+def event_to_record(event: object) -> dict[str, object]:
+    """A JSON-ready dict ``{"type": "<EventClass>", "symbol": ..., <fields>}``.
+
+    Decimals become strings (exact, never floats); book levels become ``[price, qty]`` pairs.
+    Works for any attrs event class.
+    """
+    cls = type(event)
+    if not attrs.has(cls):
+        raise TypeError(f"not an attrs event: {cls.__name__}")
+    record: dict[str, object] = {"type": cls.__name__}
+    for field in attrs.fields(cls):
+        record[field.name] = _unstructure_value(getattr(event, field.name))
+    return record
+
+
+def make_converter() -> cattrs.Converter:
+    """A cattrs converter holding Binance's wire rules for the market events.
+
+    ``converter.structure(payload, Trade)`` etc. use the same hand-written decoders as the
+    hot path; Decimals structure from strings and unstructure to strings.
+    """
+    converter = cattrs.Converter()
+    converter.register_structure_hook(Decimal, lambda v, _t: parse_decimal(v))
+    converter.register_unstructure_hook(Decimal, decimal_to_wire)
+    converter.register_structure_hook(Trade, lambda v, _t: decode_trade(v))
+    converter.register_structure_hook(Ticker, lambda v, _t: decode_ticker(v))
+    converter.register_structure_hook(Kline, lambda v, _t: decode_kline(v))
+    return converter
