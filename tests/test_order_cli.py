@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,9 @@ import trio
 from genesis.app.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, main
 from genesis.app.logging import reset_logging
 from genesis.config import ENV_VARS
+from genesis.models.events import OrderUpdateSource
+from genesis.models.orders import OrderStatus
+from genesis.orders.journal import JournalEventKind, open_journal
 from genesis.sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
 if TYPE_CHECKING:
@@ -468,3 +472,132 @@ def test_production_needs_live(
     err = capsys.readouterr().err
     assert "pass --live to confirm" in err
     assert DEFAULT_API_SECRET not in err
+
+
+# --- genesis order reconcile ------------------------------------------------------------------
+
+
+async def sim_signed(sim: Sim, method: str, endpoint: str, params: dict[str, str]) -> object:
+    """A signed REST call made here with ``hmac`` (another client of the same account)."""
+    query = urllib.parse.urlencode({**params, "timestamp": int(time.time() * 1000)})
+    signature = hmac.new(DEFAULT_API_SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
+    with trio.fail_after(CLI_DEADLINE_S):
+        async with httpx.AsyncClient(base_url=sim.rest_url) as client:
+            response = await client.request(
+                method,
+                f"/api/v3/{endpoint}?{query}&signature={signature}",
+                headers={"X-MBX-APIKEY": DEFAULT_API_KEY},
+            )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_reconcile_applies_what_changed_behind_its_back_and_prints_the_report(
+    sim: Sim, tmp_path: Path
+) -> None:
+    env = sim.env | {"GENESIS_DB": str(tmp_path / "reconcile.db")}
+    run = await order(sim, "place", *RESTING, "--client-order-id", "t-rec-cancel", env=env)
+    assert run.code == EXIT_OK, run
+    # Behind Genesis's back: the order is cancelled, and another client places one.
+    await sim_signed(sim, "DELETE", "order", {"symbol": "BTCUSDT",
+                                              "origClientOrderId": "t-rec-cancel"})  # fmt: skip
+    await sim_signed(sim, "POST", "order", {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+        "quantity": "0.001", "price": "30000", "newClientOrderId": "t-rec-other",
+    })  # fmt: skip
+    run = await order(sim, "reconcile", "--symbol", "BTCUSDT", "--json", env=env)
+    assert run.code == EXIT_OK, run
+    report = run.one_json()
+    assert isinstance(report, dict)
+    open_ids = {str(o["clientOrderId"]) for o in await sim_open_orders(sim, "BTCUSDT")}
+    assert "t-rec-other" in open_ids
+    assert report == {
+        "symbols": ["BTCUSDT"], "open_on_exchange": len(open_ids), "checked": 1,
+        "changed": ["t-rec-cancel"], "external": report["external"], "never_sent": [],
+        "never_existed": [], "still_unknown": [], "errors": [],
+    }  # fmt: skip
+    assert set(report["external"]) == open_ids  # every open order is new to this journal
+    status = await order(sim, "status", "--symbol", "BTCUSDT", "--id", "t-rec-cancel", "--json",
+                         env=env)  # fmt: skip
+    assert assert_order_object(status.one_json())["status"] == "CANCELED"
+    # Nothing left to do: the short human summary says so.
+    again = await order(sim, "reconcile", "--symbol", "BTCUSDT", env=env)
+    assert (again.code, again.err) == (EXIT_OK, ""), again
+    assert again.out == (
+        f"reconciled BTCUSDT: {len(open_ids)} open on the exchange, 0 journal orders queried\n"
+        "the journal agrees with the exchange\n"
+    )
+    # A symbol the exchange refuses is an error: exit 1, the rest still reconciled.
+    refused = await order(sim, "reconcile", "--symbol", "DOGEUSDT", "--json", env=env)
+    assert refused.code == EXIT_FAILURE, refused
+    body = refused.one_json()
+    assert isinstance(body, dict)
+    assert body["symbols"] == ["DOGEUSDT", "BTCUSDT"]  # the journal's unfinished orders' too
+    assert body["errors"] == ["DOGEUSDT: ExchangeRejectedError: Binance error -1121: Invalid "
+                              "symbol."]  # fmt: skip
+
+
+async def _read_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        chunk = await stream.receive_some()
+        assert chunk, f"the process ended before {marker!r}: {seen!r}"
+        seen += chunk
+    return seen
+
+
+async def test_a_placement_killed_in_flight_is_recovered_by_reconcile_after_restart(
+    sim: Sim, tmp_path: Path
+) -> None:
+    db = tmp_path / "killed.db"
+    env = sim.env | {"GENESIS_DB": str(db), "GENESIS_SYMBOLS": "BTCUSDT"}
+    warm = await order(sim, "test", *RESTING, env=env)  # exchangeInfo now cached in the journal
+    assert warm.code == EXIT_OK, warm
+    rest = (await sim_admin(sim, "GET", "/sim/status"))["rest"]
+    assert isinstance(rest, dict)
+    # The placement's requests: 5 time-sync samples, then the order (exchangeInfo is cached).
+    order_arrived = rest["requests"] + 6
+    # Every REST answer now takes a second, sent after the request was processed: the order is
+    # on the book while its placement still waits for the answer.
+    await sim_admin(sim, "POST", "/sim/faults/latency?ms=1000")
+    try:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "genesis.app.cli", "order", "place", *RESTING,
+             "--client-order-id", "t-killed", "--log-level", "INFO"],
+            cwd=sim.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        try:
+            with trio.fail_after(CLI_DEADLINE_S):
+                # Logged right before the intent is journaled and the order sent.
+                await _read_until(proc.stderr, b"gateway.exchange_info_cached")
+                while True:  # the simulator counts a request on arrival (no sleep: a round trip)
+                    status = await sim_admin(sim, "GET", "/sim/status")
+                    if status["rest"]["requests"] >= order_arrived:  # type: ignore[index]  # JSON
+                        break
+        finally:
+            proc.kill()  # SIGKILL: no cleanup, no answer read, the journal as the disk has it
+            await proc.wait()
+            await trio.aclose_forcefully(proc.stderr)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        await sim_admin(sim, "POST", "/sim/faults/reset")
+    on_book = [o for o in await sim_open_orders(sim, "BTCUSDT") if o["clientOrderId"] == "t-killed"]
+    assert len(on_book) == 1  # placed exactly once
+    run = await order(sim, "reconcile", "--json", env=env)  # the restart: same journal
+    assert run.code == EXIT_OK, run
+    report = run.one_json()
+    assert isinstance(report, dict)
+    assert (report["changed"], report["errors"]) == (["t-killed"], [])
+    async with open_journal(db) as journal:
+        entry = await journal.get("t-killed")
+        assert entry is not None
+        assert (entry.status, entry.exchange_status, entry.exchange_order_id) == (
+            OrderStatus.PENDING, "NEW", on_book[0]["orderId"],
+        )  # fmt: skip
+        history = [(e.kind, e.source) for e in await journal.history("t-killed")]
+    assert history == [
+        (JournalEventKind.INTENT, None),
+        (JournalEventKind.SENT, None),
+        (JournalEventKind.UPDATE, OrderUpdateSource.RECONCILE),
+    ]

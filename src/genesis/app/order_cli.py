@@ -1,26 +1,30 @@
-"""``genesis order``: place, query, cancel, list and test orders from the shell.
+"""``genesis order``: place, query, cancel, list, test and reconcile orders from the shell.
 
 ```
-genesis order place|status|cancel|open|test ...
+genesis order place|status|cancel|open|test|reconcile ...
 └── trio.run
     ├── open_journal(GENESIS_DB)      every order is journaled, as in ``genesis run``
     └── open_gateway(settings)        the settings of ``genesis run``: environment, .env, --live
         ├── sync_time                 signed timestamps follow the exchange's clock
         ├── exchangeInfo              from the journal's cache when younger than an hour
         └── OrderService              place: checks → intent → one send; an unknown outcome →
-                                      OrderService.resolve within --timeout, never a resend
+                                      OrderService.resolve within --timeout, never a resend;
+                                      reconcile: orders/reconcile.py reconcile_once, once
 ```
 
 ``--json`` prints exactly one JSON document on stdout: an order object (an array of them for
-``open``, ``{"ok": true, ...}`` for ``test``), Decimals as plain-notation strings. Without it,
-one short line per order. Logs and errors go to stderr, never stdout.
+``open``, ``{"ok": true, ...}`` for ``test``, the report's counts and client-id lists for
+``reconcile``), Decimals as plain-notation strings. Without it, one short line per order (a
+short summary for ``reconcile``). Logs and errors go to stderr, never stdout.
 
 Exit codes, as for the rest of ``genesis``:
 
-- 0: done, including a placement whose unknown outcome was resolved;
+- 0: done, including a placement whose unknown outcome was resolved and a reconciliation that
+  changed the journal;
 - 1: the exchange said no (a rejection, rate limit, ban or open breaker) or could not be reached,
   or a placement's outcome is still unknown at ``--timeout`` (the order is printed with status
-  ``UNKNOWN`` and its client order id, which ``genesis order status --id`` settles later);
+  ``UNKNOWN`` and its client order id, which ``genesis order status --id`` settles later), or
+  a reconciliation whose report lists errors;
 - 2: bad arguments or configuration, including no credentials: the order commands never embed
   the simulator, and the message says how to point them at ``genesis sim``.
 """
@@ -72,9 +76,16 @@ from genesis.models.orders import (
 if TYPE_CHECKING:
     from genesis.config import Settings
     from genesis.models.events import OrderUpdate
+    from genesis.orders.reconcile import ReconcileReport
     from genesis.orders.service import OrderService
 
-__all__ = ["DEFAULT_TIMEOUT_S", "add_order_parser", "order_to_json", "run_order_command"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "add_order_parser",
+    "order_to_json",
+    "report_to_json",
+    "run_order_command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +127,7 @@ def _order_id(text: str) -> int:
 
 
 def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``genesis order`` and its five actions to the ``genesis`` subcommands ``sub``."""
+    """Add ``genesis order`` and its six actions to the ``genesis`` subcommands ``sub``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
     common.add_argument("--live", action="store_true", help="allow PRODUCTION (real money)")
@@ -141,7 +152,7 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     order = sub.add_parser(
         "order",
-        help="place, query, cancel, list or test orders (testnet or a running genesis sim)",
+        help="place, query, cancel, list, test or reconcile orders (testnet or genesis sim)",
         description=(
             "One order call against the exchange the settings of 'genesis run' name "
             "(BINANCE_API_KEY, BINANCE_SECRET_KEY, BINANCE_TESTNET, BINANCE_TESTNET_URL). "
@@ -158,6 +169,11 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     listing = actions.add_parser("open", parents=[common], help="open orders")
     listing.add_argument("--symbol", type=_symbol, help="one symbol (default: all)")
     actions.add_parser("test", parents=[common, spec], help="validate an order, place nothing")
+    reconcile = actions.add_parser(
+        "reconcile", parents=[common], help="check the journal against the exchange, fix it"
+    )
+    help_symbol = "look for open orders here (repeatable; default GENESIS_SYMBOLS)"
+    reconcile.add_argument("--symbol", type=_symbol, action="append", help=help_symbol)
     order.set_defaults(handler=run_order_command)
 
 
@@ -283,6 +299,8 @@ async def _run(settings: Settings, args: argparse.Namespace, request: OrderReque
                 _emit(args, {"ok": True, **_request_to_json(request)}, _test_line(request))
                 return EXIT_OK
             return await _place(service, request, args)
+        if args.action == "reconcile":
+            return await _reconcile(service, settings, args)
         if args.action == "open":
             orders = await gateway.open_orders(args.symbol)
             lines = "\n".join(_order_line(o) for o in orders) or "no open orders"
@@ -329,6 +347,50 @@ async def _place(service: OrderService, request: OrderRequest, args: argparse.Na
         return EXIT_FAILURE
     _emit_order(args, order)
     return EXIT_OK
+
+
+async def _reconcile(service: OrderService, settings: Settings, args: argparse.Namespace) -> int:
+    from genesis.orders.reconcile import reconcile_once
+
+    # The journal's unfinished orders' symbols are always looked at too.
+    report = await reconcile_once(service, symbols=args.symbol or settings.symbols)
+    _emit(args, report_to_json(report), _report_lines(report))
+    return EXIT_FAILURE if report.errors else EXIT_OK
+
+
+def report_to_json(report: ReconcileReport) -> dict[str, object]:
+    """``report`` as a JSON-ready dict: counts, and lists of client order ids (errors: lines)."""
+    return {
+        "symbols": list(report.symbols),
+        "open_on_exchange": report.open_on_exchange,
+        "checked": report.checked,
+        "changed": list(report.changed),
+        "external": list(report.external),
+        "never_sent": list(report.never_sent),
+        "never_existed": list(report.never_existed),
+        "still_unknown": list(report.still_unknown),
+        "errors": list(report.errors),
+    }
+
+
+def _report_lines(report: ReconcileReport) -> str:
+    lines = [
+        f"reconciled {' '.join(report.symbols) or 'no symbols'}: {report.open_on_exchange} open "
+        f"on the exchange, {report.checked} journal orders queried"
+    ]
+    for label, ids in (
+        ("changed", report.changed),
+        ("external (now journaled)", report.external),
+        ("never sent (REJECTED)", report.never_sent),
+        ("never existed (REJECTED)", report.never_existed),
+        ("still unknown (run it again later)", report.still_unknown),
+    ):
+        if ids:
+            lines.append(f"{label}: {' '.join(ids)}")
+    lines += [f"error: {line}" for line in report.errors]
+    if len(lines) == 1:
+        lines.append("the journal agrees with the exchange")
+    return "\n".join(lines)
 
 
 def _status_hint(request: OrderRequest) -> str:

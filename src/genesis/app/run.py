@@ -12,6 +12,7 @@ run_genesis
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
+            ├── reconciler                   orders/reconcile.py (at start and after each gap)
             ├── user data stream             exchange/user_stream.py (WS API; reports → journal
             │                                → bus; a gap → reconciliation)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
@@ -53,6 +54,7 @@ from genesis.exchange.ws_manager import run_market_data
 from genesis.models.events import OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
+from genesis.orders.reconcile import reconcile_trigger, run_reconciler
 from genesis.orders.service import OrderService
 from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.sim.server import SimConfig, run_simulator
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from genesis.exchange.ws_manager import MarketDataHandle
     from genesis.orders.journal import Journal
     from genesis.orders.manager import OrderTaskState
+    from genesis.orders.reconcile import ReconcilerHandle
     from genesis.sim.server import SimHandle
 
 __all__ = [
@@ -97,6 +100,7 @@ class GenesisHandle:
         order_task: the order task's state (commands received, placed, rejected, unknown).
         gateway: the REST gateway (statistics: limiter, breaker, time sync).
         journal: the order journal (``GENESIS_DB``).
+        reconciler: the reconciliation task's handle (cycles, last report).
         user_stream: the user data stream's handle (``None`` without credentials to sign).
         breakers: the circuit breakers by surface: ``rest``, ``streams``, ``ws_api``.
         stream_url: the market-stream base the connections use.
@@ -111,6 +115,7 @@ class GenesisHandle:
     order_task: OrderTaskState
     gateway: Gateway
     journal: Journal
+    reconciler: ReconcilerHandle
     user_stream: UserStreamHandle | None
     breakers: dict[str, CircuitBreaker]
     stream_url: str
@@ -311,6 +316,12 @@ async def _run_tree(
             )
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
+            # Reconcile at start (the journal against the exchange), then after every gap in the
+            # user data stream; it never holds up the tree, and retries with backoff.
+            on_gap, gaps = reconcile_trigger()
+            reconciler = await tree.start(
+                partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps)
+            )
             user_stream = (
                 await tree.start(
                     partial(
@@ -319,6 +330,7 @@ async def _run_tree(
                         api_key=ws_key,
                         signer=ws_signer,
                         publish=partial(_route_user_event, service, bus),
+                        on_gap=on_gap,
                         breaker=breakers["ws_api"],
                         server_time_ms=gateway.server_time_ms,
                         config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
@@ -346,6 +358,7 @@ async def _run_tree(
                     order_task=order_task,
                     gateway=gateway,
                     journal=journal,
+                    reconciler=reconciler,
                     user_stream=user_stream,
                     breakers=breakers,
                     stream_url=stream_url,
