@@ -52,9 +52,13 @@ async def memory_gateway(
     prepare: bool = True,
     seed_book: bool = True,
     epoch_ms: int = T0,
+    sim: Simulator | None = None,
 ) -> AsyncIterator[MemorySim]:
-    """The simulator in memory (no feed task: the book only moves when the test trades)."""
-    sim = build_simulator(SimConfig(epoch_ms=epoch_ms))
+    """The simulator in memory (no feed task: the book only moves when the test trades).
+
+    ``sim`` shares one simulator with other in-memory clients (the user data stream)."""
+    if sim is None:
+        sim = build_simulator(SimConfig(epoch_ms=epoch_ms))
     if seed_book:
         sim.market_maker.step(sim.clock.now_ms())
     client_clock = SimClock.start(epoch_ms)
