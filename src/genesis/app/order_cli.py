@@ -55,11 +55,13 @@ from genesis.app.logging import configure_logging
 from genesis.config import Mode
 from genesis.errors import (
     ConfigError,
+    ConnectionLostError,
     ExchangeRejectedError,
     ExchangeUnavailableError,
     GenesisError,
     OrderOutcomeUnknownError,
     PreTradeCheckError,
+    ReadTimeoutError,
     TransportError,
 )
 from genesis.models.codec import decimal_to_wire
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "SYNC_BUDGET_S",
     "add_order_parser",
     "order_to_json",
     "report_to_json",
@@ -91,6 +94,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 60.0
 """How long ``place`` tries to settle an unknown outcome before it prints ``UNKNOWN``."""
+SYNC_BUDGET_S: Final = 5.0
+"""How long ``genesis order`` waits for the clock sync before going on without it."""
 _PLAIN_DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _WHAT: Final = {"place": "the order", "test": "the order", "cancel": "the cancel"}
 
@@ -290,7 +295,22 @@ async def _run(settings: Settings, args: argparse.Namespace, request: OrderReque
         open_journal(settings.db_path) as journal,
         open_gateway(settings, prepare=False) as gateway,
     ):
-        await gateway.sync_time()
+        # An order must not depend on extra round trips that a slow exchange turns into
+        # timeouts: the clock sync gets a short budget, and past it (or after a timeout or a
+        # 5xx) the command goes on with the local clock. The request is still sent once (a
+        # -1021 is retried after a resync) and an unknown outcome is resolved as usual. An
+        # exchange that refuses connections is reported at once.
+        with trio.move_on_after(SYNC_BUDGET_S) as budget:
+            try:
+                await gateway.sync_time()
+            except (ReadTimeoutError, ConnectionLostError, ExchangeUnavailableError) as exc:
+                logger.warning("order.time_sync_failed error=%s: using the local clock", exc)
+        if budget.cancelled_caught:
+            logger.warning(
+                "order.time_sync_slow budget_s=%g: the exchange answers slowly; using the "
+                "local clock",
+                SYNC_BUDGET_S,
+            )
         service = OrderService(gateway, journal, _discard)
         if request is not None:
             await gateway.load_exchange_info(journal)
