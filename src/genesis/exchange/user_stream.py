@@ -92,14 +92,16 @@ from genesis.errors import (
 from genesis.exchange.signing import ws_api_signature_payload
 
 # The connector seam and the connection-error helpers are ws_manager's (one copy of each).
+from genesis.exchange.ws_errors import (
+    close_text,
+    describe_error,
+    first_leaf,
+    translate_connect_error,
+)
 from genesis.exchange.ws_manager import (
     CLOSE_ON_CANCEL_S,
     WebSocket,
     WebSocketConnector,
-    _close_text,
-    _describe,
-    _first_leaf,
-    _translate_connect_error,
     connect_tcp_websocket,
     system_wall_clock_ms,
 )
@@ -396,13 +398,13 @@ class _Service:
         except* (ExchangeError, CircuitOpenError) as group:
             # CircuitOpenError: the breaker refused the attempt (nothing was dialled); it backs
             # off like any failed connect. Rate limits and bans also set their retry-after.
-            leaf = _first_leaf(group)
+            leaf = first_leaf(group)
             if isinstance(leaf, (RateLimitedError, IpBannedError)):
                 self.retry_after_s = leaf.retry_after_s
-            error = _describe(leaf)
+            error = describe_error(leaf)
         except* (trio_websocket.HandshakeError, OSError) as group:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
-            error = error or _describe(_translate_connect_error(_first_leaf(group)))
+            error = error or describe_error(translate_connect_error(first_leaf(group)))
         except* LocalProtocolError as group:
             # trio-websocket#184: a server ping crossing our close frame makes trio-websocket's
             # reader answer with a pong that wsproto refuses. The connection is over either way;
@@ -410,7 +412,9 @@ class _Service:
             # first: the first error is the cause, this one a consequence of closing).
             current = self.conn
             if current is None or current.planned is None:
-                error = error or _describe(ConnectionLostError(f"closing: {_first_leaf(group)}"))
+                error = error or describe_error(
+                    ConnectionLostError(f"closing: {first_leaf(group)}")
+                )
         finally:
             conn, self.conn = self.conn, None
             if planned is None and error is None and conn is not None:
@@ -480,7 +484,7 @@ class _Service:
                 trio_websocket.ConnectionClosed,
                 OSError,
             ) as exc:
-                raise _translate_connect_error(exc) from exc
+                raise translate_connect_error(exc) from exc
             if not isinstance(ws, WsApiWebSocket):
                 raise TypeError(f"the connector returned {type(ws).__name__}, which cannot send")
             return ws
@@ -652,7 +656,7 @@ class _Service:
             await conn.ws.send_message(text)
         except trio_websocket.ConnectionClosed as exc:
             conn.broken = True
-            raise ConnectionLostError(_close_text(exc)) from exc
+            raise ConnectionLostError(close_text(exc)) from exc
         except LocalProtocolError as exc:
             # The peer's close frame arrived (wsproto is closing) before trio-websocket saw it.
             conn.broken = True
@@ -665,7 +669,7 @@ class _Service:
                 raw = await conn.ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
                 conn.broken = True
-                raise ConnectionLostError(_close_text(exc)) from exc
+                raise ConnectionLostError(close_text(exc)) from exc
             conn.last_frame_at = trio.current_time()
             return raw
         return None

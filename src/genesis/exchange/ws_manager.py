@@ -84,6 +84,12 @@ from genesis.exchange.streams import (
     market_streams,
     route_for,
 )
+from genesis.exchange.ws_errors import (
+    close_text,
+    describe_error,
+    first_leaf,
+    translate_connect_error,
+)
 from genesis.models.codec import decode_depth, decode_kline, decode_ticker, decode_trade
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
@@ -656,16 +662,16 @@ class _Service:
         except* (TransportError, CircuitOpenError) as group:
             # CircuitOpenError: the breaker refused the attempt (nothing was dialled); it ends
             # this session as a failed connect, so the role backs off as after any other.
-            error = _describe(_first_leaf(group))
+            error = describe_error(first_leaf(group))
         except* (trio_websocket.HandshakeError, OSError) as group:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
-            error = _describe(_translate_connect_error(_first_leaf(group)))
+            error = describe_error(translate_connect_error(first_leaf(group)))
         except* LocalProtocolError as group:
             # trio-websocket#184: a server ping that crosses our close frame (rotation, stale
             # feed) makes trio-websocket's reader task answer with a pong that wsproto refuses
             # in state LOCAL_CLOSING, and the error escapes the reader. The connection is over
             # either way: it is lost, never a crash of the whole feed.
-            error = _describe(ConnectionLostError(f"closing: {_first_leaf(group)}"))
+            error = describe_error(ConnectionLostError(f"closing: {first_leaf(group)}"))
         finally:
             session.ended = True
             reason = error or ("rotated" if session.retired else "cancelled")
@@ -717,7 +723,7 @@ class _Service:
                 trio_websocket.ConnectionClosed,
                 OSError,
             ) as exc:
-                raise _translate_connect_error(exc) from exc
+                raise translate_connect_error(exc) from exc
         assert connect_scope.cancelled_caught
         raise ConnectError(f"connect timed out after {self.config.connect_timeout_s:g} s")
 
@@ -757,7 +763,7 @@ class _Service:
                     try:
                         message = await ws.get_message()
                     except trio_websocket.ConnectionClosed as exc:
-                        raise ConnectionLostError(_close_text(exc)) from exc
+                        raise ConnectionLostError(close_text(exc)) from exc
                 now = trio.current_time()
                 if message is None:
                     if now >= stale_at:
@@ -782,32 +788,6 @@ class _Service:
         if session.handover_reason is None and not session.ended:
             session.handover_reason = reason
             session.signal.set()
-
-
-def _close_text(exc: trio_websocket.ConnectionClosed) -> str:
-    reason = exc.reason
-    if reason is None:
-        return "connection closed"
-    return f"connection closed code={reason.code} reason={reason.reason or ''}"
-
-
-def _translate_connect_error(exc: BaseException) -> ConnectError:
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        return ConnectError(f"handshake rejected with HTTP {exc.status_code}")
-    if isinstance(exc, trio_websocket.ConnectionTimeout):
-        return ConnectError("handshake timed out")
-    return ConnectError(f"connect failed: {type(exc).__name__}: {exc}")
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class MarketDataHandle:
