@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from genesis.bus import EventBus
 from genesis.config import Secret, Settings
 from genesis.exchange.gateway import Gateway, GatewayConfig, open_gateway
 from genesis.exchange.signing import HmacSigner
+from genesis.models.events import OrderUpdate
+from genesis.orders.journal import Journal, open_journal
+from genesis.orders.manager import OrderCommand, OrderTaskState, run_order_task
+from genesis.orders.service import OrderService
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
 from genesis.sim.server import SimConfig, SimHandle, Simulator, build_simulator, run_simulator
 
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from genesis.bus import EventBus
+    from genesis.bus import Subscription
 
 import httpx as _httpx
 
@@ -76,6 +81,35 @@ async def memory_gateway(
         prepare=prepare,
     ) as gateway:
         yield MemorySim(sim=sim, gateway=gateway, client_clock=client_clock)
+
+
+@attrs.frozen
+class OrderTaskHarness:
+    """An order task over the in-memory simulator, its journal, and its published updates."""
+
+    m: MemorySim
+    journal: Journal
+    send: trio.MemorySendChannel[OrderCommand]
+    state: OrderTaskState
+    updates: Subscription[OrderUpdate]
+
+
+@asynccontextmanager
+async def order_task_harness() -> AsyncIterator[OrderTaskHarness]:
+    """``run_order_task`` as the tree runs it (service, in-memory journal, bus), in memory."""
+    bus = EventBus()
+    updates = bus.subscribe(OrderUpdate)
+    async with (
+        memory_gateway() as m,
+        open_journal(":memory:") as journal,
+        trio.open_nursery() as nursery,
+    ):
+        send, recv = trio.open_memory_channel[OrderCommand](8)
+        state = await nursery.start(
+            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
+        )
+        yield OrderTaskHarness(m=m, journal=journal, send=send, state=state, updates=updates)
+        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -15,7 +15,6 @@ import pytest
 import trio
 import trio.testing
 
-from genesis.bus import EventBus
 from genesis.config import Secret, Settings
 from genesis.errors import (
     ConfigError,
@@ -30,13 +29,11 @@ from genesis.errors import (
 )
 from genesis.exchange.gateway import GatewayConfig, GatewayTimeouts, open_gateway
 from genesis.exchange.signing import HmacSigner
-from genesis.models.events import OrderUpdate
 from genesis.models.orders import OrderRequest, OrderSide, OrderStatus
-from genesis.orders.journal import open_journal
-from genesis.orders.manager import OrderCommand, PlaceOrder, run_order_task
-from genesis.orders.service import OrderService, resolve_unknown_order
+from genesis.orders.manager import PlaceOrder
+from genesis.orders.service import resolve_unknown_order
 from genesis.sim.clock import SimClock
-from tests.gateway_support import T0, memory_gateway
+from tests.gateway_support import T0, memory_gateway, order_task_harness
 
 D = Decimal
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -263,17 +260,8 @@ async def test_resolving_late_asks_at_once_and_a_hard_rejection_propagates(
 async def test_unknown_placements_settle_as_rejected_or_stay_unknown_on_a_hard_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus = EventBus()
-    updates = bus.subscribe(OrderUpdate)
-    async with (
-        memory_gateway() as m,
-        open_journal(":memory:") as journal,
-        trio.open_nursery() as nursery,
-    ):
-        send, recv = trio.open_memory_channel[OrderCommand](4)
-        state = await nursery.start(
-            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
-        )
+    async with order_task_harness() as h:
+        m, journal, send, state, updates = h.m, h.journal, h.send, h.state, h.updates
         # The simulator refuses the order at once (halted market), but its answer arrives after
         # the 30 s call deadline: Genesis cannot know, so the order is UNKNOWN until asked.
         m.sim.faults.halt("BTCUSDT")
@@ -304,4 +292,3 @@ async def test_unknown_placements_settle_as_rejected_or_stay_unknown_on_a_hard_e
         assert entry.status is OrderStatus.UNKNOWN
         stats = state.statistics()
         assert (stats.unknown, stats.resolved, stats.failed) == (2, 1, 1)
-        nursery.cancel_scope.cancel()

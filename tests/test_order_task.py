@@ -12,20 +12,16 @@ import pytest
 import trio
 import trio.testing
 
-from genesis.bus import EventBus
 from genesis.errors import OrderOutcomeUnknownError
-from genesis.models.events import OrderUpdate, OrderUpdateSource
+from genesis.models.events import OrderUpdateSource
 from genesis.models.orders import OrderRequest, OrderSide, OrderStatus
-from genesis.orders.journal import open_journal
 from genesis.orders.manager import (
     CancelOrder,
-    OrderCommand,
     PlaceOrder,
     QueryOrder,
-    run_order_task,
 )
-from genesis.orders.service import RESOLVE_MARGIN_MS, OrderService, resolve_unknown_order
-from tests.gateway_support import T0, memory_gateway
+from genesis.orders.service import RESOLVE_MARGIN_MS, resolve_unknown_order
+from tests.gateway_support import T0, memory_gateway, order_task_harness
 
 D = Decimal
 
@@ -51,17 +47,8 @@ def test_commands_need_exactly_one_order_reference() -> None:
 async def test_place_cancel_query_publish_updates_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus = EventBus()
-    updates = bus.subscribe(OrderUpdate)
-    async with (
-        memory_gateway() as m,
-        open_journal(":memory:") as journal,
-        trio.open_nursery() as nursery,
-    ):
-        send, recv = trio.open_memory_channel[OrderCommand](8)
-        state = await nursery.start(
-            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
-        )
+    async with order_task_harness() as h:
+        m, journal, send, state, updates = h.m, h.journal, h.send, h.state, h.updates
         async with send:
             await send.send(PlaceOrder(request=limit_buy("task-1")))
             await send.send(QueryOrder(symbol="BTCUSDT", client_order_id="task-1"))
@@ -84,23 +71,13 @@ async def test_place_cancel_query_publish_updates_in_order(
         assert (stats.received, stats.placed, stats.rejected, stats.failed) == (5, 1, 1, 1)
         assert stats.channel_closed
         assert m.sim.exchange.open_orders(m.sim.api_key, "BTCUSDT") == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_unknown_placement_is_resolved_not_resent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus = EventBus()
-    updates = bus.subscribe(OrderUpdate)
-    async with (
-        memory_gateway() as m,
-        open_journal(":memory:") as journal,
-        trio.open_nursery() as nursery,
-    ):
-        send, recv = trio.open_memory_channel[OrderCommand](8)
-        state = await nursery.start(
-            run_order_task, recv, OrderService(m.gateway, journal, bus.publish)
-        )
+    async with order_task_harness() as h:
+        m, send, state, updates = h.m, h.send, h.state, h.updates
         m.sim.faults.execute_then_503(1)
         start = trio.current_time()
         await send.send(PlaceOrder(request=limit_buy("maybe-1")))
@@ -115,7 +92,6 @@ async def test_an_unknown_placement_is_resolved_not_resent(
         # Exactly one order exists under that id: it was never sent twice.
         assert [o.client_order_id for o in m.sim.exchange.open_orders(m.sim.api_key)] == ["maybe-1"]
         assert state.statistics().resolved == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_placement_that_never_arrived_resolves_to_rejected(
