@@ -11,7 +11,9 @@ import trio
 import trio.testing
 
 from genesis.bus import MARKET_DATA_POLICIES, EventBus, OverflowPolicy, Subscription
-from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
+from genesis.models.events import Alert, FeedGap
+from genesis.models.market import Depth, Kline, OrderBook, PriceLevel, Ticker, Trade
+from genesis.models.state import MarketState
 
 _T = TypeVar("_T")
 
@@ -93,7 +95,11 @@ def test_default_policies_let_market_data_drop_and_keep_everything_else() -> Non
         Kline: OverflowPolicy.DROP_OLDEST,
         Ticker: OverflowPolicy.CONFLATE,
         Depth: OverflowPolicy.CONFLATE,
+        OrderBook: OverflowPolicy.CONFLATE,
+        MarketState: OverflowPolicy.CONFLATE,
     }
+    assert bus.policy_for(Alert) is OverflowPolicy.NEVER_DROP
+    assert bus.policy_for(FeedGap) is OverflowPolicy.NEVER_DROP
 
 
 def test_policy_is_found_along_the_mro() -> None:

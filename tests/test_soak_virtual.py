@@ -241,7 +241,7 @@ async def _close_at_the_instant_of_a_ping(
     async with trio.open_nursery() as server_nursery:
 
         async def connector(
-            nursery: trio.Nursery, url: str, *, message_queue_size: int
+            nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
         ) -> WebSocket:
             parts = urllib.parse.urlsplit(url)
             ws: trio_websocket.WebSocketConnection = await trio_websocket.wrap_client_stream(

@@ -168,7 +168,7 @@ class SimConnector:
     sockets: list[TapSocket] = attrs.field(factory=list)
 
     async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
     ) -> WebSocket:
         self.attempts.append(trio.current_time())
         if self.refuse:
@@ -927,7 +927,9 @@ async def test_a_connector_whose_sockets_cannot_send_is_a_bug_that_propagates(
         async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
             await trio.lowlevel.checkpoint()
 
-    async def connector(nursery: trio.Nursery, url: str, *, message_queue_size: int) -> WebSocket:
+    async def connector(
+        nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
+    ) -> WebSocket:
         await trio.lowlevel.checkpoint()
         return ReadOnly()
 

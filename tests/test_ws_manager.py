@@ -233,7 +233,7 @@ class MemoryConnector:
     hang_next: int = 0
 
     async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
     ) -> WebSocket:
         self.attempts.append(trio.current_time())
         if self.refuse_next:
@@ -867,7 +867,7 @@ class ScriptedConnector:
     sockets: list[ScriptedSocket] = attrs.field(factory=list)
 
     async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
     ) -> WebSocket:
         await trio.lowlevel.checkpoint()
         sock = ScriptedSocket.create()

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar
 import attrs
 import trio
 
-from genesis.models.market import Depth, Kline, Ticker, Trade
+from genesis.models.market import Depth, Kline, OrderBook, Ticker, Trade
+from genesis.models.state import MarketState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -82,6 +83,8 @@ MARKET_DATA_POLICIES: Final[Mapping[type, OverflowPolicy]] = MappingProxyType(
         Kline: OverflowPolicy.DROP_OLDEST,
         Ticker: OverflowPolicy.CONFLATE,
         Depth: OverflowPolicy.CONFLATE,
+        OrderBook: OverflowPolicy.CONFLATE,
+        MarketState: OverflowPolicy.CONFLATE,
     }
 )
 """The default policies: market data may drop; everything unregistered is never-drop."""

@@ -564,25 +564,21 @@ class _MemoryConnector:
     """Opens each market-data connection over ``sim.connect_ws_memory`` (no sockets).
 
     Each role's connections reach the simulator from a remote address of their own
-    (``10.0.0.<n>``), which is how the fault schedule picks a *role* to hurt. Roles are told
-    apart by the task that calls the connector: ws_manager calls it from a connection task
-    whose parent is the role's long-lived task. Addresses go to roles in the order of their
-    first attempt; all roles are alike then, so which role gets which address does not change
-    what happens, only the role names in the report.
+    (``10.0.0.<n>``), which is how the fault schedule picks a *role* to hurt. ws_manager names
+    the role in each connector call; addresses go to roles in the order of their first
+    attempt.
     """
 
     sim: Simulator
     server_nursery: trio.Nursery
     roles: int
-    _addresses: dict[trio.lowlevel.Task, str] = attrs.field(factory=dict, init=False)
+    _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
 
     async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
     ) -> WebSocket:
         parts = urllib.parse.urlsplit(url)
-        stream = self.sim.connect_ws_memory(
-            self.server_nursery, remote_ip=self._address_of_caller()
-        )
+        stream = self.sim.connect_ws_memory(self.server_nursery, remote_ip=self._address_of(role))
         ws: trio_websocket.WebSocketConnection = await trio_websocket.wrap_client_stream(
             nursery,
             stream,  # type: ignore[arg-type]  # any trio Stream works; the annotation is narrower
@@ -592,17 +588,12 @@ class _MemoryConnector:
         )
         return ws
 
-    def _address_of_caller(self) -> str:
-        task = trio.lowlevel.current_task()
-        role_task = task.parent_nursery.parent_task if task.parent_nursery is not None else task
-        address = self._addresses.get(role_task)
+    def _address_of(self, role: str) -> str:
+        address = self._addresses.get(role)
         if address is None:
             if len(self._addresses) == self.roles:
-                raise RuntimeError(
-                    "soak connector: more calling tasks than roles; ws_manager no longer calls "
-                    "the connector from a child of the role's task"
-                )
-            address = self._addresses[role_task] = f"10.0.0.{len(self._addresses) + 1}"
+                raise RuntimeError(f"soak connector: more roles than {self.roles}: {role!r}")
+            address = self._addresses[role] = f"10.0.0.{len(self._addresses) + 1}"
         return address
 
 

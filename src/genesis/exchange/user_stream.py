@@ -477,7 +477,10 @@ class _Service:
         with trio.move_on_after(self.config.connect_timeout_s) as connect_scope:
             try:
                 ws = await self.connector(
-                    nursery, self.url, message_queue_size=self.config.message_queue_size
+                    nursery,
+                    self.url,
+                    message_queue_size=self.config.message_queue_size,
+                    role="user_stream",
                 )
             except (
                 trio_websocket.HandshakeError,

@@ -50,7 +50,6 @@ Logs use stable names: ``ws.connect``, ``ws.connected``, ``ws.connect_failed``,
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import math
@@ -91,6 +90,7 @@ from genesis.exchange.ws_errors import (
     translate_connect_error,
 )
 from genesis.models.codec import decode_depth, decode_kline, decode_ticker, decode_trade
+from genesis.models.events import ConnectionHealth, ConnectionState
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
@@ -198,58 +198,22 @@ class WebSocketConnector(Protocol):
     """
 
     async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str
     ) -> WebSocket: ...
 
 
 async def connect_tcp_websocket(
-    nursery: trio.Nursery, url: str, *, message_queue_size: int
+    nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
 ) -> WebSocket:
     """The default connector: ``trio_websocket.connect_websocket_url`` (``ws://`` or ``wss://``).
 
-    The caller closes the returned connection; its reader task lives in ``nursery``.
+    ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
+    test connectors use it (a simulated address per role). The caller closes the returned
+    connection; its reader task lives in ``nursery``.
     """
     return await trio_websocket.connect_websocket_url(
         nursery, url, message_queue_size=message_queue_size
     )
-
-
-class ConnectionState(enum.Enum):
-    """Where a role's connection is in its life."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    BACKOFF = "backoff"
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionHealth:
-    """A snapshot of one role's connection.
-
-    Attributes:
-        role: ``execution``, ``monitoring`` or ``backup`` (or what the caller named it).
-        state: Connecting, connected, or waiting in backoff.
-        uptime_s: Seconds since the current connection was established (0 when not connected).
-        messages_received: Frames received by this role since start (all its connections).
-        messages_per_s: Average over the last ``rate_window_s`` complete seconds.
-        latency_ms: Receive wall time minus the last payload event time ``E`` (None before any
-            payload with ``E``); includes the clock offset between us and the exchange.
-        reconnects: Reconnects after failures.
-        rotations: Make-before-break rotations (age cap or ``serverShutdown``).
-        last_error: The reason the last connection of this role ended, if any.
-        receiving: The current connection delivered at least one frame.
-    """
-
-    role: str
-    state: ConnectionState
-    uptime_s: float
-    messages_received: int
-    messages_per_s: float
-    latency_ms: int | None
-    reconnects: int
-    rotations: int
-    last_error: str | None
-    receiving: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -692,12 +656,12 @@ class _Service:
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
         async with trio.open_nursery() as nursery:
             if self.breaker is None:
-                ws = await self._dial(nursery)
+                ws = await self._dial(nursery, role.name)
             else:
                 # Around the timeout scope, not inside it: a connect timeout is the breaker's
                 # failure, not a cancelled (abandoned) call.
                 async with self.breaker.guard():
-                    ws = await self._dial(nursery)
+                    ws = await self._dial(nursery, role.name)
             session.connected_at = trio.current_time()
             if role.current is session:
                 role.state = ConnectionState.CONNECTED
@@ -711,12 +675,12 @@ class _Service:
                 await self._close(ws)
                 nursery.cancel_scope.cancel()
 
-    async def _dial(self, nursery: trio.Nursery) -> WebSocket:
+    async def _dial(self, nursery: trio.Nursery, role: str) -> WebSocket:
         """One connect attempt within ``connect_timeout_s``; errors translated to ConnectError."""
         with trio.move_on_after(self.config.connect_timeout_s) as connect_scope:
             try:
                 return await self.connector(
-                    nursery, self.url, message_queue_size=self.config.message_queue_size
+                    nursery, self.url, message_queue_size=self.config.message_queue_size, role=role
                 )
             except (
                 trio_websocket.HandshakeError,

@@ -16,11 +16,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountBalances",
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
     "BreakerState",
     "BreakerTransition",
+    "ConnectionHealth",
+    "ConnectionState",
     "ExecutionReport",
+    "FeedDown",
+    "FeedGap",
+    "FeedUp",
     "OrderUpdate",
     "OrderUpdateSource",
+    "SequenceReset",
     "ServerShutdown",
     "StreamTerminated",
     "UserStreamState",
@@ -201,3 +210,163 @@ class UserStreamStatus:
     @property
     def available(self) -> bool:
         return self.state is UserStreamState.SUBSCRIBED
+
+
+# --- market-data health ------------------------------------------------------------------
+
+
+class ConnectionState(enum.Enum):
+    """Where a market-data connection (a role) is in its life."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionHealth:
+    """A snapshot of one role's connection (also published by the heartbeat, never dropped).
+
+    Attributes:
+        role: ``execution``, ``monitoring`` or ``backup`` (or what the caller named it).
+        state: Connecting, connected, or waiting in backoff.
+        uptime_s: Seconds since the current connection was established (0 when not connected).
+        messages_received: Frames received by this role since start (all its connections).
+        messages_per_s: Average over the last ``rate_window_s`` complete seconds.
+        latency_ms: Receive wall time minus the last payload event time ``E`` (None before any
+            payload with ``E``); includes the clock offset between us and the exchange.
+        reconnects: Reconnects after failures.
+        rotations: Make-before-break rotations (age cap or ``serverShutdown``).
+        last_error: The reason the last connection of this role ended, if any.
+        receiving: The current connection delivered at least one frame.
+        last_frame_age_s: Seconds since this role's newest frame (``None`` before any).
+        ping_rtt_ms: Round trip of the last active ping probe (``None`` before any answer).
+        first_share: Share (0..1) of the published events that this role delivered first.
+    """
+
+    role: str
+    state: ConnectionState
+    uptime_s: float
+    messages_received: int
+    messages_per_s: float
+    latency_ms: int | None
+    reconnects: int
+    rotations: int
+    last_error: str | None
+    receiving: bool
+    last_frame_age_s: float | None = None
+    ping_rtt_ms: float | None = None
+    first_share: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class FeedGap:
+    """A hole in a sequenced stream that backfill could not fill (never dropped).
+
+    Subscribers saw every id before ``first_missing_id`` and see the ids after
+    ``last_missing_id``; the ids in between (inclusive) never reached the bus.
+
+    Attributes:
+        symbol: Upper-case symbol.
+        stream: The stream kind's suffix (``trade``, ``kline_1m``).
+        first_missing_id: First trade id (for klines: open time in ms) that is missing.
+        last_missing_id: Last one missing (inclusive).
+        reason: Why it could not be filled, in a few words.
+        at: Trio time when it was given up (seconds).
+    """
+
+    symbol: str
+    stream: str
+    first_missing_id: int
+    last_missing_id: int
+    reason: str
+    at: float
+
+    @property
+    def missing(self) -> int:
+        return self.last_missing_id - self.first_missing_id + 1
+
+
+@attrs.frozen(kw_only=True)
+class SequenceReset:
+    """The exchange restarted a stream's sequence (ids far below the high-water mark).
+
+    The merger forgot the old sequence of ``symbol``/``stream`` and follows the new one.
+    """
+
+    symbol: str
+    stream: str
+    previous_high: int
+    new_first: int
+    role: str
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class FeedDown:
+    """No market-data connection is live: prices on the bus are getting stale.
+
+    Attributes:
+        at: Trio time it was noticed (seconds).
+        reason: Why, in a few words (the last connection error, or ``no frames for 2 s``).
+        last_event_age_s: Seconds since the newest event was published (``None`` before any).
+    """
+
+    at: float
+    reason: str
+    last_event_age_s: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FeedUp:
+    """A connection is live again after :class:`FeedDown` (or for the first time)."""
+
+    at: float
+    down_for_s: float
+    role: str
+
+
+# --- alerts ------------------------------------------------------------------------------
+
+
+class AlertKind(enum.Enum):
+    """What an :class:`Alert` is about; the value is the stable name used in logs and metrics."""
+
+    BREAKER_OPEN = "breaker_open"
+    LIMITER_HIGH = "limiter_high"
+    RATE_LIMITED = "rate_limited"
+    IP_BANNED = "ip_banned"
+    FEED_GAP = "feed_gap"
+    FEED_DOWN = "feed_down"
+    CLOCK_OFFSET = "clock_offset"
+    RECORDER_FAILED = "recorder_failed"
+    BROKER_UNREACHABLE = "broker_unreachable"
+    USER_STREAM_DOWN = "user_stream_down"
+
+
+class AlertSeverity(enum.Enum):
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+@attrs.frozen(kw_only=True)
+class Alert:
+    """Something a person on call must look at (never dropped; logged at WARNING or above).
+
+    Attributes:
+        kind: What it is about.
+        severity: How urgent.
+        message: One line for a human, no secrets.
+        at_ms: Wall-clock epoch milliseconds when raised.
+        subject: What it concerns: a symbol, a breaker or limiter bucket name, a role; ``""``
+            when it concerns the whole process.
+        details: Extra facts as strings (``{"retry_after_s": "60"}``), stable keys.
+    """
+
+    kind: AlertKind
+    severity: AlertSeverity
+    message: str
+    at_ms: int
+    subject: str = ""
+    details: tuple[tuple[str, str], ...] = ()

@@ -13,7 +13,7 @@ import attrs
 
 from genesis.models._checks import non_negative_decimal, upper_symbol
 
-__all__ = ["Depth", "Kline", "PriceLevel", "Ticker", "Trade"]
+__all__ = ["Depth", "Kline", "OrderBook", "PriceLevel", "Ticker", "Trade"]
 
 
 _money = attrs.field(validator=non_negative_decimal)
@@ -138,3 +138,33 @@ class Kline:
     taker_buy_quote_volume: Decimal = _money
     trade_count: int
     closed: bool
+
+
+@attrs.frozen(kw_only=True)
+class OrderBook:
+    """The local order book of one symbol after an applied diff event, best levels first.
+
+    Built from ``<symbol>@depth@100ms`` diff events on top of a REST snapshot (FACTS.md §9);
+    ``bids`` and ``asks`` hold the top of the book (100 levels by default).
+
+    Attributes:
+        symbol: Upper-case symbol.
+        last_update_id: The book's update id after the last applied event (``u``).
+        bids: Price levels, highest price first.
+        asks: Price levels, lowest price first.
+        event_time_ms: ``E`` of the last applied diff event (0 for a bare snapshot).
+    """
+
+    symbol: str = attrs.field(validator=upper_symbol)
+    last_update_id: int
+    bids: tuple[PriceLevel, ...]
+    asks: tuple[PriceLevel, ...]
+    event_time_ms: int = 0
+
+    @property
+    def best_bid(self) -> PriceLevel | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> PriceLevel | None:
+        return self.asks[0] if self.asks else None
