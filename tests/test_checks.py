@@ -33,7 +33,7 @@ from genesis.models.exchange_info import SymbolFilters, SymbolInfo
 from genesis.models.orders import OrderRequest, OrderSide, OrderType, TimeInForce
 from genesis.money import ceil_to_step, common_step, exact_product, is_multiple, truncate_to_step
 from genesis.orders.checks import MARKET_EXECUTED_TYPES, prepare_order
-from genesis.sim.exchange import SimReject
+from genesis.sim.errors import SimReject
 from genesis.sim.server import SimConfig, Simulator, build_simulator
 from tests.gateway_support import T0
 

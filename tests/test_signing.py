@@ -43,7 +43,7 @@ from genesis.exchange.signing import (
 )
 from genesis.sim.auth import ApiKey, SignedPayload, split_signature, verify_signature
 from genesis.sim.clock import SimClock
-from genesis.sim.errors import RestError
+from genesis.sim.errors import SimReject
 from genesis.sim.exchange import Exchange
 from genesis.sim.rest import RestApp
 from genesis.sim.symbols import default_symbols
@@ -473,7 +473,7 @@ def test_simulator_verifies_an_ed25519_signed_query(
     params = [("symbol", "１２３４５６"), *ORDER[1:]]
     signed = split_signature(signed_query(params, signer).encode(), b"")
     assert signed.payload == V2_PAYLOAD.encode()
-    verify_signature(key, signed)  # raises RestError(-1022) otherwise
+    verify_signature(key, signed)  # raises SimReject(-1022) otherwise
 
 
 def test_simulator_verifies_query_plus_body_signatures(
@@ -483,7 +483,7 @@ def test_simulator_verifies_query_plus_body_signatures(
     signer = Ed25519Signer.from_pem_file(path)
     key = ApiKey.ed25519("edKey1", signer.public_key_pem())
     body = signed_query(ORDER[4:], signer)  # signs the body alone ...
-    with pytest.raises(RestError, match="-1022"):
+    with pytest.raises(SimReject, match="-1022"):
         verify_signature(key, split_signature(V3_QUERY.encode(), body.encode()))
     sig = signer.sign(V3_QUERY.encode() + V3_BODY.encode())  # ... Binance signs query + body
     verify_signature(key, SignedPayload((V3_QUERY + V3_BODY).encode(), sig.encode()))

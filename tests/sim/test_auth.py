@@ -30,7 +30,7 @@ from genesis.sim.auth import (
     split_signature,
     verify_signature,
 )
-from genesis.sim.errors import RestError
+from genesis.sim.errors import SimReject
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,9 +61,9 @@ def hmac_key() -> ApiKey:
     return ApiKey.hmac(API_KEY, SECRET)
 
 
-def rejected(code: int, msg: str | None = None) -> pytest.RaisesExc[RestError]:
+def rejected(code: int, msg: str | None = None) -> pytest.RaisesExc[SimReject]:
     match = None if msg is None else f"^{code} " + msg.replace(".", r"\.").replace("(", r"\(")
-    return pytest.raises(RestError, match=match)
+    return pytest.raises(SimReject, match=match)
 
 
 # --- HMAC vectors ---------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_keystore_authenticates_and_rejects() -> None:
 
 
 def test_key_errors_answer_http_401() -> None:
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         KeyStore().authenticate(None)
     assert info.value.status == 401
 
@@ -344,7 +344,7 @@ def test_malformed_timing_parameters(
 
 
 def test_illegal_chars_message_names_the_parameter_and_range() -> None:
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         check_timestamp("abc", None, now_ms=NOW_MS)
     assert info.value.msg == (
         "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'."

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from genesis.sim.errors import SimReject
 from genesis.sim.exchange import (
     BookDiff,
     Exchange,
@@ -25,7 +26,6 @@ from genesis.sim.exchange import (
     Order,
     OrderStatus,
     OrderType,
-    SimReject,
     account_trade_to_wire,
     execution_report,
     kline_next_open,

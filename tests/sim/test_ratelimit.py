@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genesis.sim.errors import RestError
+from genesis.sim.errors import SimReject
 from genesis.sim.ratelimit import (
     DEFAULT_RATE_LIMITS,
     BanPolicy,
@@ -33,7 +33,7 @@ def small_limiter(
     )
 
 
-def header(error: RestError, name: str) -> str:
+def header(error: SimReject, name: str) -> str:
     return dict(error.headers)[name]
 
 
@@ -66,7 +66,7 @@ def test_weight_is_counted_and_reported_in_headers() -> None:
 def test_weight_limit_429_until_the_minute_boundary() -> None:
     limiter = small_limiter(weight=10)
     limiter.admit_request(IP, 10, T0 + 30_000)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, T0 + 30_500)
     error = info.value
     assert (error.status, error.code) == (429, -1003)
@@ -76,7 +76,7 @@ def test_weight_limit_429_until_the_minute_boundary() -> None:
     )
     assert header(error, "Retry-After") == "30"  # 29.5 s to T0+60s, rounded up
     assert header(error, "X-MBX-USED-WEIGHT-1M") == "11"
-    with pytest.raises(RestError):
+    with pytest.raises(SimReject):
         limiter.admit_request(IP, 1, T0 + 59_999)
     usage = limiter.admit_request(IP, 1, T0 + 60_000)
     assert usage.used_weight == {"1M": 1}
@@ -86,7 +86,7 @@ def test_limits_are_per_ip() -> None:
     limiter = small_limiter(weight=10)
     limiter.admit_request(IP, 10, T0)
     limiter.admit_request("10.0.0.2", 10, T0)
-    with pytest.raises(RestError):
+    with pytest.raises(SimReject):
         limiter.admit_request(IP, 1, T0)
 
 
@@ -94,7 +94,7 @@ def test_raw_requests_limit_uses_its_5_minute_window() -> None:
     limiter = small_limiter(weight=1000, raw=2)
     limiter.admit_request(IP, 1, T0 + 100_000)
     limiter.admit_request(IP, 1, T0 + 200_000)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, T0 + 299_000)
     assert (info.value.status, info.value.code, info.value.msg) == (
         429,
@@ -109,10 +109,10 @@ def test_continuing_after_429_escalates_to_418_bans_that_double() -> None:
     limiter = small_limiter(weight=1)
     limiter.admit_request(IP, 1, T0)
     for _ in range(3):  # tolerated_429s
-        with pytest.raises(RestError) as info:
+        with pytest.raises(SimReject) as info:
             limiter.admit_request(IP, 1, T0 + 1000)
         assert info.value.status == 429
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, T0 + 2000)
     ban = info.value
     until = T0 + 2000 + 120_000
@@ -123,7 +123,7 @@ def test_continuing_after_429_escalates_to_418_bans_that_double() -> None:
     )
     assert header(ban, "Retry-After") == "120"
     # During the ban: 418 with the remaining time, nothing counted.
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, until - 1500)
     assert (info.value.status, header(info.value, "Retry-After")) == (418, "2")
     assert limiter.banned_until_ms(IP, until - 1) == until
@@ -132,9 +132,9 @@ def test_continuing_after_429_escalates_to_418_bans_that_double() -> None:
     assert limiter.admit_request(IP, 1, until).used_weight == {"1M": 1}
     # Offend again: the second ban lasts twice as long.
     for _ in range(3):
-        with pytest.raises(RestError):
+        with pytest.raises(SimReject):
             limiter.admit_request(IP, 1, until + 1)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, until + 2)
     assert header(info.value, "Retry-After") == "240"
     stats = limiter.statistics()
@@ -155,7 +155,7 @@ def test_lowered_limit_applies_at_once_and_shows_in_exchange_info() -> None:
     limiter.set_limit("REQUEST_WEIGHT", "MINUTE", 1, 60)
     assert limiter.rate_limits_wire()[0]["limit"] == 60
     limiter.admit_request(IP, 10, T0)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, T0)
     assert "current limit is 60 request weight per 1 MINUTE" in info.value.msg
     limiter.reset_limits()
@@ -166,7 +166,7 @@ def test_set_limit_can_add_a_new_window() -> None:
     limiter = RateLimiter()
     limiter.set_limit("REQUEST_WEIGHT", "SECOND", 1, 5)
     limiter.admit_request(IP, 5, T0)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_request(IP, 1, T0 + 999)
     assert header(info.value, "Retry-After") == "1"
     limiter.admit_request(IP, 1, T0 + 1000)
@@ -187,7 +187,7 @@ def test_orders_10s_window_429_with_1015_then_resets() -> None:
     limiter = small_limiter(orders_10s=3, orders_day=100)
     for i in range(3):
         limiter.admit_order(ACCOUNT, T0 + 2000 + i)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_order(ACCOUNT, T0 + 7500)
     error = info.value
     assert (error.status, error.code) == (429, -1015)
@@ -203,7 +203,7 @@ def test_day_limit_full_leaves_the_10s_count_alone() -> None:
     limiter = small_limiter(orders_10s=10, orders_day=2)
     limiter.admit_order(ACCOUNT, T0)
     limiter.admit_order(ACCOUNT, T0 + 1)
-    with pytest.raises(RestError) as info:
+    with pytest.raises(SimReject) as info:
         limiter.admit_order(ACCOUNT, T0 + 20_000)
     assert info.value.msg == "Too many new orders; current limit is 2 orders per 1 DAY."
     assert header(info.value, "Retry-After") == str((86_400_000 - 20_000) // 1000)
@@ -215,7 +215,7 @@ def test_first_fill_decrements_every_orders_window() -> None:
     limiter = small_limiter(orders_10s=2, orders_day=10)
     limiter.admit_order(ACCOUNT, T0)
     limiter.admit_order(ACCOUNT, T0 + 1)
-    with pytest.raises(RestError):
+    with pytest.raises(SimReject):
         limiter.admit_order(ACCOUNT, T0 + 2)
     limiter.order_filled(ACCOUNT, T0 + 3)
     assert limiter.order_count_snapshot(ACCOUNT, T0 + 3) == {"10S": 1, "1D": 1}
@@ -280,10 +280,10 @@ def test_accepted_weight_never_exceeds_the_limit_in_any_window(
     now = T0
     for delta, weight in steps:
         now += delta
-        error: RestError | None = None
+        error: SimReject | None = None
         try:
             usage = limiter.admit_request(IP, weight, now)
-        except RestError as exc:
+        except SimReject as exc:
             error = exc
         if error is not None:
             assert error.status in (418, 429)
@@ -312,10 +312,10 @@ def test_unfilled_order_count_stays_within_limits(ops: list[tuple[int, bool]]) -
             limiter.order_filled(ACCOUNT, now)
             continue
         before = limiter.order_count_snapshot(ACCOUNT, now)
-        error: RestError | None = None
+        error: SimReject | None = None
         try:
             limiter.admit_order(ACCOUNT, now)
-        except RestError as exc:
+        except SimReject as exc:
             error = exc
         if error is not None:
             assert error.code == -1015

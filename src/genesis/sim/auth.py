@@ -59,7 +59,7 @@ from genesis.sim.errors import (
     MSG_TOO_MUCH_PRECISION,
     REJECTED_MBX_KEY,
     TOO_MANY_PARAMETERS,
-    RestError,
+    SimReject,
 )
 
 __all__ = [
@@ -174,16 +174,16 @@ class KeyStore:
         """The key named by an ``X-MBX-APIKEY`` header value.
 
         Raises:
-            RestError: -2015 when the header is missing or the key unknown, -2014 when the value
+            SimReject: -2015 when the header is missing or the key unknown, -2014 when the value
                 is not shaped like an API key.
         """
         if header is None or header == "":
-            raise RestError(REJECTED_MBX_KEY)
+            raise SimReject(REJECTED_MBX_KEY)
         if API_KEY_RE.fullmatch(header) is None:
-            raise RestError(BAD_API_KEY_FMT)
+            raise SimReject(BAD_API_KEY_FMT)
         key = self._keys.get(header)
         if key is None:
-            raise RestError(REJECTED_MBX_KEY)
+            raise SimReject(REJECTED_MBX_KEY)
         return key
 
 
@@ -218,12 +218,12 @@ def split_signature(raw_query: bytes, raw_body: bytes) -> SignedPayload:
     over one in the body, as for every other parameter.
 
     Raises:
-        RestError: -1101 when ``signature`` appears twice in the query or twice in the body.
+        SimReject: -1101 when ``signature`` appears twice in the query or twice in the body.
     """
     query, in_query = _cut_signature(raw_query)
     body, in_body = _cut_signature(raw_body)
     if len(in_query) > 1 or len(in_body) > 1:
-        raise RestError(TOO_MANY_PARAMETERS, MSG_DUPLICATE_PARAM)
+        raise SimReject(TOO_MANY_PARAMETERS, MSG_DUPLICATE_PARAM)
     signature = in_query[0] if in_query else (in_body[0] if in_body else None)
     return SignedPayload(payload=query + body, signature=signature)
 
@@ -251,11 +251,11 @@ def verify_signature(key: ApiKey, signed: SignedPayload) -> None:
     """Check ``signed.signature`` against ``signed.payload`` for ``key``.
 
     Raises:
-        RestError: -1102 when there is no signature, -1022 when it does not verify.
+        SimReject: -1102 when there is no signature, -1022 when it does not verify.
     """
     raw = signed.signature
     if raw is None or raw == b"":
-        raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "signature")
+        raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "signature")
     if key.kind is KeyKind.HMAC:
         expected = hmac_signature(key.secret, signed.payload).encode()
         if hmac.compare_digest(expected, unquote_to_bytes(raw).lower()):
@@ -270,19 +270,19 @@ def verify_signature(key: ApiKey, signed: SignedPayload) -> None:
             else:
                 return
     logger.info("sim.auth.bad_signature api_key=%s kind=%s", key.api_key[:8], key.kind.value)
-    raise RestError(INVALID_SIGNATURE)
+    raise SimReject(INVALID_SIGNATURE)
 
 
 def parse_timestamp_us(value: str | None) -> int:
     """``timestamp`` as epoch µs; ms values (13 digits) are scaled, µs values (16) kept.
 
     Raises:
-        RestError: -1102 when missing or empty, -1100 when not an unsigned integer.
+        SimReject: -1102 when missing or empty, -1100 when not an unsigned integer.
     """
     if value is None or value == "":
-        raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "timestamp")
+        raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "timestamp")
     if _UINT_RE.fullmatch(value) is None:
-        raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, "timestamp", _UINT_RANGE)
+        raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, "timestamp", _UINT_RANGE)
     number = int(value)
     return number if number >= _MICROS_THRESHOLD else number * 1000
 
@@ -291,18 +291,18 @@ def parse_recv_window_us(value: str | None) -> int:
     """``recvWindow`` (ms, up to 3 decimals) as µs; 5000 ms when absent.
 
     Raises:
-        RestError: -1100 malformed, -1111 more than 3 decimals, -1131 above 60000 ms.
+        SimReject: -1100 malformed, -1111 more than 3 decimals, -1131 above 60000 ms.
     """
     if value is None:
         return DEFAULT_RECV_WINDOW_MS * 1000
     match = _RECV_WINDOW_RE.fullmatch(value)
     if match is None:
-        raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, "recvWindow", _RECV_WINDOW_RANGE)
+        raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, "recvWindow", _RECV_WINDOW_RANGE)
     if match.group(2) is not None and len(match.group(2)) > 3:
-        raise RestError.of(BAD_PRECISION, MSG_TOO_MUCH_PRECISION, "recvWindow")
+        raise SimReject.of(BAD_PRECISION, MSG_TOO_MUCH_PRECISION, "recvWindow")
     micros = int(Decimal(value) * 1000)
     if micros > MAX_RECV_WINDOW_MS * 1000:
-        raise RestError(BAD_RECV_WINDOW, MSG_BAD_RECV_WINDOW)
+        raise SimReject(BAD_RECV_WINDOW, MSG_BAD_RECV_WINDOW)
     return micros
 
 
@@ -314,7 +314,7 @@ def check_timestamp(timestamp: str | None, recv_window: str | None, *, now_ms: i
     2017 nor more than 10 s ahead.
 
     Raises:
-        RestError: -1102/-1100/-1111/-1131 for malformed parameters; -1021 with
+        SimReject: -1102/-1100/-1111/-1131 for malformed parameters; -1021 with
             "...outside of the recvWindow." or "...1000ms ahead of the server's time.".
     """
     ts_us = parse_timestamp_us(timestamp)
@@ -322,15 +322,15 @@ def check_timestamp(timestamp: str | None, recv_window: str | None, *, now_ms: i
     now_us = now_ms * 1000
     if ts_us < MIN_TIMESTAMP_MS * 1000:
         logger.info("sim.auth.timestamp_before_2017 ts_us=%d", ts_us)
-        raise RestError(INVALID_TIMESTAMP, MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW)
+        raise SimReject(INVALID_TIMESTAMP, MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW)
     if ts_us > now_us + MAX_FUTURE_MS * 1000:
         logger.info("sim.auth.timestamp_far_future ts_us=%d now_ms=%d", ts_us, now_ms)
-        raise RestError(INVALID_TIMESTAMP, MSG_TIMESTAMP_AHEAD)
+        raise SimReject(INVALID_TIMESTAMP, MSG_TIMESTAMP_AHEAD)
     if ts_us >= now_us + AHEAD_TOLERANCE_MS * 1000:
         logger.info("sim.auth.timestamp_ahead ts_us=%d now_ms=%d", ts_us, now_ms)
-        raise RestError(INVALID_TIMESTAMP, MSG_TIMESTAMP_AHEAD)
+        raise SimReject(INVALID_TIMESTAMP, MSG_TIMESTAMP_AHEAD)
     if now_us - ts_us > window_us:
         logger.info(
             "sim.auth.outside_recv_window ts_us=%d now_ms=%d window_us=%d", ts_us, now_ms, window_us
         )
-        raise RestError(INVALID_TIMESTAMP, MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW)
+        raise SimReject(INVALID_TIMESTAMP, MSG_TIMESTAMP_OUTSIDE_RECV_WINDOW)

@@ -5,7 +5,7 @@ Source: ``errors.md`` of ``binance/binance-spot-api-docs`` as digested in
 are Binance's own templates; ``%s`` placeholders are filled with :func:`fmt` (``%``-formatting,
 exactly like the server side printf they come from).
 
-Every REST rejection the simulator sends is a :class:`RestError`: an HTTP status plus Binance's
+Every REST rejection the simulator sends is a :class:`SimReject`: an HTTP status plus Binance's
 ``{"code": ..., "msg": ...}`` body (and sometimes extra headers such as ``Retry-After``).
 HTTP statuses follow rest-api.md "HTTP Return Codes": 4XX for client errors (401 for API-key
 problems, as the WS API doc shows for -2015), 429 for rate limits, 418 for IP bans, 5XX when the
@@ -88,7 +88,7 @@ __all__ = [
     "UNREAD_PARAMETERS",
     "UNSUPPORTED_OPERATION",
     "ErrorCode",
-    "RestError",
+    "SimReject",
     "error_body",
     "fmt",
     "http_status_for",
@@ -351,11 +351,13 @@ def error_body(code: int, msg: str) -> bytes:
     return orjson.dumps({"code": code, "msg": msg})
 
 
-class RestError(Exception):
-    """A REST rejection in Binance's shape: HTTP status, ``code``, ``msg`` and extra headers.
+class SimReject(Exception):
+    """A request the simulated exchange rejects, in Binance's shape (the one rejection type).
 
-    Raised inside the simulator's request pipeline and turned into the response by
-    :mod:`genesis.sim.rest`; never escapes the ASGI app.
+    ``code`` and ``msg`` as Binance sends them (``msg`` defaults to the catalog's message for
+    ``code``); ``status`` the HTTP status a REST answer carries (from the catalog by default);
+    ``headers`` extra REST headers (``Retry-After``). The matching engine, the REST pipeline and
+    the WebSocket API all raise it; each transport turns it into its own answer.
     """
 
     def __init__(
@@ -373,12 +375,19 @@ class RestError(Exception):
         self.msg = msg
         self.status = http_status_for(code) if status is None else status
         self.headers = headers
-        super().__init__(f"{code} {msg}")
+        super().__init__(code, msg)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.msg}"
 
     @classmethod
-    def of(cls, code: int, template: str, *args: object) -> RestError:
+    def of(cls, code: int, template: str, *args: object) -> SimReject:
         """A rejection with ``template`` filled from ``args`` and the default HTTP status."""
         return cls(code, fmt(template, *args))
+
+    def to_wire(self) -> dict[str, object]:
+        """``{"code": code, "msg": msg}`` as Binance sends it."""
+        return {"code": self.code, "msg": self.msg}
 
     def body(self) -> bytes:
         """The JSON body ``{"code":..,"msg":..}``."""

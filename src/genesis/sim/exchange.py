@@ -62,6 +62,7 @@ from typing import Final, Literal, Protocol, TypeVar
 import attrs
 
 from genesis.exchange.endpoints import KLINE_INTERVAL_MS
+from genesis.sim.errors import SimReject
 from genesis.sim.symbols import SymbolSpec, fmt_decimal
 
 __all__ = [
@@ -91,7 +92,6 @@ __all__ = [
     "OrderType",
     "PublicTrade",
     "Side",
-    "SimReject",
     "TickerStats",
     "TimeInForce",
     "TradeListener",
@@ -159,22 +159,6 @@ _ZERO: Final = Decimal(0)
 _CLIENT_ID_RE: Final = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _NUMBER_RE: Final = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _CLIENT_ID_ALPHABET: Final = string.ascii_letters + string.digits
-
-
-class SimReject(Exception):
-    """A request the exchange rejects, with Binance's error ``code`` and ``msg``."""
-
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(code, msg)
-        self.code = code
-        self.msg = msg
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.msg}"
-
-    def to_wire(self) -> JsonObject:
-        """``{"code": code, "msg": msg}`` as Binance sends it."""
-        return {"code": self.code, "msg": self.msg}
 
 
 class Side(enum.StrEnum):

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from genesis.sim.exchange import Side, SimReject
+from genesis.sim.errors import SimReject
+from genesis.sim.exchange import Side
 
 if TYPE_CHECKING:
     from genesis.sim.exchange import Exchange

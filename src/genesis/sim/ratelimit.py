@@ -40,7 +40,7 @@ from genesis.sim.errors import (
     MSG_TOO_MUCH_WEIGHT,
     TOO_MANY_ORDERS,
     TOO_MANY_REQUESTS,
-    RestError,
+    SimReject,
     fmt,
 )
 
@@ -290,7 +290,7 @@ class RateLimiter:
             The usage after counting it (for the response headers).
 
         Raises:
-            RestError: 418 while ``ip`` is banned (and when this request starts a ban), 429 with
+            SimReject: 418 while ``ip`` is banned (and when this request starts a ban), 429 with
                 -1003 when REQUEST_WEIGHT or RAW_REQUESTS is exhausted. Both carry
                 ``Retry-After``.
         """
@@ -345,7 +345,7 @@ class RateLimiter:
             over.limit,
             retry_after,
         )
-        raise RestError(
+        raise SimReject(
             TOO_MANY_REQUESTS,
             msg,
             status=429,
@@ -353,8 +353,8 @@ class RateLimiter:
         )
 
     @staticmethod
-    def _ban_error(until_ms: int, now_ms: int) -> RestError:
-        return RestError(
+    def _ban_error(until_ms: int, now_ms: int) -> SimReject:
+        return SimReject(
             TOO_MANY_REQUESTS,
             fmt(MSG_IP_BANNED, until_ms),
             status=418,
@@ -419,7 +419,7 @@ class RateLimiter:
         are (CHANGELOG 2025-04-07).
 
         Raises:
-            RestError: 429 with -1015 and ``Retry-After`` for the exhausted window.
+            SimReject: 429 with -1015 and ``Retry-After`` for the exhausted window.
         """
         acc = self._account(account)
         limits = sorted(self._of_kind("ORDERS"), key=lambda limit: limit.window_ms, reverse=True)
@@ -435,7 +435,7 @@ class RateLimiter:
                     limit.limit,
                     retry_after,
                 )
-                raise RestError(
+                raise SimReject(
                     TOO_MANY_ORDERS,
                     fmt(MSG_TOO_MANY_ORDERS, limit.limit, limit.per_text),
                     status=429,

@@ -116,13 +116,12 @@ from genesis.sim.errors import (
     UNKNOWN,
     UNREAD_PARAMETERS,
     UNSUPPORTED_OPERATION,
-    RestError,
+    SimReject,
     error_body,
 )
 from genesis.sim.exchange import (
     Exchange,
     OrderResult,
-    SimReject,
     account_trade_to_wire,
     order_to_wire,
     result_to_wire,
@@ -276,12 +275,12 @@ def _decode_component(raw: bytes) -> str:
     try:
         return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
-        raise RestError(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS) from None
+        raise SimReject(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS) from None
 
 
 def _parse_part(raw: bytes) -> dict[str, str]:
     if not raw.isascii():
-        raise RestError(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS)
+        raise SimReject(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS)
     out: dict[str, str] = {}
     for piece in raw.split(b"&"):
         if not piece:
@@ -290,9 +289,9 @@ def _parse_part(raw: bytes) -> dict[str, str]:
         name = _decode_component(raw_name)
         value = _decode_component(raw_value)
         if name in out:
-            raise RestError(TOO_MANY_PARAMETERS, MSG_DUPLICATE_PARAM)
+            raise SimReject(TOO_MANY_PARAMETERS, MSG_DUPLICATE_PARAM)
         if value == "":
-            raise RestError.of(PARAM_EMPTY, MSG_PARAM_EMPTY, name)
+            raise SimReject.of(PARAM_EMPTY, MSG_PARAM_EMPTY, name)
         out[name] = value
     return out
 
@@ -309,7 +308,7 @@ class Params:
         """Parse the raw query and form body; the query wins on a name present in both.
 
         Raises:
-            RestError: -1100 raw non-ASCII or invalid UTF-8; -1101 a name twice in one part;
+            SimReject: -1100 raw non-ASCII or invalid UTF-8; -1101 a name twice in one part;
                 -1105 an empty value.
         """
         body = _parse_part(raw_body)
@@ -329,7 +328,7 @@ class Params:
         """The value of a mandatory parameter. Raises -1102 when missing."""
         value = self.get(name)
         if value is None:
-            raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
+            raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
         return value
 
     def symbol(self, name: str = "symbol", *, required: bool = True) -> str | None:
@@ -340,14 +339,14 @@ class Params:
         """
         value = self.require(name) if required else self.get(name)
         if value is not None and value.isascii() and _SYMBOL_RE.fullmatch(value) is None:
-            raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOL_RANGE)
+            raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOL_RANGE)
         return value
 
     def require_symbol(self, name: str = "symbol") -> str:
         """A mandatory symbol parameter (see :meth:`symbol`)."""
         value = self.symbol(name)
         if value is None:  # pragma: no cover - symbol(required=True) raised already
-            raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
+            raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
         return value
 
     def uint(self, name: str) -> int | None:
@@ -356,7 +355,7 @@ class Params:
         if value is None:
             return None
         if _UINT_RE.fullmatch(value) is None or int(value) > _INT64_MAX:
-            raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _UINT_RANGE)
+            raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _UINT_RANGE)
         return int(value)
 
     def limit(self, default: int, maximum: int) -> int:
@@ -371,7 +370,7 @@ class Params:
             return default
         lowered = value.lower()
         if lowered not in ("true", "false"):
-            raise RestError.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, name)
+            raise SimReject.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, name)
         return lowered == "true"
 
     def check_all_read(self) -> None:
@@ -379,7 +378,7 @@ class Params:
         unread = set(self.values) - self.read
         if unread:
             sent = len(self.values)
-            raise RestError.of(UNREAD_PARAMETERS, MSG_UNREAD_PARAMETERS, sent - len(unread), sent)
+            raise SimReject.of(UNREAD_PARAMETERS, MSG_UNREAD_PARAMETERS, sent - len(unread), sent)
 
 
 def _symbol_list(params: Params, name: str = "symbols") -> list[str] | None:
@@ -391,15 +390,15 @@ def _symbol_list(params: Params, name: str = "symbols") -> list[str] | None:
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
-        raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOLS_RANGE)
+        raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOLS_RANGE)
     symbols = [str(item) for item in parsed]
     for symbol in symbols:
         if symbol.isascii() and _SYMBOL_RE.fullmatch(symbol) is None:
-            raise RestError.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOLS_RANGE)
+            raise SimReject.of(ILLEGAL_CHARS, MSG_ILLEGAL_CHARS_PARAM, name, _SYMBOLS_RANGE)
     if not symbols:
-        raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
+        raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, name)
     if len(set(symbols)) != len(symbols):
-        raise RestError(DUPLICATE_SYMBOLS)
+        raise SimReject(DUPLICATE_SYMBOLS)
     return symbols
 
 
@@ -435,7 +434,7 @@ class _Reply:
     headers: list[tuple[str, str]] = attrs.field(factory=list)
 
 
-def _error_reply(error: RestError) -> _Reply:
+def _error_reply(error: SimReject) -> _Reply:
     return _Reply(status=error.status, body=error.body(), headers=list(error.headers))
 
 
@@ -450,10 +449,6 @@ class _Ctx:
 
 
 Handler = Callable[[_Ctx], Awaitable[JsonValue]]
-
-
-def _sim_reject(exc: SimReject) -> RestError:
-    return RestError(exc.code, exc.msg)
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -471,11 +466,11 @@ def read_order_fields(params: Params) -> dict[str, str | None]:
         raise SimReject(-2010, "Trailing stop orders are not supported for this symbol.")
     for name in ("pegPriceType", "pegOffsetValue", "pegOffsetType"):
         if params.get(name) is not None:
-            raise RestError(UNSUPPORTED_OPERATION)
+            raise SimReject(UNSUPPORTED_OPERATION)
     stp = params.get("selfTradePreventionMode")
     if stp is not None and stp != "NONE":
         # exchangeInfo lists allowedSelfTradePreventionModes ["NONE"] only.
-        raise RestError.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "selfTradePreventionMode")
+        raise SimReject.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "selfTradePreventionMode")
     params.get("strategyId")  # accepted and ignored (not echoed back)
     params.get("strategyType")
     return {
@@ -559,7 +554,7 @@ def query_order_request(exchange: Exchange, api_key: str, params: Params) -> Jso
     Reads ``symbol``, ``orderId`` and ``origClientOrderId`` (nothing else may be sent).
 
     Raises:
-        RestError: A parameter is missing, malformed or not read.
+        SimReject: A parameter is missing, malformed or not read.
         SimReject: The exchange knows no such order.
     """
     symbol = params.require_symbol()
@@ -581,7 +576,7 @@ def cancel_order_request(
     ``cancelRestrictions`` (nothing else may be sent).
 
     Raises:
-        RestError: A parameter is missing, malformed or not read.
+        SimReject: A parameter is missing, malformed or not read.
         SimReject: The exchange refused the cancel.
     """
     symbol = params.require_symbol()
@@ -752,10 +747,10 @@ class RestApp:
             status = self.faults.error_status
             code = -1008 if status == 503 else UNKNOWN
             logger.info("sim.rest.injected_error path=%s status=%d", path, status)
-            return _Reply(status=status, body=RestError(code, status=status).body())
+            return _Reply(status=status, body=SimReject(code, status=status).body())
         try:
             request = await self._read_request(method, path, scope, receive)
-        except RestError as exc:
+        except SimReject as exc:
             logger.info("sim.rest.rejected path=%s code=%d", path, exc.code)
             return _error_reply(exc)
         return await self._dispatch(endpoint, request)
@@ -814,7 +809,7 @@ class RestApp:
             if not message.get("more_body", False):
                 break
         if size > MAX_BODY_BYTES:  # drained to the end, not kept
-            raise RestError(
+            raise SimReject(
                 TOO_MANY_PARAMETERS, "Too many parameters sent for this endpoint.", status=413
             )
         return b"".join(chunks)
@@ -823,17 +818,17 @@ class RestApp:
         now_ms = self.clock.now_ms()
         if self._requests % _FORGET_EVERY == 0:
             self.limiter.forget_idle(now_ms)
-        parse_error: RestError | None = None
+        parse_error: SimReject | None = None
         try:
             params = Params.parse(request.raw_query, request.raw_body)
-        except RestError as exc:
+        except SimReject as exc:
             parse_error = exc
             params = Params({})
         weight = _weight(endpoint, params)
         ctx = _Ctx(request=request, params=params, now_ms=now_ms, endpoint=endpoint)
         try:
             usage = self.limiter.admit_request(request.client_ip, weight, now_ms)
-        except RestError as exc:
+        except SimReject as exc:
             return _error_reply(exc)
         try:
             if parse_error is not None:
@@ -844,13 +839,11 @@ class RestApp:
             handler = self._routes[(endpoint.method, name)]
             result = await handler(ctx)
             reply = _Reply(body=_dumps(result))
-        except RestError as exc:
-            reply = _error_reply(exc)
         except SimReject as exc:
-            reply = _error_reply(_sim_reject(exc))
+            reply = _error_reply(exc)
         except Exception:
             logger.exception("sim.rest.internal_error path=%s", endpoint.path)
-            reply = _error_reply(RestError(UNKNOWN))
+            reply = _error_reply(SimReject(UNKNOWN))
         if reply.status < 400 and endpoint.free_on_success:
             usage = self.limiter.refund_weight(request.client_ip, weight, now_ms)
         elif reply.status >= 400:
@@ -899,12 +892,12 @@ class RestApp:
         status = params.get("symbolStatus")
         params.check_all_read()
         if symbol is not None and symbols is not None:
-            raise RestError(OPTIONAL_PARAMS_BAD_COMBO)
+            raise SimReject(OPTIONAL_PARAMS_BAD_COMBO)
         if status is not None:
             if status not in SYMBOL_STATUSES:
-                raise RestError(INVALID_SYMBOLSTATUS)
+                raise SimReject(INVALID_SYMBOLSTATUS)
             if symbol is not None or symbols is not None:
-                raise RestError(OPTIONAL_PARAMS_BAD_COMBO)
+                raise SimReject(OPTIONAL_PARAMS_BAD_COMBO)
         wanted = [symbol] if symbol is not None else symbols
         if wanted is not None:
             specs = [self.exchange.spec(name) for name in wanted]
@@ -946,12 +939,12 @@ class RestApp:
             except orjson.JSONDecodeError:
                 parsed = None
             if not isinstance(parsed, list) or not parsed:
-                raise RestError.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "permissions")
+                raise SimReject.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "permissions")
             values = [str(item) for item in parsed]
         else:
             values = [raw]
         if not set(values) <= _PERMISSIONS:
-            raise RestError.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "permissions")
+            raise SimReject.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "permissions")
         return set(values)
 
     # --- market data ------------------------------------------------------------------------
@@ -960,9 +953,9 @@ class RestApp:
         if status is None:
             return
         if status not in SYMBOL_STATUSES:
-            raise RestError(INVALID_SYMBOLSTATUS)
+            raise SimReject(INVALID_SYMBOLSTATUS)
         if self.exchange.spec(symbol).status != status:
-            raise RestError(SYMBOL_DOES_NOT_MATCH_STATUS)
+            raise SimReject(SYMBOL_DOES_NOT_MATCH_STATUS)
 
     async def _depth(self, ctx: _Ctx) -> JsonValue:
         params = ctx.params
@@ -1015,7 +1008,7 @@ class RestApp:
         params.check_all_read()
         if time_zone is not None and time_zone not in _ZERO_OFFSETS:
             # Only UTC klines are simulated; Binance would shift the interval boundaries.
-            raise RestError(UNSUPPORTED_OPERATION)
+            raise SimReject(UNSUPPORTED_OPERATION)
         return self.exchange.klines(
             symbol,
             interval,
@@ -1036,7 +1029,7 @@ class RestApp:
         symbol = params.symbol(required=False)
         symbols = _symbol_list(params)
         if symbol is not None and symbols is not None:
-            raise RestError(OPTIONAL_PARAMS_BAD_COMBO)
+            raise SimReject(OPTIONAL_PARAMS_BAD_COMBO)
         if symbol is not None:
             return [symbol], True
         if symbols is not None:
@@ -1051,7 +1044,7 @@ class RestApp:
         kind = params.get("type") or "FULL"
         params.check_all_read()
         if kind not in ("FULL", "MINI"):
-            raise RestError(INVALID_TICKER_TYPE)
+            raise SimReject(INVALID_TICKER_TYPE)
         rows = [
             self.exchange.ticker_24hr(name, now_ms=ctx.now_ms, mini=kind == "MINI")
             for name in names
@@ -1205,8 +1198,8 @@ class RestApp:
 _MSG_UNSUPPORTED: Final = "This operation is not supported."
 
 
-def _unknown_outcome() -> RestError:
-    return RestError(TIMEOUT, status=503)
+def _unknown_outcome() -> SimReject:
+    return SimReject(TIMEOUT, status=503)
 
 
 def _weight(endpoint: Endpoint, params: Params) -> int:

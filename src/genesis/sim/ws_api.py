@@ -138,11 +138,10 @@ from genesis.sim.errors import (
     UNAUTHORIZED,
     UNKNOWN,
     UNSUPPORTED_OPERATION,
-    RestError,
+    SimReject,
     fmt,
-    http_status_for,
 )
-from genesis.sim.exchange import SimReject, result_to_wire
+from genesis.sim.exchange import result_to_wire
 from genesis.sim.limits import AttemptLimiter
 from genesis.sim.ratelimit import RateLimiter, window_start_ms
 from genesis.sim.rest import (
@@ -481,7 +480,7 @@ def _verify(key: ApiKey, params: dict[str, str], raw: dict[str, object]) -> None
     payload = signature_payload(params)
     try:
         verify_signature(key, SignedPayload(payload.encode(), sig))
-    except RestError as exc:
+    except SimReject as exc:
         alternative = _urlencoded_payload(params, raw)
         if exc.code != INVALID_SIGNATURE or alternative == payload:
             raise
@@ -515,12 +514,8 @@ class _Failure(Exception):
     revoke: bool = False  # answer with id null (a revoked session)
 
     @classmethod
-    def of(cls, error: RestError) -> _Failure:
+    def of(cls, error: SimReject) -> _Failure:
         return cls(status=error.status, code=error.code, msg=error.msg)
-
-    @classmethod
-    def reject(cls, exc: SimReject) -> _Failure:
-        return cls(status=http_status_for(exc.code), code=exc.code, msg=exc.msg)
 
 
 def _error_frame(
@@ -604,7 +599,7 @@ class _Handler:
         weight = METHOD_WEIGHTS.get(request.method, _UNKNOWN_METHOD_WEIGHT)
         try:
             self.ctx.limiter.admit_request(self.conn.remote, weight, now_ms)
-        except RestError as exc:
+        except SimReject as exc:
             return self._limited(request, exc)
         try:
             if handler is None:
@@ -612,15 +607,13 @@ class _Handler:
             result = handler(request)
         except _Failure as failure:
             return self._answer_error(request, failure)
-        except RestError as exc:
-            return self._answer_error(request, _Failure.of(exc))
         except SimReject as exc:
-            return self._answer_error(request, _Failure.reject(exc))
+            return self._answer_error(request, _Failure.of(exc))
         except Exception:
             logger.exception(
                 "sim.wsapi.internal_error id=%d method=%s", self.conn.id, request.method
             )
-            return self._answer_error(request, _Failure.of(RestError(UNKNOWN)))
+            return self._answer_error(request, _Failure.of(SimReject(UNKNOWN)))
         if request.succeeded and request.method in _FREE_ON_SUCCESS:
             ctx.limiter.refund_weight(self.conn.remote, weight, now_ms)
         return _result_frame(request.req_id, result, self._rate_limits(request))
@@ -704,7 +697,7 @@ class _Handler:
         """An error for a frame that never became a request (bad JSON, bad id...)."""
         try:
             self.ctx.limiter.admit_request(self.conn.remote, _UNKNOWN_METHOD_WEIGHT, now_ms)
-        except RestError as exc:
+        except SimReject as exc:
             failure = self._limit_failure(exc, now_ms, None)
         self.ctx._errors += 1
         logger.info("sim.wsapi.bad_request id=%d code=%d", self.conn.id, failure.code)
@@ -713,10 +706,10 @@ class _Handler:
         )
         return _error_frame(req_id, failure, rate_limits)
 
-    def _limited(self, request: _Request, exc: RestError) -> str:
+    def _limited(self, request: _Request, exc: SimReject) -> str:
         return self._answer_error(request, self._limit_failure(exc, request.now_ms, None))
 
-    def _limit_failure(self, exc: RestError, now_ms: int, account: str | None) -> _Failure:
+    def _limit_failure(self, exc: SimReject, now_ms: int, account: str | None) -> _Failure:
         """A 429/418 from the limiter, with ``data.retryAfter`` in epoch ms."""
         limiter = self.ctx.limiter
         retry_after = now_ms
@@ -761,7 +754,7 @@ class _Handler:
     def _session_key(self, request: _Request) -> ApiKey:
         conn = self.conn
         if conn.logon is None:
-            raise RestError.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "apiKey")
+            raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "apiKey")
         if self.ctx.keys.get(conn.logon.api_key) is not conn.logon:
             # Binance: a session whose key became invalid is revoked on its next request,
             # answered with id null and -2015.
@@ -770,7 +763,7 @@ class _Handler:
             raise _Failure(
                 status=401,
                 code=REJECTED_MBX_KEY,
-                msg=RestError(REJECTED_MBX_KEY).msg,
+                msg=SimReject(REJECTED_MBX_KEY).msg,
                 revoke=True,
             )
         return conn.logon
@@ -804,7 +797,7 @@ class _Handler:
         if key.kind is not KeyKind.ED25519:
             # Ed25519 only (FACTS.md §2); Binance answers other key types as a bad signature.
             logger.info("sim.wsapi.logon_key_type id=%d kind=%s", self.conn.id, key.kind.value)
-            raise RestError(INVALID_SIGNATURE)
+            raise SimReject(INVALID_SIGNATURE)
         params.read.add("signature")
         _verify(key, params.values, request.raw)
         timestamp = params.get("timestamp")
@@ -935,7 +928,7 @@ class _Handler:
         request.account = api_key
         try:
             limiter.admit_order(api_key, request.now_ms)
-        except RestError as exc:
+        except SimReject as exc:
             raise self._limit_failure(exc, request.now_ms, api_key) from None
         result = place_counted_order(
             self.ctx.exchange, limiter, api_key, fields, now_ms=request.now_ms
@@ -1072,7 +1065,7 @@ async def handle_ws_api(
         return
     try:
         ctx.limiter.admit_request(ip, ctx.config.connection_weight, ctx.clock.now_ms())
-    except RestError as exc:
+    except SimReject as exc:
         await _refuse(ctx, request, _Refusal(exc.status, exc.code, exc.msg), ip)
         return
     ws = await request.accept()
