@@ -22,6 +22,7 @@ GenesisError
 │   └── IpBannedError                418: banned until retry_after_s has passed
 ├── CircuitOpenError                 the breaker refused the call; RetryableError
 ├── PreTradeCheckError               an order broke a symbol filter; rejected before sending
+├── RecordFormatError                a recorded or bridged event record that does not decode
 └── StreamClosedError                we closed the stream ourselves; using it is a bug
 ```
 
@@ -46,6 +47,7 @@ __all__ = [
     "PreTradeCheckError",
     "RateLimitedError",
     "ReadTimeoutError",
+    "RecordFormatError",
     "RetryableError",
     "StreamClosedError",
     "TransportError",
@@ -181,3 +183,7 @@ class PreTradeCheckError(GenesisError):
 
 class StreamClosedError(GenesisError):
     """The stream was closed by us; using it afterwards is a bug."""
+
+
+class RecordFormatError(GenesisError, ValueError):
+    """A record (``--record`` line, bridged message) that is not a valid event of a known type."""

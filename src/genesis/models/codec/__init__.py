@@ -14,7 +14,9 @@ Layout (import from this package; the submodules are private):
 - ``_wire``: shared primitives: :func:`parse_decimal`, :func:`decimal_to_wire`,
   :func:`decode_json`, the typed scalar readers and the error guard;
 - ``_market``: market stream events, :func:`decode_frame`, :func:`decode_stream_payload`,
-  :func:`event_to_record`, :func:`make_converter`;
+  :func:`make_converter`;
+- ``_record``: Genesis's own record format for every bus event (``--record``, replay, the NATS
+  bridge): :func:`event_to_record`, :func:`record_to_event`;
 - ``_rest``: REST requests and answers: orders, exchangeInfo, account, trades, error bodies,
   usage headers, IP-ban messages;
 - ``_user``: WebSocket API frames and user data stream events.
@@ -31,9 +33,9 @@ from genesis.models.codec._market import (
     decode_stream_payload,
     decode_ticker,
     decode_trade,
-    event_to_record,
     make_converter,
 )
+from genesis.models.codec._record import RECORD_TYPES, event_to_record, record_to_event
 from genesis.models.codec._rest import (
     UsageReport,
     decode_account,
@@ -62,6 +64,7 @@ from genesis.models.codec._wire import decimal_to_wire, decode_json, parse_decim
 
 __all__ = [
     "MARKET_EVENT_TYPES",
+    "RECORD_TYPES",
     "MarketEvent",
     "UsageReport",
     "UserEvent",
@@ -94,4 +97,5 @@ __all__ = [
     "parse_ban_until_ms",
     "parse_decimal",
     "parse_usage_headers",
+    "record_to_event",
 ]

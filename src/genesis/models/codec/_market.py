@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-import attrs
 import cattrs
 import orjson
 
@@ -34,7 +33,6 @@ __all__ = [
     "decode_stream_payload",
     "decode_ticker",
     "decode_trade",
-    "event_to_record",
     "make_converter",
 ]
 
@@ -193,31 +191,6 @@ def decode_frame(raw: bytes | str, *, received_ms: int = 0) -> tuple[str, Market
         raise ExchangeProtocolError("not a combined-stream frame")
     stream: str = obj["stream"]
     return stream, decode_stream_payload(stream, obj["data"], received_ms=received_ms)
-
-
-def _unstructure_value(value: object) -> object:
-    if isinstance(value, Decimal):
-        return decimal_to_wire(value)
-    if isinstance(value, tuple):
-        return [_unstructure_value(v) for v in value]
-    if isinstance(value, PriceLevel):
-        return [decimal_to_wire(value.price), decimal_to_wire(value.quantity)]
-    return value
-
-
-def event_to_record(event: object) -> dict[str, object]:
-    """A JSON-ready dict ``{"type": "<EventClass>", "symbol": ..., <fields>}``.
-
-    Decimals become strings (exact, never floats); book levels become ``[price, qty]`` pairs.
-    Works for any attrs event class.
-    """
-    cls = type(event)
-    if not attrs.has(cls):
-        raise TypeError(f"not an attrs event: {cls.__name__}")
-    record: dict[str, object] = {"type": cls.__name__}
-    for field in attrs.fields(cls):
-        record[field.name] = _unstructure_value(getattr(event, field.name))
-    return record
 
 
 def make_converter() -> cattrs.Converter:
