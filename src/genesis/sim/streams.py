@@ -4,9 +4,13 @@ What a client sees (``shared/binance/FACTS.md`` §7):
 
 - ``/ws/<stream>`` (also ``/ws/<s1>/<s2>`` and a bare ``/ws``) delivers raw payloads;
   ``/stream?streams=<s1>/<s2>`` (or a bare ``/stream``) wraps each one as
-  ``{"stream":"<name>","data":<raw>}``. URL-encoded names are accepted. An unknown path is
-  refused with HTTP 404, an invalid stream name (or more than 1024) with HTTP 400, and the 301st
-  connection attempt from one IP within 5 minutes with HTTP 429.
+  ``{"stream":"<name>","data":<raw>}``. URL-encoded names are accepted. On ``/ws/<name>`` a
+  name that is no stream (``/ws/0``, ``/ws/anything``) is left out: the connection opens and
+  carries nothing until the client sends ``SUBSCRIBE``, as on Binance. An unknown path is
+  refused with HTTP 404, an invalid name in ``/stream?streams=`` (or more than 1024 streams) with
+  HTTP 400, and the 301st connection attempt from one IP within 5 minutes with HTTP 429.
+- Control-message ids: a signed 64-bit integer, ``null``, or any string of up to 36 characters
+  (``str(uuid4())`` included).
 - JSON control messages: ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``,
   ``SET_PROPERTY ["combined", bool]`` and ``GET_PROPERTY ["combined"]`` answer
   ``{"result":...,"id":...}``. Errors use the wire shape the live server sends,
@@ -51,6 +55,7 @@ rule are this module's own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -108,17 +113,23 @@ DEFAULT_STREAM_SERVER_CONFIG: Final = StreamServerConfig()
 
 INVALID_ID_MSG: Final = (
     "Invalid request: request ID must be a signed 64-bit integer, "
-    "an alphanumeric string of up to 36 characters, or null"
+    "a string of up to 36 characters, or null"
 )
-"""Binance's documented text still says "must be an unsigned integer"; this states today's rule."""
+"""Binance's documented text still says "must be an unsigned integer"; this states today's rule.
+
+Stream ids take the WebSocket API's values since CHANGELOG 2023-12-04: any string of up to 36
+characters (Binance's own Spot SDK sends ``str(uuid4())``, hyphens included), not only the
+"alphanumeric" ones the docs still name (FACTS.md §7).
+"""
 
 _METHODS: Final = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_ID_STRING: Final = re.compile(r"[A-Za-z0-9]{1,36}")
+_MAX_ID_CHARS: Final = 36
 _METHOD_VALUE: Final = re.compile(r'"method"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\s]+)')
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 _MAX_HANDSHAKE_BYTES: Final = 64 * 1024
 _SHUTDOWN_STREAM: Final = "!serverShutdown"
+_VIOLATION_CLOSE_TIMEOUT_S: Final = 1.0
 
 
 # --- values ------------------------------------------------------------------------------
@@ -334,6 +345,10 @@ class _InboundTap(trio.abc.Stream):
     _head: bytearray = attrs.field(factory=bytearray, init=False)
     _frames: FrameProtocol | None = attrs.field(default=None, init=False)
     _broken: bool = attrs.field(default=False, init=False)
+    # The client broke the protocol: (close code, reason). trio-websocket's wsproto fails on
+    # the same bytes but, the connection still being OPEN, closes the TCP stream without a
+    # close frame; Binance sends 1002/1007 first, so aclose() writes that frame.
+    violation: tuple[int, str] | None = attrs.field(default=None, init=False)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
@@ -348,6 +363,21 @@ class _InboundTap(trio.abc.Stream):
         return data
 
     async def aclose(self) -> None:
+        violation, self.violation = self.violation, None
+        if violation is not None:
+            code, reason = violation
+            frame = FrameProtocol(client=False, extensions=[]).close(code, reason[:120])
+            # Shielded (the connection's tasks are being cancelled as this runs) but bounded,
+            # and best effort: a peer that does not read, or a data frame being written by
+            # trio-websocket at this moment (BusyResourceError), means no frame.
+            with (
+                trio.move_on_after(_VIOLATION_CLOSE_TIMEOUT_S, shield=True),
+                contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+                ),
+            ):
+                await self.inner.send_all(frame)
+            logger.info("sim.ws.protocol_violation code=%d reason=%s", code, reason[:120])
         await self.inner.aclose()
 
     def _observe(self, data: bytes) -> None:
@@ -371,9 +401,11 @@ class _InboundTap(trio.abc.Stream):
                     self._emit(frame.opcode, payload if isinstance(payload, bytes) else b"")
                 elif frame.opcode is not Opcode.CLOSE and frame.message_finished:
                     self._emit(frame.opcode, b"")
-        except ParseFailed:
-            # trio-websocket parses the same bytes, fails the same way and closes (1002/1007).
+        except ParseFailed as exc:
+            # trio-websocket parses the same bytes, fails the same way and closes the stream
+            # (through aclose() below, which sends the close frame first).
             self._broken = True
+            self.violation = (int(exc.code), str(exc))
 
     def _emit(self, opcode: Opcode, payload: bytes) -> None:
         if self.on_frame is not None:
@@ -489,7 +521,10 @@ class StreamServer:
             await request.reject(404, body=b"Not Found")
             return
         combined, names = route
-        streams = self._canonical_streams(names)
+        # Raw /ws/<name>: a name that is no stream opens a connection that carries nothing
+        # until SUBSCRIBE, as Binance does (clients connect to /ws/0, /ws/1, ... that way).
+        # /stream?streams=... still refuses an invalid name with 400.
+        streams = self._canonical_streams(names, skip_invalid=not combined)
         if streams is None or len(streams) > self.config.max_streams_per_connection:
             self._rejected_bad_request += 1
             logger.info("sim.ws.reject status=400 remote=%s path=%s", remote_ip, target)
@@ -543,12 +578,19 @@ class StreamServer:
             self.faults._unregister(conn)
             self._open -= 1
 
-    def _canonical_streams(self, names: Iterable[str]) -> list[str] | None:
-        """Names as the hub knows them (deduplicated, in order), or None if any is invalid."""
+    def _canonical_streams(
+        self, names: Iterable[str], *, skip_invalid: bool = False
+    ) -> list[str] | None:
+        """Names as the hub knows them (deduplicated, in order).
+
+        None if any is invalid, unless ``skip_invalid``: then invalid names are left out.
+        """
         out: dict[str, None] = {}
         for name in names:
             canonical = self._canonical(name)
             if canonical is None:
+                if skip_invalid:
+                    continue
                 return None
             out[canonical] = None
         return list(out)
@@ -787,7 +829,7 @@ def _valid_id(value: object) -> bool:
     if isinstance(value, int):
         return _INT64_MIN <= value <= _INT64_MAX
     if isinstance(value, str):
-        return _ID_STRING.fullmatch(value) is not None
+        return len(value) <= _MAX_ID_CHARS
     return False
 
 
