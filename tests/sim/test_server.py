@@ -282,7 +282,7 @@ async def test_one_ws_port_serves_raw_streams_combined_streams_and_the_ws_api() 
                 assert cast("Json", wrapped["data"])["e"] == "trade"
 
             assert await handshake_refusal(handle.ws_port, "/nope") == 404
-            assert await handshake_refusal(handle.ws_port, "/ws/nosuchcoin@trade") == 400
+            assert await handshake_refusal(handle.ws_port, "/stream?streams=nosuchcoin@trade") == 400
             assert await handshake_refusal(handle.ws_port, "/ws-api/v3?responseFormat=sbe") == 400
             assert await handshake_refusal(handle.ws_port, "/ws") is None
             nursery.cancel_scope.cancel()
@@ -763,7 +763,52 @@ BAD_ADMIN_CALLS: Final = [
     ("POST", "/sim/faults/halt?symbol=NOPEUSDT", 400),
     ("POST", "/sim/faults/halt?symbol=BTCUSDT&status=ASLEEP", 400),
     ("POST", "/sim/faults/halt?symbol=%FF", 400),
+    # Every number is bounded: 1e308 ms of latency would hang every REST call.
+    ("POST", "/sim/faults/latency?ms=1e308", 400),
+    ("POST", "/sim/faults/latency?ms=60001", 400),
+    ("POST", "/sim/faults/errors?count=1000001", 400),
+    ("POST", "/sim/faults/errors?count=1_000", 400),
+    ("POST", "/sim/faults/execute-then-503?count=99999999999999999999", 400),
+    ("POST", "/sim/faults/clock-skew?ms=86400001", 400),
+    ("POST", "/sim/faults/clock-skew?ms=-86400001", 400),
+    ("POST", "/sim/faults/rate-limit?type=ORDERS&interval=DAY&num=1001&limit=5", 400),
+    ("POST", "/sim/faults/rate-limit?type=ORDERS&interval=DAY&limit=1000000001", 400),
+    ("POST", "/sim/faults/drop?id=-1", 400),
+    ("POST", "/sim/faults/stall?on=true&id=99999999999999999999", 400),
 ]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "/sim/faults/errors?count=2&status=600",
+            "parameter 'status' must be one of 500, 502, 503, 504",
+        ),
+        (
+            "/sim/faults/errors?rate=0.5&status=418",
+            "parameter 'status' must be one of 500, 502, 503, 504",
+        ),
+        ("/sim/faults/errors?rate=1.5", "parameter 'rate' must be within [0, 1]"),
+        ("/sim/faults/latency?ms=1e308", "parameter 'ms' must be within [0, 60000]"),
+        ("/sim/faults/clock-skew?ms=x", "parameter 'ms' must be an integer"),
+        ("/sim/faults/halt?symbol=BTCUSDT&status=ASLEEP", None),
+    ],
+)
+async def test_admin_answers_invalid_values_with_a_plain_message(
+    autojump_clock: trio.testing.MockClock, target: str, message: str | None
+) -> None:
+    with trio.fail_after(30):
+        async with open_virtual_sim() as v:
+            response = await v.admin("POST", target)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert isinstance(error, str)
+    assert "Attribute(" not in error
+    assert "\n" not in error
+    assert not error.startswith("(")
+    if message is not None:
+        assert error == message
 
 
 @pytest.mark.parametrize(("method", "target", "status"), BAD_ADMIN_CALLS)
@@ -940,6 +985,47 @@ def test_sim_config_validates_its_fields() -> None:
         SimConfig(symbols=())
     assert SimConfig(faults="chaos").faults == "chaos"
     assert math.isclose(SimConfig().max_connection_age_s, 86_400.0)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "sim.example.org"])
+def test_a_host_beyond_loopback_needs_allow_remote(host: str) -> None:
+    with pytest.raises(ValueError, match="allow_remote"):
+        SimConfig(host=host)
+    assert SimConfig(host=host, allow_remote=True).host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_need_no_consent(host: str) -> None:
+    assert SimConfig(host=host).host == host
+
+
+def test_cli_refuses_a_remote_host_without_allow_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from genesis.app.cli import EXIT_CONFIG, main
+
+    assert main(["sim", "--host", "0.0.0.0"]) == EXIT_CONFIG
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+async def test_a_remote_bind_is_announced_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning,
+    # so nothing ever listens beyond loopback.
+    caplog.set_level(logging.WARNING, logger="genesis.sim.server")
+    config = SimConfig(host="192.0.2.1", allow_remote=True)
+    bind_failed = False
+    with trio.fail_after(30):
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_simulator, config)
+        except* OSError:
+            bind_failed = True
+    assert bind_failed
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("sim.remote_bind")]
+    assert record.levelno == logging.WARNING
+    assert "192.0.2.1" in record.getMessage()
 
 
 async def test_custom_credentials_replace_the_default_account(

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a local Binance Spot simulator (REST, market streams, WS API).",
     )
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host reachable from other machines (the credentials are published)",
+    )
     sim.add_argument("--port", type=_port, default=0, help="REST port (default: any free port)")
     sim.add_argument("--ws-port", type=_port, help="WebSocket port (default: --port + 1)")
     sim.add_argument("--seed", type=int, default=1, help="market seed (default 1)")
@@ -227,6 +232,7 @@ def _sim_config(args: argparse.Namespace, ws_port: int) -> SimConfig:
 
     return SimConfig(
         host=args.host,
+        allow_remote=args.allow_remote,
         rest_port=args.port,
         ws_port=ws_port,
         seed=args.seed,

@@ -21,6 +21,7 @@ only listens on loopback): :data:`DEFAULT_API_KEY` / :data:`DEFAULT_API_SECRET`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -54,6 +55,7 @@ __all__ = [
     "SimHandle",
     "Simulator",
     "build_simulator",
+    "is_loopback",
     "run_simulator",
 ]
 
@@ -86,6 +88,24 @@ def _profile(_inst: object, _attr: attrs.Attribute[str | None], value: str | Non
         raise ValueError(f"unknown fault profile {value!r}; choose from {sorted(FAULT_PROFILES)}")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1 or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _remote_needs_consent(inst: SimConfig, _attr: attrs.Attribute[str], host: str) -> None:
+    if not is_loopback(host) and not inst.allow_remote:
+        raise ValueError(
+            f"host {host!r} is reachable from other machines, and the simulator's default "
+            "credentials are published: pass allow_remote=True (--allow-remote) to bind it"
+        )
+
+
 def _both_or_neither(inst: SimConfig, _attr: attrs.Attribute[str | None], _v: object) -> None:
     if (inst.api_key is None) != (inst.api_secret is None):
         raise ValueError("api_key and api_secret go together")
@@ -96,7 +116,10 @@ class SimConfig:
     """How to run the simulator.
 
     Attributes:
-        host: interface to listen on (loopback by default; nothing else is sensible).
+        host: interface to listen on (loopback by default). Any other address needs
+            ``allow_remote``: the default credentials are published, so anyone who can reach
+            the port can trade on the simulator.
+        allow_remote: consent to bind a non-loopback ``host`` (logged as a WARNING).
         rest_port: REST and admin API port; 0 picks a free one.
         ws_port: streams and WS API port; 0 picks a free one.
         seed: seeds the market maker and the fault schedule.
@@ -107,7 +130,8 @@ class SimConfig:
         epoch_ms: start the clock at this epoch time (deterministic runs); None: real time.
     """
 
-    host: str = "127.0.0.1"
+    host: str = attrs.field(default="127.0.0.1", validator=_remote_needs_consent)
+    allow_remote: bool = False
     rest_port: int = 0
     ws_port: int = 0
     seed: int = 1
@@ -280,6 +304,12 @@ async def run_simulator(
         OSError: a port could not be bound.
     """
     sim = build_simulator(config)
+    if not is_loopback(config.host):
+        logger.warning(
+            "sim.remote_bind host=%s: the simulator listens beyond this machine with "
+            "published default credentials; anyone who can reach it can trade on it",
+            config.host,
+        )
     async with trio.open_nursery() as nursery:
         feed: MarketFeed = await nursery.start(
             run_market_feed, sim.exchange, sim.market_maker, sim.hub, sim.clock
