@@ -282,7 +282,9 @@ async def test_one_ws_port_serves_raw_streams_combined_streams_and_the_ws_api() 
                 assert cast("Json", wrapped["data"])["e"] == "trade"
 
             assert await handshake_refusal(handle.ws_port, "/nope") == 404
-            assert await handshake_refusal(handle.ws_port, "/stream?streams=nosuchcoin@trade") == 400
+            assert (
+                await handshake_refusal(handle.ws_port, "/stream?streams=nosuchcoin@trade") == 400
+            )
             assert await handshake_refusal(handle.ws_port, "/ws-api/v3?responseFormat=sbe") == 400
             assert await handshake_refusal(handle.ws_port, "/ws") is None
             nursery.cancel_scope.cancel()
@@ -314,6 +316,66 @@ async def test_dropped_tcp_connection_is_an_abnormal_closure_for_the_client() ->
                 await read_until_closed(ws)
                 assert close_code(ws) == 1006
             nursery.cancel_scope.cancel()
+
+
+# --- one handshake, dispatched on its path (virtual time) -------------------------------------
+
+UPGRADE: Final = (
+    "GET {} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def read_memory_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    received = b""
+    while chunk := await stream.receive_some(4096):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("resource", ["/ws/btcusdt@trade", "/ws-api/v3"])
+async def test_one_handshake_deadline_covers_the_whole_upgrade_request(
+    resource: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The request line trickles in until t=9 s; the handshake deadline still counts from the
+    # connection (10 s), not from a request line read by hand before the real handshake.
+    head, tail = UPGRADE.format(resource).encode().split(b" ", 1)
+    with trio.fail_after(60):
+        async with open_virtual_sim() as v:
+            stream = v.sim.connect_ws_memory(v.nursery)
+            await stream.send_all(head)
+            await trio.sleep(9)
+            await stream.send_all(tail[:-4])  # everything but the blank line
+            assert await read_memory_to_eof(stream) == b""
+            assert trio.current_time() == 10.0
+            await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("resource", "frame", "code"),
+    [
+        ("/ws-api/v3", b"\x81\x02hi", 1002),  # an unmasked client frame
+        ("/ws-api/v3", b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # text that is not UTF-8
+        ("/stream?streams=btcusdt@trade", b"\x81\x02hi", 1002),
+    ],
+)
+async def test_protocol_violations_on_the_ws_port_get_a_close_frame(
+    resource: str, frame: bytes, code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        async with open_virtual_sim() as v:
+            stream = v.sim.connect_ws_memory(v.nursery)
+            await stream.send_all(UPGRADE.format(resource).encode())
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += await stream.receive_some(4096)
+            assert reply.startswith(b"HTTP/1.1 101 ")
+            await stream.send_all(frame)
+            close = reply.split(b"\r\n\r\n", 1)[1] + await read_memory_to_eof(stream)
+            # A close frame: FIN + opcode 8, then the 2-byte code.
+            assert close[0] == 0x88
+            assert int.from_bytes(close[2:4], "big") == code
+            await stream.aclose()
 
 
 # --- faults on market streams (virtual time) --------------------------------------------------

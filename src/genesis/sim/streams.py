@@ -31,7 +31,7 @@ What a client sees (``shared/binance/FACTS.md`` §7):
 
 How the server sees ping and pong frames: trio-websocket answers pings and matches pongs inside
 its reader task and exposes neither. Rather than subclassing its private ``WebSocketConnection``
-machinery, each connection's transport stream is wrapped in :class:`_InboundTap`, a
+machinery, each connection's transport stream is wrapped in :class:`InboundTap`, a
 ``trio.abc.Stream`` that hands trio-websocket the bytes unchanged and feeds a copy of the
 client-to-server direction into wsproto's own frame parser (``wsproto.frame_protocol``, the
 parser trio-websocket's wsproto uses). The tap reports every complete inbound message, PING and
@@ -99,6 +99,7 @@ __all__ = [
     "DEFAULT_STREAM_SERVER_CONFIG",
     "INVALID_ID_MSG",
     "ConnectionInfo",
+    "InboundTap",
     "StreamFaults",
     "StreamServer",
     "StreamServerConfig",
@@ -318,10 +319,12 @@ class StreamFaults:
         """:meth:`shutdown` every live connection (drain); returns how many there were."""
         return self._conns.shutdown_all()
 
-    def _register(self, make: Callable[[int], _Connection]) -> _Connection:
+    def register(self, make: Callable[[int], _Connection]) -> _Connection:
+        """Make a new connection live under the next id (the server calls this on accept)."""
         return self._conns.register(make)
 
-    def _unregister(self, conn: _Connection) -> None:
+    def unregister(self, conn: _Connection) -> None:
+        """Forget ``conn`` and its per-connection fault switches (the server, on close)."""
         self._conns.unregister(conn)
         self.stalled_ids.discard(conn.id)
         self.ping_stopped_ids.discard(conn.id)
@@ -332,12 +335,14 @@ class StreamFaults:
 
 
 @attrs.define(eq=False)
-class _InboundTap(trio.abc.Stream):
+class InboundTap(trio.abc.Stream):
     """Passes the transport through untouched and parses a copy of the inbound frames.
 
     The HTTP upgrade request is skipped (up to the blank line), then every byte goes through
     wsproto's server-side frame parser. ``on_frame`` is called synchronously, inside
     trio-websocket's reader task, before trio-websocket itself sees the bytes; it must not block.
+    A frame that breaks the protocol is remembered in :attr:`violation`, and :meth:`aclose`
+    (which trio-websocket calls to end the TCP connection) sends the close frame first.
     """
 
     inner: trio.abc.Stream
@@ -491,23 +496,30 @@ class StreamServer:
             stream: A connected byte stream (TCP socket stream or an in-memory stream).
             remote_ip: Client address, the key of the connection-attempt limit.
         """
-        tap = _InboundTap(stream)
+        tap = InboundTap(stream)
         try:
             await serve_handshake(
                 tap,
                 self.config,
                 remote_ip=remote_ip,
                 log=_LOG,
-                serve=functools.partial(self._serve_request, tap=tap, remote_ip=remote_ip),
+                serve=functools.partial(self.serve_request, tap=tap, remote_ip=remote_ip),
             )
         finally:
             await trio.aclose_forcefully(stream)
 
     # --- handshake -----------------------------------------------------------------------
 
-    async def _serve_request(
-        self, request: trio_websocket.WebSocketRequest, *, tap: _InboundTap, remote_ip: str
+    async def serve_request(
+        self, request: trio_websocket.WebSocketRequest, *, tap: InboundTap, remote_ip: str
     ) -> None:
+        """Answer one read handshake (429/404/400 or accept) and serve the connection.
+
+        For a dispatcher that read the upgrade request itself (``sim/server.py`` serves the
+        streams and the WS API on one port): ``tap`` must wrap the transport the handshake was
+        read from, so inbound PING/PONG frames and messages are seen. Returns when the
+        connection ends; closing the transport is the caller's.
+        """
         target = request.path
         if not self._attempts.try_acquire(remote_ip, trio.current_time()):
             self._rejected_rate_limited += 1
@@ -532,7 +544,7 @@ class StreamServer:
             return
         ws = await request.accept()
         now = trio.current_time()
-        conn = self.faults._register(
+        conn = self.faults.register(
             lambda conn_id: _Connection(
                 id=conn_id,
                 path=target,
@@ -575,7 +587,7 @@ class StreamServer:
         finally:
             tap.on_frame = None
             self.hub.close_subscriber(sub)
-            self.faults._unregister(conn)
+            self.faults.unregister(conn)
             self._open -= 1
 
     def _canonical_streams(
@@ -696,7 +708,7 @@ class StreamServer:
         conn.request_close(Close("pong timeout", code=CLOSE_POLICY))
 
     async def _close(
-        self, ws: trio_websocket.WebSocketConnection, conn: _Connection, tap: _InboundTap
+        self, ws: trio_websocket.WebSocketConnection, conn: _Connection, tap: InboundTap
     ) -> None:
         close = conn.close or PEER_GONE
         code = close.code
