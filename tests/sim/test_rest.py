@@ -21,9 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genesis.exchange.endpoints import ENDPOINTS, Endpoint
 from genesis.sim.auth import ApiKey, hmac_signature
 from genesis.sim.clock import SimClock
 from genesis.sim.exchange import Exchange
+from genesis.sim.handlers import ROUTES, RouteMismatchError, routes_for
 from genesis.sim.rest import RestApp, RestFaults, serve_rest
 from genesis.sim.symbols import default_symbols
 from tests.sim.threads import in_thread
@@ -1027,3 +1029,21 @@ async def test_python_binance_ed25519_key_against_the_socket() -> None:
             nursery.cancel_scope.cancel()
     assert order["status"] == "FILLED"
     assert isinstance(account["balances"], list)
+
+
+# --- routes derived from exchange/endpoints.py ----------------------------------------------
+
+
+def test_every_listed_endpoint_has_a_route_and_every_route_an_endpoint() -> None:
+    assert set(ROUTES) == set(ENDPOINTS)
+    for key, (endpoint, _handler) in ROUTES.items():
+        assert (endpoint.method, endpoint.path) == key
+
+
+def test_an_endpoint_without_a_handler_is_refused_before_any_request() -> None:
+    extra = Endpoint(method="GET", path="/api/v3/ticker", weight=4)
+    with pytest.raises(RouteMismatchError, match=r"no handler for \[\('GET', '/api/v3/ticker'\)\]"):
+        routes_for({**ENDPOINTS, ("GET", "/api/v3/ticker"): extra})
+    fewer = {k: v for k, v in ENDPOINTS.items() if k != ("GET", "/api/v3/depth")}
+    with pytest.raises(RouteMismatchError, match=r"no endpoint for \[\('GET', '/api/v3/depth'\)\]"):
+        routes_for(fewer)
