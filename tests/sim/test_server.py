@@ -25,7 +25,7 @@ import math
 import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -49,6 +49,7 @@ from genesis.sim.server import (
     build_simulator,
     run_simulator,
 )
+from genesis.sim.testing import SignedRestClient, open_rest_client, unskewed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,44 +67,12 @@ TRADE: Final = (
 # --- harness --------------------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
-class VirtualSim:
-    """A composed simulator without sockets, plus signed-request helpers (HMAC, REST rules)."""
+@attrs.define(eq=False, kw_only=True)
+class VirtualSim(SignedRestClient):
+    """A composed simulator without sockets; ``signed``/``public``/``sign`` are the kit's."""
 
     sim: Simulator
-    http: httpx.AsyncClient
     nursery: trio.Nursery
-
-    def sign(
-        self,
-        params: dict[str, str],
-        *,
-        secret: str = DEFAULT_API_SECRET,
-        timestamp: int | None = None,
-    ) -> str:
-        """``params`` + ``timestamp`` percent-encoded, then ``&signature=`` over those bytes."""
-        ts = self.sim.clock.now_ms() - self.sim.clock.skew_ms if timestamp is None else timestamp
-        query = urlencode({**params, "timestamp": str(ts)}, quote_via=quote)
-        return f"{query}&signature={hmac_signature(secret, query)}"
-
-    async def signed(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        secret: str = DEFAULT_API_SECRET,
-        api_key: str = DEFAULT_API_KEY,
-        timestamp: int | None = None,
-    ) -> httpx.Response:
-        """A signed ``/api/v3/<path>`` request; the timestamp is the client's (unskewed) time."""
-        query = self.sign(params or {}, secret=secret, timestamp=timestamp)
-        return await self.http.request(
-            method, f"/api/v3/{path}?{query}", headers={"X-MBX-APIKEY": api_key}
-        )
-
-    async def public(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        return await self.http.get(f"/api/v3/{path}", params=params)
 
     async def admin(self, method: str, target: str) -> httpx.Response:
         return await self.http.request(method, target)
@@ -141,10 +110,22 @@ async def open_virtual_sim(
     async with trio.open_nursery() as nursery:
         if feed:
             await nursery.start(run_market_feed, sim.exchange, sim.market_maker, sim.hub, sim.clock)
-        transport = httpx.ASGITransport(app=sim.http_app, client=(CLIENT_IP, 50_000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        async with open_rest_client(
+            sim.http_app,
+            now_ms=unskewed(sim.clock),
+            api_key=DEFAULT_API_KEY,
+            api_secret=DEFAULT_API_SECRET,
+            client=(CLIENT_IP, 50_000),
+        ) as rest:
             try:
-                yield VirtualSim(sim=sim, http=http, nursery=nursery)
+                yield VirtualSim(
+                    http=rest.http,
+                    now_ms=rest.now_ms,
+                    api_key=rest.api_key,
+                    api_secret=rest.api_secret,
+                    sim=sim,
+                    nursery=nursery,
+                )
             finally:
                 nursery.cancel_scope.cancel()
 
