@@ -10,11 +10,24 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``rateLimits`` lists the REQUEST_WEIGHT windows (and, for ``order.place``, the account's
   ORDERS windows first, as the docs show); it is left out when the connection URL has
   ``returnRateLimits=false`` or the request has ``"returnRateLimits": false``.
-- Methods: ``ping``, ``time``, ``session.logon``, ``session.status``, ``session.logout``,
-  ``session.subscriptions``, ``userDataStream.subscribe``, ``userDataStream.subscribe.signature``,
-  ``userDataStream.unsubscribe``, ``order.place``, ``order.cancel``, ``order.status``. Their
-  parameters are read like REST's (:class:`genesis.sim.rest.Params`: ``-1102`` missing, ``-1100``
-  malformed, ``-1104`` "Not all sent parameters were read", which Binance's WS API sends too).
+- Methods: the sessions (``session.logon``/``status``/``logout``/``subscriptions``), the user
+  data stream (``userDataStream.subscribe``, ``.subscribe.signature``, ``.unsubscribe``), and
+  every query a client uses, each running the REST endpoint's own handler
+  (:data:`~genesis.sim.ws_api_methods.SHARED`): ``ping``, ``time``, ``exchangeInfo``, ``depth``,
+  ``trades.recent``/``historical``/``aggregate``, ``klines``, ``uiKlines``, ``avgPrice``,
+  ``ticker.24hr``/``price``/``book``, ``account.status``, ``account.rateLimits.orders``,
+  ``openOrders.status``, ``openOrders.cancelAll``, ``allOrders``, ``myTrades``, ``order.test``,
+  ``order.place``, ``order.cancel``, ``order.status``; plus the rolling window ``ticker``.
+  Their parameters, results, weights and errors are REST's (:class:`genesis.sim.params.Params`:
+  ``-1102`` missing, ``-1100`` malformed, ``-1104`` "Not all sent parameters were read", which
+  Binance's WS API sends too); ``symbols``/``permissions`` come as JSON arrays.
+  Not served (``-1020`` "Unknown method."): ``ticker`` for any window but ``1d`` answers
+  ``-1020`` "This operation is not supported." (the exchange keeps 24 h of minute history);
+  order lists (``orderList.*``, OCO/OTO/OTOCO), ``sor.*``, ``order.cancelReplace``,
+  ``order.amend.keepPriority``, ``myPreventedMatches``, ``myAllocations``,
+  ``account.commission``, ``order.amendments`` and ``userDataStream.start/ping/stop`` (the
+  listenKey methods Binance removed): the exchange has no order lists, SOR, amendments or
+  prevented matches (STP is ``NONE`` only), so answering them would invent behaviour.
 - Signing differs from REST: every ``params`` entry except ``signature`` (``apiKey`` included),
   sorted by name, joined ``k=v&...`` over the UTF-8 text with **no** percent-encoding; HMAC-SHA256
   hex, or Ed25519 base64 over the same bytes (:func:`signature_payload`). Compatibility: a
@@ -46,9 +59,11 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``-1135`` "Invalid 'params' in JSON request; expected an object." (the wording Binance's server
   uses, seen in binance-us/binance-us-api-docs#126); an unknown method → ``-1020`` "Unknown
   method." (status 400, charged weight 1).
-- Limits: the connection costs 2 REQUEST_WEIGHT, each request its documented weight (ping/time
-  1, order.place/order.cancel 1 and 0 once they succeed, order.status 4, session.* and
-  userDataStream.* 2), all in the :class:`~genesis.sim.ratelimit.RateLimiter` shared with REST
+- Limits: the connection costs 2 REQUEST_WEIGHT, each request its documented weight (the REST
+  endpoint's for the shared queries, by the same parameters: ``depth`` by ``limit``,
+  ``ticker.*`` by symbols; ``ticker`` 4 per symbol, 200 above 50; session.* and
+  userDataStream.* 2; order.place/order.cancel/openOrders.cancelAll 0 once they succeed), all
+  in the :class:`~genesis.sim.ratelimit.RateLimiter` shared with REST
   (per IP; ORDERS per account). Over the limit: status 429 ``-1003``/``-1015`` with
   ``error.data = {"serverTime", "retryAfter"}`` (epoch ms of the window reset); a ban: 418 with
   ``retryAfter`` = the ban's end, and every connection of that IP is closed (Binance disconnects
