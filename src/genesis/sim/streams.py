@@ -10,7 +10,7 @@ What a client sees (``shared/binance/FACTS.md`` §7):
   refused with HTTP 404, an invalid name in ``/stream?streams=`` (or more than 1024 streams) with
   HTTP 400, and the 301st connection attempt from one IP within 5 minutes with HTTP 429.
 - Control-message ids: a signed 64-bit integer, ``null``, or any string of up to 36 characters
-  (``str(uuid4())`` included).
+  (``str(uuid4())`` included). The control messages are :mod:`genesis.sim.stream_control`'s.
 - JSON control messages: ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``,
   ``SET_PROPERTY ["combined", bool]`` and ``GET_PROPERTY ["combined"]`` answer
   ``{"result":...,"id":...}``. Errors use the wire shape the live server sends,
@@ -59,12 +59,10 @@ import contextlib
 import functools
 import logging
 import math
-import re
 import urllib.parse
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
-import orjson
 import trio
 import trio.testing
 import trio_websocket
@@ -88,6 +86,7 @@ from genesis.sim._wsconn import (
     watch_age,
 )
 from genesis.sim.limits import AttemptLimiter, SlidingWindowCounter, StreamServerConfig
+from genesis.sim.stream_control import INVALID_ID_MSG, ControlTarget, answer_control
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -112,22 +111,6 @@ _LOG: Final = ConnLog(logger, "sim.ws")
 
 DEFAULT_STREAM_SERVER_CONFIG: Final = StreamServerConfig()
 
-INVALID_ID_MSG: Final = (
-    "Invalid request: request ID must be a signed 64-bit integer, "
-    "a string of up to 36 characters, or null"
-)
-"""Binance's documented text still says "must be an unsigned integer"; this states today's rule.
-
-Stream ids take the WebSocket API's values since CHANGELOG 2023-12-04: any string of up to 36
-characters (Binance's own Spot SDK sends ``str(uuid4())``, hyphens included), not only the
-"alphanumeric" ones the docs still name (FACTS.md §7).
-"""
-
-_METHODS: Final = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_MAX_ID_CHARS: Final = 36
-_METHOD_VALUE: Final = re.compile(r'"method"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\s]+)')
-_INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
 _MAX_HANDSHAKE_BYTES: Final = 64 * 1024
 _SHUTDOWN_STREAM: Final = "!serverShutdown"
 _VIOLATION_CLOSE_TIMEOUT_S: Final = 1.0
@@ -663,9 +646,15 @@ class StreamServer:
     async def _receive(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, sub: Subscriber
     ) -> None:
+        target = ControlTarget(
+            canonical=self._canonical_streams,
+            subscribe=functools.partial(self.hub.subscribe, sub),
+            unsubscribe=functools.partial(self.hub.unsubscribe, sub),
+            max_streams=self.config.max_streams_per_connection,
+        )
         while (message := await receive_message(ws, conn)) is not None:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-            reply = self._control(conn, sub, text)
+            reply = answer_control(text, conn, target)
             try:
                 await ws.send_message(reply)
             except trio_websocket.ConnectionClosed:
@@ -734,132 +723,6 @@ class StreamServer:
         if conn.combined:
             return '{"stream":"' + _SHUTDOWN_STREAM + '","data":' + data + "}"
         return data
-
-    # --- control messages ----------------------------------------------------------------
-
-    def _control(self, conn: _Connection, sub: Subscriber, text: str) -> str:
-        """Answer one JSON control message (FACTS.md §7, web-socket-streams.md)."""
-        try:
-            request: object = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            return _error(
-                3, f"Invalid JSON: expected value at line {exc.lineno} column {exc.colno}"
-            )
-        if not isinstance(request, dict):
-            return _error(2, "Invalid request: expected a JSON object")
-        if "id" not in request or not _valid_id(request["id"]):
-            return _error(2, INVALID_ID_MSG)
-        req_id: int | str | None = request["id"]
-        method: object = request.get("method")
-        if "method" not in request:
-            line, col = _line_col(text, len(text.rstrip()))
-            return _error(
-                2, f"Invalid request: missing field `method` at line {line} column {col}", req_id
-            )
-        if method not in _METHODS:
-            return _error(2, _unknown_variant_msg(text, method), req_id)
-        params: object = request.get("params")
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            return self._subscription(conn, sub, str(method), params, req_id)
-        if method == "LIST_SUBSCRIPTIONS":
-            if isinstance(params, list) and params:
-                return _error(2, "Invalid request: too many parameters", req_id)
-            return _result(list(conn.streams), req_id)
-        return self._property(conn, str(method), params, req_id)
-
-    def _subscription(
-        self,
-        conn: _Connection,
-        sub: Subscriber,
-        method: str,
-        params: object,
-        req_id: int | str | None,
-    ) -> str:
-        if params is None:
-            return _error(2, "Invalid request: missing field `params`", req_id)
-        if not isinstance(params, list):
-            return _error(2, "Invalid request: params must be an array of stream names", req_id)
-        names: list[str] = [p for p in params if isinstance(p, str)]
-        streams = self._canonical_streams(names) if len(names) == len(params) else None
-        if streams is None:
-            return _error(2, "Invalid request: invalid stream", req_id)
-        if method == "SUBSCRIBE":
-            new = [s for s in streams if s not in conn.streams]
-            limit = self.config.max_streams_per_connection
-            if len(conn.streams) + len(new) > limit:
-                return _error(
-                    2, f"Invalid request: too many streams (at most {limit} per connection)", req_id
-                )
-            conn.streams.update(dict.fromkeys(new))
-            self.hub.subscribe(sub, new)
-        else:
-            gone = [s for s in streams if s in conn.streams]
-            for name in gone:
-                del conn.streams[name]
-            self.hub.unsubscribe(sub, gone)
-        logger.debug("sim.ws.%s id=%d streams=%d", method.lower(), conn.id, len(conn.streams))
-        return _result(None, req_id)
-
-    def _property(
-        self, conn: _Connection, method: str, params: object, req_id: int | str | None
-    ) -> str:
-        args = params if isinstance(params, list) else []
-        if not args or not isinstance(args[0], str):
-            return _error(2, "Invalid request: property name must be a string", req_id)
-        if len(args) > (2 if method == "SET_PROPERTY" else 1):
-            return _error(2, "Invalid request: too many parameters", req_id)
-        if args[0] != "combined":
-            return _error(0, "Unknown property", req_id)
-        if method == "GET_PROPERTY":
-            return _result(conn.combined, req_id)
-        if len(args) < 2 or not isinstance(args[1], bool):
-            return _error(1, "Invalid value type: expected Boolean", req_id)
-        conn.combined = args[1]
-        return _result(None, req_id)
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _result(result: object, req_id: int | str | None) -> str:
-    return orjson.dumps({"result": result, "id": req_id}).decode()
-
-
-def _error(code: int, msg: str, *req_id: int | str | None) -> str:
-    """An error response; ``req_id`` (at most one) is omitted when the id was unreadable."""
-    body: dict[str, object] = {"error": {"code": code, "msg": msg}}
-    if req_id:
-        body["id"] = req_id[0]
-    return orjson.dumps(body).decode()
-
-
-def _valid_id(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool):  # JSON true/false: bool is an int subclass in Python
-        return False
-    if isinstance(value, int):
-        return _INT64_MIN <= value <= _INT64_MAX
-    if isinstance(value, str):
-        return len(value) <= _MAX_ID_CHARS
-    return False
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    """serde_json-style 1-based line and column of the character before ``offset``."""
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1)
-
-
-def _unknown_variant_msg(text: str, method: object) -> str:
-    expected = ", ".join(f"`{m}`" for m in _METHODS)
-    variant = method if isinstance(method, str) else orjson.dumps(method).decode()
-    match = _METHOD_VALUE.search(text)
-    line, col = _line_col(text, match.end(1) if match else len(text.rstrip()))
-    return (
-        f"Invalid request: unknown variant `{variant}`, expected one of {expected} "
-        f"at line {line} column {col}"
-    )
 
 
 def _parse_target(target: str) -> tuple[bool, list[str]] | None:
