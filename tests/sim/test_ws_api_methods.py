@@ -90,6 +90,9 @@ PUBLIC_CASES: Final[list[tuple[str, Json]]] = [
     ("ticker.price", {"symbol": "BTCUSDT"}),
     ("ticker.price", {}),
     ("ticker.book", {"symbols": ["ETHUSDT", "BTCUSDT"]}),
+    ("ticker.book", {"symbol": "BTCUSDT", "symbolStatus": "TRADING"}),
+    ("ticker.price", {"symbolStatus": "TRADING"}),
+    ("ticker.24hr", {"symbols": ["BTCUSDT", "ETHUSDT"], "symbolStatus": "TRADING"}),
     ("ping", {}),
     ("time", {}),
 ]
@@ -167,6 +170,8 @@ async def test_errors_are_rest_errors_with_a_ws_status(autojump_clock: trio.abc.
         ("ticker.24hr", {"symbol": "BTCUSDT", "symbols": ["ETHUSDT"]}),  # -1128
         ("ticker.price", {"symbols": ["BTCUSDT", "BTCUSDT"]}),  # -1101 duplicates
         ("trades.historical", {"symbol": "BTCUSDT", "fromId": -1}),  # -1100
+        ("ticker.book", {"symbol": "BTCUSDT", "symbolStatus": "HALT"}),  # -1220
+        ("ticker.price", {"symbolStatus": "ASLEEP"}),  # -1122
     ]
     with trio.fail_after(10):
         async with connect(sim) as client, open_rest(sim) as rest:
@@ -175,6 +180,23 @@ async def test_errors_are_rest_errors_with_a_ws_status(autojump_clock: trio.abc.
                 expected = await rest.public(SHARED[method][1], rest_params(params))
                 body = expected.json()
                 assert error_of(answer) == (expected.status_code, body["code"], body["msg"])
+
+
+async def test_symbol_status_leaves_other_symbols_out_on_both_transports(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sim = make_sim()
+    sim.exchange.set_symbol_status("ETHUSDT", "HALT")
+    with trio.fail_after(10):
+        async with connect(sim) as client, open_rest(sim) as rest:
+            halted = await client.call("ticker.price", {"symbolStatus": "HALT"})
+            assert [row["symbol"] for row in cast("list[Json]", halted["result"])] == ["ETHUSDT"]
+            rest_halted = await rest.public("ticker/price", {"symbolStatus": "HALT"})
+            assert rest_halted.json() == halted["result"]
+            rolling = await client.call(
+                "ticker", {"symbols": ["BTCUSDT", "ETHUSDT"], "symbolStatus": "TRADING"}
+            )
+            assert [row["symbol"] for row in cast("list[Json]", rolling["result"])] == ["BTCUSDT"]
 
 
 async def test_signed_queries_need_a_signature_or_a_session(

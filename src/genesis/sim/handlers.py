@@ -450,18 +450,28 @@ def avg_price(call: Call) -> JsonValue:
 
 
 def _symbols_selection(exchange: Exchange, params: Params) -> tuple[list[str], bool]:
-    """(symbols, single): ``symbol`` → one object; ``symbols`` / nothing → an array."""
+    """(symbols, single): ``symbol`` → one object; ``symbols`` / nothing → an array.
+
+    ``symbolStatus`` (TRADING, HALT, BREAK): a single symbol in another status is -1220; from
+    several or all symbols, the others are left out (web-socket-api.md, rest-api.md).
+    """
     symbol = params.symbol(required=False)
     symbols = symbol_list(params)
+    status = params.get("symbolStatus")
     if symbol is not None and symbols is not None:
         raise SimReject(OPTIONAL_PARAMS_BAD_COMBO)
+    if status is not None and status not in SYMBOL_STATUSES:
+        raise SimReject(INVALID_SYMBOLSTATUS)
     if symbol is not None:
+        _check_symbol_status(exchange, symbol, status)
         return [symbol], True
     if symbols is not None:
-        for name in symbols:
-            exchange.spec(name)
-        return symbols, False
-    return [spec.symbol for spec in exchange.symbol_specs()], False
+        names = [exchange.spec(name).symbol for name in symbols]
+    else:
+        names = [spec.symbol for spec in exchange.symbol_specs()]
+    if status is not None:
+        names = [name for name in names if exchange.spec(name).status == status]
+    return names, False
 
 
 def ticker_24hr(call: Call) -> JsonValue:
@@ -655,18 +665,14 @@ def rolling_ticker(call: Call) -> JsonValue:
     24 h answer is ``ticker.24hr``'s without its book and previous-close fields, as documented.
     """
     params = call.params
-    symbol = params.symbol(required=False)
-    symbols = symbol_list(params)
+    if not params.has("symbol") and not params.has("symbols"):
+        raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "symbol")
+    names, single = _symbols_selection(call.exchange, params)
     kind = params.get("type") or "FULL"
     window_ms = _window_ms(params.get("windowSize"))
     params.check_all_read()
-    if symbol is not None and symbols is not None:
-        raise SimReject(OPTIONAL_PARAMS_BAD_COMBO)
-    if symbol is None and symbols is None:
-        raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "symbol")
     if kind not in ("FULL", "MINI"):
         raise SimReject(INVALID_TICKER_TYPE)
-    names = [symbol] if symbol is not None else list(symbols or [])
     if len(names) > _ROLLING_MAX_SYMBOLS:
         raise SimReject.of(INVALID_PARAMETER, MSG_INVALID_PARAMETER, "symbols")
     if window_ms != 86_400_000:
@@ -675,7 +681,7 @@ def rolling_ticker(call: Call) -> JsonValue:
     for name in names:
         row = call.exchange.ticker_24hr(name, now_ms=call.now_ms, mini=kind == "MINI")
         rows.append({k: v for k, v in row.items() if k not in _ROLLING_EXTRA_FIELDS})
-    return rows[0] if symbol is not None else rows
+    return rows[0] if single else rows
 
 
 def rolling_ticker_weight(values: Mapping[str, str]) -> int:
