@@ -1022,3 +1022,16 @@ def test_an_endpoint_without_a_handler_is_refused_before_any_request() -> None:
     fewer = {k: v for k, v in ENDPOINTS.items() if k != ("GET", "/api/v3/depth")}
     with pytest.raises(RouteMismatchError, match=r"no endpoint for \[\('GET', '/api/v3/depth'\)\]"):
         routes_for(fewer)
+
+
+async def test_order_counts_come_once_the_order_reached_the_orders_limits(
+    sim: Sim, autojump_clock: trio.testing.MockClock
+) -> None:
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}
+    with trio.fail_after(10):
+        unread = await sim.signed("POST", "order", {**order, "colour": "red"})
+        assert error_of(unread)[1] == -1104
+        assert "x-mbx-order-count-10s" not in unread.headers  # never reached the limits
+        refused = await sim.signed("POST", "order", {**order, "quantity": "0.0000001"})
+        assert refused.status_code == 400
+        assert refused.headers["x-mbx-order-count-10s"] == "0"  # counted, then taken back

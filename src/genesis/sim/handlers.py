@@ -95,6 +95,9 @@ class Call:
             :meth:`Params.check_all_read`.
         now_ms: Simulator epoch ms of the request.
         api_key: The authenticated account of a signed request (empty otherwise).
+        order_counted: Set by a handler once the request reached the ORDERS limits (its
+            parameters were read); the transports then report the account's order counts
+            (REST ``X-MBX-ORDER-COUNT-*``, WS API ``rateLimits``).
     """
 
     exchange: Exchange
@@ -102,6 +105,7 @@ class Call:
     params: Params
     now_ms: int
     api_key: str = ""
+    order_counted: bool = False
 
 
 Handler = Callable[[Call], JsonValue]
@@ -512,6 +516,7 @@ def new_order(call: Call) -> JsonValue:
     """
     fields = read_order_fields(call.params)
     call.params.check_all_read()
+    call.order_counted = True
     call.limiter.admit_order(call.api_key, call.now_ms)
     result = place_counted_order(
         call.exchange, call.limiter, call.api_key, fields, now_ms=call.now_ms

@@ -395,7 +395,7 @@ class RestApp:
                 reply.status,
                 reply.body[:120],
             )
-        if endpoint.counts_order and call.api_key:
+        if call.order_counted:
             usage = UsageSnapshot(
                 used_weight=usage.used_weight,
                 order_count=self.limiter.order_count_snapshot(call.api_key, now_ms),

@@ -124,12 +124,11 @@ class Dispatcher:
     def run_query(self, endpoint: Endpoint, handler: Handler, request: Request) -> object:
         """Run a REST-shared query handler (:mod:`genesis.sim.handlers`) for ``request``.
 
-        Signed endpoints act for :meth:`authenticated_key`; an ORDERS-counting one reports the
-        account's ORDERS windows in ``rateLimits``, and a limit refusal gets ``retryAfter``.
+        Signed endpoints act for :meth:`authenticated_key`; a request that reached the ORDERS
+        limits reports the account's ORDERS windows in ``rateLimits``, and a limit refusal gets
+        ``retryAfter``.
         """
         account = self.authenticated_key(request) if endpoint.signed else ""
-        if endpoint.counts_order:
-            request.account = account
         call = Call(
             exchange=self.ctx.exchange,
             limiter=self.ctx.limiter,
@@ -143,6 +142,9 @@ class Dispatcher:
             if exc.status in (418, 429):
                 raise self.limit_failure(exc, request.now_ms, account or None) from None
             raise
+        finally:
+            if call.order_counted:
+                request.account = account
 
     # --- answers ----------------------------------------------------------------------------
 
