@@ -131,3 +131,22 @@ async def test_two_exporters_in_one_process_have_their_own_registries() -> None:
     assert got_a[("genesis_bus_subscribers", ())] == got_b[("genesis_bus_subscribers", ())] + 1
     assert (missing.status_code, posted.status_code) == (404, 405)
     assert a.scrapes == 1
+
+
+def test_run_options_for_metrics_and_alerts() -> None:
+    from genesis.app.cli import build_parser, main
+
+    parser = build_parser()
+    defaults = parser.parse_args(["run"])
+    assert (defaults.metrics_port, defaults.no_metrics, defaults.alert_command) == (
+        9108,
+        False,
+        None,
+    )
+    chosen = parser.parse_args(
+        ["run", "--metrics-port", "0", "--no-metrics", "--alert-command", "page --to 'on call'"]
+    )
+    assert (chosen.metrics_port, chosen.no_metrics) == (0, True)
+    assert chosen.alert_command == ("page", "--to", "on call")
+    assert main(["run", "--alert-command", "'unbalanced"]) == 2
+    assert main(["run", "--metrics-port", "70000"]) == 2
