@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from genesis.market_state import (
 )
 from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
 from genesis.models.state import MarketCondition, MarketState
+from tests.gateway_support import memory_gateway
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -374,3 +376,54 @@ async def test_task_publishes_on_change_and_periodically(
         (40.0, MarketCondition.DEAD),
     ]
     assert handle.state_of("BTCUSDT") is not None
+
+
+async def test_a_symbol_halted_mid_session_turns_maintenance_at_the_next_refresh(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus()
+    changes: list[tuple[float, MarketCondition]] = []
+    with trio.fail_after(600):
+        async with memory_gateway() as m, trio.open_nursery() as nursery:
+
+            def status(symbol: str) -> str | None:
+                info = m.gateway.cached_exchange_info
+                found = info.symbol(symbol) if info is not None else None
+                return found.status if found is not None else None
+
+            states = bus.subscribe(MarketState)
+            start = trio.current_time()
+            await nursery.start(
+                lambda task_status: run_market_state(
+                    bus,
+                    ["BTCUSDT"],
+                    symbol_status=status,
+                    publish_interval_s=1000.0,
+                    refresh=lambda: m.gateway.exchange_info(["BTCUSDT"]),
+                    refresh_interval_s=59.5,
+                    task_status=task_status,
+                )
+            )
+            bus.publish_nowait(trade(1))
+
+            async def collect() -> None:
+                async for state in states:
+                    changes.append((trio.current_time() - start, state.state))  # noqa: PERF401
+
+            nursery.start_soon(collect)
+            await trio.sleep(5)
+            m.sim.faults.halt("BTCUSDT")
+            await trio.sleep(60)  # refreshed at 59.5: MAINTENANCE at the tick of 60
+            m.sim.faults.halt("BTCUSDT", "TRADING")
+            m.sim.faults.error_burst(1)  # the refresh at 119 fails: the last status stays
+            await trio.sleep(120)  # the one at 178.5 succeeds
+            nursery.cancel_scope.cancel()
+    assert changes == [
+        (1.0, MarketCondition.NORMAL),
+        (60.0, MarketCondition.MAINTENANCE),
+        (179.0, MarketCondition.NORMAL),
+    ]
+    assert any(
+        r.levelno == logging.WARNING and "market_state.refresh_failed" in r.getMessage()
+        for r in caplog.records
+    )

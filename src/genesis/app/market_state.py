@@ -5,6 +5,11 @@ its :class:`~genesis.models.state.MarketState` is published when its ``state`` c
 shows within one tick, without any event) and every ``publish_interval_s`` regardless, so a late
 subscriber soon learns the measures. The bus conflates ``MarketState`` per symbol (a slow
 subscriber sees only the newest).
+
+A symbol's exchangeInfo status (``TRADING``, ``HALT``, ``BREAK``…) is read through
+``symbol_status`` every tick; ``refresh`` (the gateway's ``exchange_info``) re-reads it from the
+exchange every ``refresh_interval_s``, so a symbol halted mid-session turns MAINTENANCE within a
+minute. A failed refresh is a WARNING and the last known status stays.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import attrs
 import trio
 
+from genesis.errors import GenesisError
 from genesis.market_state import MarketStateConfig, MarketStateTracker
 from genesis.models.market import Depth, Kline, Ticker, Trade
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from genesis.bus import EventBus
     from genesis.models.state import MarketCondition, MarketState
@@ -30,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 TICK_S: Final = 1.0
 PUBLISH_INTERVAL_S: Final = 10.0
+REFRESH_INTERVAL_S: Final = 60.0
+"""exchangeInfo re-read for the symbols' status: weight 20 a minute of Binance's 6000."""
 SUBSCRIPTION_SIZE: Final = 4096
 """Market data drops the oldest on overflow; a lost trade only delays one age by an event."""
 
@@ -54,6 +62,8 @@ async def run_market_state(
     symbol_status: Callable[[str], str | None] | None = None,
     tick_s: float = TICK_S,
     publish_interval_s: float = PUBLISH_INTERVAL_S,
+    refresh: Callable[[], Awaitable[object]] | None = None,
+    refresh_interval_s: float = REFRESH_INTERVAL_S,
     task_status: trio.TaskStatus[MarketStateHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Judge every symbol's regime from the bus and publish ``MarketState`` until cancelled.
@@ -66,6 +76,8 @@ async def run_market_state(
             when unknown; read every tick (e.g. ``gateway.cached_exchange_info``).
         tick_s: how often states are re-judged without events (DEAD, status changes).
         publish_interval_s: every symbol's state is published at least this often.
+        refresh: re-reads exchangeInfo (so ``symbol_status`` sees a halt); ``None`` for never.
+        refresh_interval_s: how often ``refresh`` runs.
         task_status: receives a :class:`MarketStateHandle` once subscribed.
     """
     cfg = config if config is not None else MarketStateConfig()
@@ -93,7 +105,9 @@ async def run_market_state(
             bus.publish_nowait(state)
 
     subscription = bus.subscribe(Trade, Kline, Ticker, Depth, buffer_size=SUBSCRIPTION_SIZE)
-    async with subscription:
+    async with subscription, trio.open_nursery() as nursery:
+        if refresh is not None:
+            nursery.start_soon(_refresh_forever, refresh, refresh_interval_s)
         task_status.started(handle)
         next_tick = trio.current_time() + tick_s
         while True:
@@ -109,6 +123,19 @@ async def run_market_state(
                     if symbol_status is not None:
                         tracker.status = symbol_status(symbol)
                     judge(symbol, now)
+
+
+async def _refresh_forever(refresh: Callable[[], Awaitable[object]], interval_s: float) -> None:
+    while True:
+        await trio.sleep(interval_s)
+        try:
+            await refresh()
+        except GenesisError as exc:
+            logger.warning(
+                "market_state.refresh_failed error=%s: %s; keeping the last known status",
+                type(exc).__name__,
+                exc,
+            )
 
 
 def _feed(handle: MarketStateHandle, event: object, now: float) -> None:

@@ -344,6 +344,7 @@ async def _run_tree(
                     bus,
                     settings.symbols,
                     symbol_status=partial(_symbol_status, gateway),
+                    refresh=partial(gateway.exchange_info, settings.symbols),
                 )
             )
             market_data = await tree.start(
