@@ -146,7 +146,7 @@ async def test_a_silent_symbol_while_connected_is_a_feed_gap(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     bus = EventBus()
-    with trio.fail_after(60):
+    with trio.fail_after(300):
         async with alert_task(bus, AlertConfig(check_s=0.25, silence_s=1.0)) as (handle, seen):
             bus.publish_nowait(trade("BTCUSDT"))
             bus.publish_nowait(trade("ETHUSDT"))
@@ -159,8 +159,16 @@ async def test_a_silent_symbol_while_connected_is_a_feed_gap(
             bus.publish_nowait(trade("BTCUSDT", 2))
             await trio.sleep(0.1)
             assert not handle.is_active(AlertKind.FEED_GAP, "BTCUSDT")
+            # Silent again at once: the same symbol pages again only 60 s after the first.
+            for _ in range(130):
+                await trio.sleep(0.5)
+                bus.publish_nowait(trade("ETHUSDT"))
+            await handle.wait_seen(2)
+            again = drain(seen)
     assert [(a.kind, a.subject) for a in raised] == [(AlertKind.FEED_GAP, "BTCUSDT")]
     assert raised[0].details == (("silent_s", "1.2"),)  # first check past 1 s: t=1.25
+    # Checks every 0.25 s: 61.25 is the first 60 s after 1.25; silent since 4.0.
+    assert [(a.subject, a.details) for a in again] == [("BTCUSDT", (("silent_s", "57.2"),))]
 
 
 async def test_feed_gap_events_alert_once_per_subject_within_the_repeat_time(

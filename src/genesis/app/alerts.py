@@ -19,7 +19,8 @@ rate_limited        the gateway counted a new HTTP 429                     the 4
 ip_banned           the gateway counted a new HTTP 418 (CRITICAL)          the ban ends
 feed_gap            a ``FeedGap`` (subject ``SYMBOL/stream``); or no       an event of that
                     market event for a symbol for > ``silence_s`` while    symbol (silence);
-                    the feed is up (subject ``SYMBOL``)                    after ``repeat_s``
+                    the feed is up (subject ``SYMBOL``); each at most      after ``repeat_s``
+                    once per ``repeat_s``
 feed_down           ``FeedDown`` (ERROR)                                   ``FeedUp``
 clock_offset        the synced clock offset is beyond ±500 ms              back within ±400 ms
 ==================  ======================================================  ===================
@@ -317,6 +318,7 @@ class _Watcher:
     wall_clock_ms: Callable[[], int]
     feed_up: bool = True
     last_event: dict[str, float] = attrs.field(factory=dict)
+    silence_raised: dict[str, float] = attrs.field(factory=dict)
     rate_limited_seen: int = 0
     ip_banned_seen: int = 0
 
@@ -419,7 +421,13 @@ class _Watcher:
         if self.feed_up:
             for symbol, seen in self.last_event.items():
                 silent_s = now - seen
-                if silent_s > self.config.silence_s:
+                if silent_s <= self.config.silence_s or self.handle.is_active(
+                    AlertKind.FEED_GAP, symbol
+                ):
+                    continue
+                # A symbol that flaps (silent, one event, silent) pages once per repeat_s.
+                if now - self.silence_raised.get(symbol, -math.inf) >= self.config.repeat_s:
+                    self.silence_raised[symbol] = now
                     await self.raise_alert(
                         AlertKind.FEED_GAP,
                         AlertSeverity.WARNING,
