@@ -195,6 +195,9 @@ async def test_feed_gap_events_alert_once_per_subject_within_the_repeat_time(
             await bus.publish(gap(30))  # 61 s after the first: raised again
             await handle.wait_seen(2)
             alerts = drain(seen)
+            assert handle.statistics().active == ("feed_gap:BTCUSDT/trade",)
+            await trio.sleep(60)
+            assert handle.statistics().active == ()  # an incident, not a state: it expires
     assert [(a.subject, a.details[0]) for a in alerts] == [
         ("BTCUSDT/trade", ("first_missing_id", "10")),
         ("BTCUSDT/trade", ("first_missing_id", "30")),

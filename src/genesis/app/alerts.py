@@ -418,6 +418,15 @@ class _Watcher:
             self.clear(AlertKind.BREAKER_OPEN, event.name)
 
     async def check(self, now: float) -> None:
+        # A FeedGap is an incident, not a state: it counts as active for repeat_s, then clears.
+        for kind, subject in list(self.handle.active_since):
+            raised_at = self.handle.active_since[(kind, subject)]
+            if (
+                kind is AlertKind.FEED_GAP
+                and "/" in subject
+                and now - raised_at >= self.config.repeat_s
+            ):
+                self.clear(kind, subject)
         if self.feed_up:
             for symbol, seen in self.last_event.items():
                 silent_s = now - seen
