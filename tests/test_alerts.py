@@ -196,7 +196,9 @@ async def test_feed_gap_events_alert_once_per_subject_within_the_repeat_time(
             await handle.wait_seen(2)
             alerts = drain(seen)
             assert handle.statistics().active == ("feed_gap:BTCUSDT/trade",)
-            await trio.sleep(60)
+            await trio.sleep(59)
+            assert handle.statistics().active == ("feed_gap:BTCUSDT/trade",)
+            await trio.sleep(2)  # the first check (every 0.5 s) 60 s after it was raised
             assert handle.statistics().active == ()  # an incident, not a state: it expires
     assert [(a.subject, a.details[0]) for a in alerts] == [
         ("BTCUSDT/trade", ("first_missing_id", "10")),
