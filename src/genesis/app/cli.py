@@ -78,6 +78,15 @@ def _symbols(text: str) -> tuple[str, ...]:
     return symbols
 
 
+def _alert_command(text: str) -> tuple[str, ...]:
+    from genesis.app.alerts import parse_alert_command
+
+    try:
+        return parse_alert_command(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--alert-command: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``genesis`` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -108,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-display", action="store_true", help="do not show live prices")
     run.add_argument("--sim-seed", type=int, default=1, help="embedded simulator seed")
     run.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper)
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9108,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default 9108; a port in use "
+        "is a warning, not a failure)",
+    )
+    run.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
+    run.add_argument(
+        "--alert-command",
+        type=_alert_command,
+        metavar="CMD",
+        help="run CMD for every alert with the alert as one JSON object on stdin (e.g. a "
+        "pager hook); bounded and time-limited, it never holds up Genesis",
+    )
     run.set_defaults(handler=_cmd_run)
 
     sim = sub.add_parser(
@@ -202,6 +227,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             display=display,
             capture_logs=display is not None and sys.stderr.isatty(),
             sim_seed=args.sim_seed,
+            metrics_port=None if args.no_metrics else args.metrics_port,
+            alert_command=args.alert_command,
         )
     )
 
