@@ -15,6 +15,8 @@ run_genesis
             ├── reconciler                   orders/reconcile.py (at start and after each gap)
             ├── user data stream             exchange/user_stream.py (WS API; reports → journal
             │                                → bus; a gap → reconciliation)
+            ├── [GENESIS_NATS_URL] bridge    bridge/ (bus → JetStream; order events via the
+            │                                journal's outbox)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
 
@@ -43,6 +45,7 @@ import trio
 
 from genesis.app.dashboard import run_dashboard
 from genesis.app.record import run_recorder
+from genesis.bridge import BridgeConfig, run_bridge
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 
     from genesis.app.dashboard import LiveDisplay
     from genesis.app.record import Recorder
+    from genesis.bridge import Bridge
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.signing import Signer
@@ -107,6 +111,7 @@ class GenesisHandle:
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
         recorder: the recording's state with ``record_path``, else ``None``.
         display: the live display when one is shown, else ``None``.
+        bridge: the JetStream bridge when ``settings.nats_url`` is set, else ``None``.
     """
 
     bus: EventBus
@@ -122,6 +127,7 @@ class GenesisHandle:
     simulator: SimHandle | None
     recorder: Recorder | None
     display: LiveDisplay | None
+    bridge: Bridge | None = None
 
 
 async def watch_signals(
@@ -305,6 +311,14 @@ async def _run_tree(
                 live = await tree.start(
                     _dashboard, bus, settings.symbols, display, display_tty, capture_logs
                 )
+            bridge = None
+            if settings.nats_url is not None:
+                bridge = await tree.start(
+                    run_bridge,
+                    BridgeConfig(url=settings.nats_url, name=f"genesis-{journal.prefix}"),
+                    bus,
+                    journal,
+                )
             market_data = await tree.start(
                 partial(
                     run_market_data,
@@ -365,6 +379,7 @@ async def _run_tree(
                     simulator=simulator,
                     recorder=recorder,
                     display=live,
+                    bridge=bridge,
                 )
             )
     finally:
