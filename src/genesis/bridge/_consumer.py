@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -263,7 +264,7 @@ class Consumer:
             self._unacked = messages[-1].msg
 
     async def consume_forever(self, task_status: trio.TaskStatus[Consumer]) -> NoReturn:
-        backoff = Backoff(self.config.backoff)
+        backoff = Backoff(self.config.backoff, rng=random.Random())
         started = False
         while True:
             try:

@@ -161,7 +161,10 @@ class NatsSession:
                 name=name,
                 allow_reconnect=False,
                 connect_timeout=max(1, round(connect_timeout_s)),
-                max_reconnect_attempts=0,
+                # nats-py retries a refused first connect forever with 0 here: 1 means two
+                # quick attempts and then NoServersError; the bridge's backoff takes over.
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.05,
                 error_cb=_quiet_error,
                 ping_interval=5,
                 max_outstanding_pings=2,

@@ -27,6 +27,7 @@ reconnects back off (:class:`~genesis.resilience.backoff.Backoff`).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter, deque
 from types import MappingProxyType
@@ -37,7 +38,7 @@ import attrs
 import orjson
 import trio
 
-from genesis.bridge._host import AsyncioThread, open_asyncio_thread
+from genesis.bridge._host import AsyncioThread, lone_error_bare, open_asyncio_thread
 from genesis.bridge._ids import KINDS, ORDER_KINDS, kind_of, message_id, subject_for
 from genesis.bridge._nats import NatsSession, StreamSpec
 from genesis.errors import BrokerUnavailableError
@@ -367,7 +368,7 @@ class Bridge:
 
     async def publish_forever(self) -> NoReturn:
         """Connect, then publish what waits; reconnect with backoff after any failure."""
-        backoff = Backoff(self.config.backoff)
+        backoff = Backoff(self.config.backoff, rng=random.Random())
         while True:
             try:
                 if self.session is None or not self.session.connected:
@@ -424,16 +425,17 @@ async def run_bridge(
             config=config, bus=bus, journal=journal, host=host, wall_ms=wall_ms, subscription=sub
         )
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(bridge.read, sub)
-                nursery.start_soon(bridge.publish_forever)
-                logger.info(
-                    "bridge.start url=%s kinds=%s outbox=%d",
-                    _safe_url(config.url),
-                    ",".join(sorted(config.kinds)),
-                    journal.statistics().outbox,
-                )
-                task_status.started(bridge)
+            with lone_error_bare():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(bridge.read, sub)
+                    nursery.start_soon(bridge.publish_forever)
+                    logger.info(
+                        "bridge.start url=%s kinds=%s outbox=%d",
+                        _safe_url(config.url),
+                        ",".join(sorted(config.kinds)),
+                        journal.statistics().outbox,
+                    )
+                    task_status.started(bridge)
         finally:
             await bridge._drop_session()
             stats = bridge.statistics()
