@@ -1,12 +1,17 @@
 """An asyncio event loop in a worker thread, driven from Trio: where nats-py runs.
 
 nats-py is an asyncio library. The bridge gives it an event loop of its own in one worker
-thread and calls into it with :meth:`AsyncioThread.call`, which schedules a coroutine on that
-loop (``asyncio.run_coroutine_threadsafe``) and waits for its result on the Trio side without
-blocking the Trio loop. Chosen over trio-asyncio because it was cheaper per bridged event in
-the measurement of ``scripts/bench_bridge.py hosts`` (the figures are in the README): the
-bridge makes one call per *batch* of messages, so the two thread hops per call are amortised,
-and the asyncio loop's own work runs outside the Trio loop's time slices.
+thread. Control operations (connect, stream checks, order-event publishes) use
+:meth:`AsyncioThread.call`, which schedules a coroutine on that loop
+(``asyncio.run_coroutine_threadsafe``) and waits for its result without blocking the Trio loop;
+the hot paths hand batches over with :meth:`AsyncioThread.call_soon` and get their answers back
+through ``TrioToken.run_sync_soon``, so no event waits for a round trip between the threads.
+
+Chosen over trio-asyncio (the asyncio loop run inside the Trio loop) because, with the same
+bridge code on both through the :class:`AsyncioHost` seam, it used less CPU per event at the
+target rate (``scripts/bench_bridge.py hosts``; figures in the README): the bridge crosses
+once per *batch*, so the hops are amortised, and nats-py's own work runs outside the Trio
+loop's time slices instead of adding to every Trio scheduling pass.
 
 The thread lives exactly as long as :func:`open_asyncio_thread`'s block: it is a child of a
 private nursery, the loop is stopped in ``finally`` and the block waits for the thread to end.
@@ -20,7 +25,7 @@ import contextlib
 import logging
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
@@ -28,11 +33,24 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
-__all__ = ["AsyncioThread", "lone_error_bare", "open_asyncio_thread"]
+__all__ = ["AsyncioHost", "AsyncioThread", "lone_error_bare", "open_asyncio_thread"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
+class AsyncioHost(Protocol):
+    """Where the bridge's asyncio code runs: the seam between Trio and nats-py."""
+
+    async def call(self, coro_fn: Callable[[], Coroutine[object, object, _T]]) -> _T:
+        """Run ``coro_fn()`` on the asyncio side and return its result (or raise its error)."""
+        ...
+
+    def call_soon(self, fn: Callable[[Unpack[_Ts]], object], *args: *_Ts) -> None:
+        """Schedule the plain function ``fn(*args)`` on the asyncio loop; never blocks."""
+        ...
 
 
 class AsyncioThread:
@@ -69,6 +87,15 @@ class AsyncioThread:
             if not future.done():
                 future.cancel()
         return future.result()
+
+    def call_soon(self, fn: Callable[[Unpack[_Ts]], object], *args: *_Ts) -> None:
+        """Schedule ``fn(*args)`` on the asyncio loop (thread-safe, FIFO); never blocks.
+
+        For the hot paths: handing a batch over costs one wake-up of the loop's thread, and the
+        Trio side does not wait for it. ``fn`` reports back itself (``TrioToken.run_sync_soon``).
+        """
+        self.calls += 1
+        self._loop.call_soon_threadsafe(fn, *args)
 
 
 @contextlib.contextmanager

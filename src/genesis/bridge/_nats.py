@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -24,7 +25,7 @@ from nats.js import api
 from genesis.errors import BrokerUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -35,6 +36,7 @@ __all__ = [
     "ConsumerSpec",
     "NatsSession",
     "PublishOutcome",
+    "PushFeed",
     "Received",
     "StreamSpec",
 ]
@@ -75,7 +77,7 @@ class StreamSpec:
 
 @attrs.frozen(kw_only=True)
 class ConsumerSpec:
-    """A pull consumer on the stream.
+    """A push consumer on the stream (ack-all, bounded by ``max_ack_pending``).
 
     Attributes:
         subjects: filter subjects (``genesis.trade.>``, ``genesis.*.BTCUSDT``).
@@ -106,7 +108,7 @@ class PublishOutcome:
 
 @attrs.frozen
 class Received:
-    """A message from a pull consumer: subject, body, stream sequence (0 when unknown)."""
+    """A message from a consumer: subject, body, stream sequence (0 when unknown)."""
 
     subject: str
     data: bytes
@@ -115,6 +117,42 @@ class Received:
 
 
 _UNAVAILABLE: Final = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+@attrs.frozen
+class _Batch:
+    messages: Sequence[tuple[str, str, bytes]]
+    timeout_s: float
+    on_confirmed: Callable[[bool, bool], None]
+
+
+class PushFeed:
+    """Messages of a push consumer, handed on in batches as they arrive (asyncio side).
+
+    Each burst of messages the client reads is handed to ``sink`` as one list, called on the
+    asyncio loop once the burst is read (``sink`` must be thread-safe: the consumer's posts
+    the list to the Trio loop). What is handed on is bounded by the consumer's
+    ``max_ack_pending``: the broker sends no more while that many are unacknowledged, and the
+    bridge acknowledges only what it delivered.
+    """
+
+    def __init__(self, sink: Callable[[list[Received]], None]) -> None:
+        self._sink = sink
+        self._queue: list[Received] = []
+
+    async def on_message(self, msg: Msg) -> None:
+        try:
+            seq = msg.metadata.sequence.stream
+        except (nats.errors.Error, ValueError, AttributeError, IndexError):
+            seq = 0
+        if not self._queue:
+            asyncio.get_running_loop().call_soon(self._hand_on)
+        self._queue.append(Received(msg.subject, msg.data, seq, msg))
+
+    def _hand_on(self) -> None:
+        batch, self._queue = self._queue, []
+        if batch:
+            self._sink(batch)
 
 
 @contextlib.contextmanager
@@ -143,6 +181,9 @@ class NatsSession:
     def __init__(self, nc: Client, js: JetStreamContext) -> None:
         self._nc = nc
         self._js = js
+        self._outgoing: deque[_Batch] = deque()
+        self._outgoing_ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -172,9 +213,45 @@ class NatsSession:
         return cls(nc, nc.jetstream())
 
     async def close(self) -> None:
-        """Close the connection (flushing what is buffered); errors of a dead link are ignored."""
+        """Close the connection (flushing what is buffered); errors of a dead link are ignored.
+
+        Batches still queued by :meth:`enqueue_batch` are reported as not confirmed.
+        """
+        if self._sender is not None:
+            self._sender.cancel()
+        while self._outgoing:
+            self._outgoing.popleft().on_confirmed(False, False)
         with contextlib.suppress(*_UNAVAILABLE):
             await self._nc.close()
+
+    def enqueue_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        timeout_s: float,
+        on_confirmed: Callable[[bool, bool], None],
+    ) -> None:
+        """Queue a batch for :meth:`send_batch`, in order, without waiting (on the loop).
+
+        One sender task sends the queued batches one after the other, so they reach the stream
+        in the order they were queued. ``on_confirmed`` is called once for every batch.
+        """
+        self._outgoing.append(_Batch(messages, timeout_s, on_confirmed))
+        self._outgoing_ready.set()
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready.clear()
+            while self._outgoing:
+                batch = self._outgoing.popleft()
+                try:
+                    await self.send_batch(
+                        batch.messages, timeout_s=batch.timeout_s, on_confirmed=batch.on_confirmed
+                    )
+                except BrokerUnavailableError:
+                    batch.on_confirmed(False, False)
 
     async def ensure_stream(self, spec: StreamSpec) -> bool:
         """Create the stream if it is missing, else check it can serve the bridge.
@@ -225,9 +302,10 @@ class NatsSession:
     async def publish(
         self, messages: Sequence[tuple[str, str, bytes]], *, timeout_s: float
     ) -> PublishOutcome:
-        """Publish ``(subject, msg_id, payload)`` messages, pipelined, and wait for their acks.
+        """Publish ``(subject, msg_id, payload)`` messages, pipelined, each acknowledged.
 
-        The messages leave in order on the one connection, so the stream stores them in order.
+        The messages leave in order on the one connection, and the server handles one
+        connection's messages in order, so the stream stores them in order (order events).
 
         Raises:
             BrokerUnavailableError: not connected, or sending failed (nothing is known to be
@@ -258,22 +336,58 @@ class NatsSession:
                 duplicates += bool(future.result().duplicate)
         return PublishOutcome(tuple(acked), duplicates)
 
-    async def pull_consumer(
-        self, stream: str, spec: ConsumerSpec
-    ) -> JetStreamContext.PullSubscription:
-        """Create (or bind to) the pull consumer ``spec`` on ``stream``.
+    async def send_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        *,
+        timeout_s: float,
+        on_confirmed: Callable[[bool, bool], None],
+    ) -> None:
+        """Publish ``(subject, msg_id, payload)`` messages and return once they are written.
+
+        All but the last are plain publishes; the last is a JetStream publish whose
+        acknowledgement confirms the batch (the server handles one connection's messages in
+        order). ``on_confirmed(ok, duplicate)`` is called once, from the asyncio loop, when
+        that acknowledgement arrives (``ok``) or fails or ``timeout_s`` passes (not ``ok``).
+        Several batches may be in flight at once.
+
+        Raises:
+            BrokerUnavailableError: not connected, or writing failed.
+        """
+        if not self._nc.is_connected:
+            raise BrokerUnavailableError("publish: not connected")
+        with _map_errors("publish"):
+            for subject, msg_id, payload in messages[:-1]:
+                await self._nc.publish(subject, payload, headers={MSG_ID_HEADER: msg_id})
+            subject, msg_id, payload = messages[-1]
+            future = await self._js.publish_async(
+                subject, payload, headers={MSG_ID_HEADER: msg_id}, wait_stall=timeout_s
+            )
+        timer = asyncio.get_running_loop().call_later(timeout_s, future.cancel)
+
+        def confirmed(done: asyncio.Future[api.PubAck]) -> None:
+            timer.cancel()
+            if done.cancelled() or done.exception() is not None:
+                on_confirmed(False, False)
+            else:
+                on_confirmed(True, bool(done.result().duplicate))
+
+        future.add_done_callback(confirmed)
+
+    async def push_consumer(
+        self, stream: str, spec: ConsumerSpec, sink: Callable[[list[Received]], None]
+    ) -> PushFeed:
+        """Create (or bind to) the push consumer ``spec`` on ``stream``; messages queue in a feed.
 
         Raises:
             BrokerUnavailableError: the broker or JetStream cannot be reached.
         """
-        if spec.durable is not None:
-            deliver = api.DeliverPolicy.ALL
-        elif spec.start_seq is not None:
+        if spec.start_seq is not None and spec.durable is None:
             deliver = api.DeliverPolicy.BY_START_SEQUENCE
-        else:
-            deliver = api.DeliverPolicy.NEW if spec.deliver_new else api.DeliverPolicy.ALL
-        if spec.durable is not None and spec.deliver_new:
+        elif spec.deliver_new:
             deliver = api.DeliverPolicy.NEW
+        else:
+            deliver = api.DeliverPolicy.ALL
         config = api.ConsumerConfig(
             deliver_policy=deliver,
             opt_start_seq=spec.start_seq
@@ -286,43 +400,26 @@ class NatsSession:
             filter_subject=spec.subjects[0] if len(spec.subjects) == 1 else None,
             inactive_threshold=None if spec.durable else spec.inactive_threshold_s,
         )
+        feed = PushFeed(sink)
         with _map_errors("consumer"):
-            return await self._js.pull_subscribe(
-                spec.subjects[0], durable=spec.durable, stream=stream, config=config
+            await self._js.subscribe(
+                spec.subjects[0],
+                cb=feed.on_message,
+                durable=spec.durable,
+                stream=stream,
+                config=config,
+                manual_ack=True,
             )
+        return feed
 
-    async def fetch(
-        self, sub: JetStreamContext.PullSubscription, *, batch: int, timeout_s: float
-    ) -> list[Received]:
-        """Up to ``batch`` messages, waiting at most ``timeout_s`` for the first (``[]``: none).
+    def ack_soon(self, msg: Msg) -> None:
+        """Acknowledge ``msg`` (and every earlier one) without waiting (on the loop)."""
+        if self._nc.is_connected:
+            asyncio.get_running_loop().create_task(self._ack_quietly(msg))
 
-        Raises:
-            BrokerUnavailableError: the connection is gone.
-        """
-        if not self._nc.is_connected:
-            raise BrokerUnavailableError("fetch: not connected")
-        try:
-            msgs = await sub.fetch(batch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
-            return []
-        except _UNAVAILABLE as exc:
-            raise BrokerUnavailableError(f"fetch: {type(exc).__name__}") from exc
-        received: list[Received] = []
-        for msg in msgs:
-            try:
-                seq = msg.metadata.sequence.stream
-            except (nats.errors.Error, ValueError, AttributeError, IndexError):
-                seq = 0
-            received.append(Received(msg.subject, msg.data, seq, msg))
-        return received
-
-    async def ack(self, msg: Msg) -> None:
-        """Acknowledge ``msg`` and every earlier one (the consumers use ack-all).
-
-        Raises:
-            BrokerUnavailableError: the connection is gone (the broker will redeliver).
-        """
-        with _map_errors("ack"):
+    async def _ack_quietly(self, msg: Msg) -> None:
+        # A lost ack only means a redelivery to a durable consumer after a restart.
+        with contextlib.suppress(*_UNAVAILABLE):
             await msg.ack()
 
     async def publish_raw(self, subject: str, payload: bytes) -> None:

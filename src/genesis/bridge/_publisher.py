@@ -26,6 +26,7 @@ reconnects back off (:class:`~genesis.resilience.backoff.Backoff`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ import attrs
 import orjson
 import trio
 
-from genesis.bridge._host import AsyncioThread, lone_error_bare, open_asyncio_thread
+from genesis.bridge._host import lone_error_bare, open_asyncio_thread
 from genesis.bridge._ids import KINDS, ORDER_KINDS, kind_of, message_id, subject_for
 from genesis.bridge._nats import NatsSession, StreamSpec
 from genesis.errors import BrokerUnavailableError
@@ -50,6 +51,7 @@ from genesis.resilience.backoff import Backoff, BackoffPolicy
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from genesis.bridge._host import AsyncioHost
     from genesis.bus import EventBus, Subscription
     from genesis.orders.journal import Journal, OutboxEntry
 
@@ -65,6 +67,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLEANUP_S: Final = 1.0
+MAX_IN_FLIGHT: Final = 8
+"""Market batches sent and not yet acknowledged at once (the next is sent without waiting)."""
 _READ_BATCH: Final = 1024
 
 
@@ -169,7 +173,7 @@ class Bridge:
     config: BridgeConfig
     bus: EventBus
     journal: Journal
-    host: AsyncioThread
+    host: AsyncioHost
     wall_ms: Callable[[], int] = _wall_ms
     session: NatsSession | None = None
     subscription: Subscription[object] | None = None
@@ -179,6 +183,9 @@ class Bridge:
     duplicates: int = 0
     last_error: str | None = None
     _buffer: deque[tuple[str, object]] = attrs.field(factory=deque)
+    _in_flight: deque[tuple[int, list[tuple[str, object]]]] = attrs.field(factory=deque)
+    _token: int = 0
+    _batch_failed: bool = False
     _published: Counter[str] = attrs.field(factory=Counter)
     _dropped: Counter[str] = attrs.field(factory=Counter)
     _wake: trio.Event = attrs.field(factory=trio.Event)
@@ -193,7 +200,7 @@ class Bridge:
             published_by_kind=MappingProxyType(dict(self._published)),
             dropped=self._dropped.total(),
             dropped_by_kind=MappingProxyType(dict(self._dropped)),
-            buffered=len(self._buffer),
+            buffered=len(self._buffer) + sum(len(items) for _, items in self._in_flight),
             outbox=self.journal.statistics().outbox,
             connects=self.connects,
             outages=self.outages,
@@ -214,6 +221,7 @@ class Bridge:
         """Return once nothing waits for the broker: the buffer and the outbox are empty."""
         while (
             self._buffer
+            or self._in_flight
             or self.journal.statistics().outbox
             or self.unreachable
             or (self.subscription is not None and self.subscription.queued)
@@ -325,9 +333,9 @@ class Bridge:
         return outcome.acked
 
     async def _publish_outbox(self) -> bool:
+        if not self.journal.statistics().outbox:
+            return False  # the journal counts in memory: no disk read while nothing waits
         entries: list[OutboxEntry] = await self.journal.outbox_pending(self.config.batch_max)
-        if not entries:
-            return False
         acked = await self._publish([e.message for e in entries])
         # Only the acknowledged prefix is done: a later message must not overtake an earlier
         # one of the same order, so the rest is published again (same ids) in order.
@@ -342,28 +350,53 @@ class Bridge:
             raise BrokerUnavailableError("publish: acks missing from the outbox batch")
         return True
 
+    def _on_confirmed(self, token: int, ok: bool, duplicate: bool) -> None:
+        """A market batch's acknowledgement (on the Trio loop); stale tokens are ignored."""
+        if not self._in_flight or self._in_flight[0][0] > token:
+            return  # a batch of a session given up already (requeued then)
+        if not ok:
+            self._batch_failed = True
+        else:
+            while self._in_flight and self._in_flight[0][0] <= token:
+                _, items = self._in_flight.popleft()
+                for kind, _event in items:
+                    self._published[kind] += 1
+            self.duplicates += duplicate
+        self._wake.set()
+        self._state_changed()
+
+    def _requeue_in_flight(self) -> None:
+        """Put every unconfirmed batch back, in order, before what waits (ids make it safe)."""
+        while self._in_flight:
+            _, items = self._in_flight.pop()
+            self._buffer.extendleft(reversed(items))
+        while len(self._buffer) > self.config.market_buffer:
+            dropped_kind, _ = self._buffer.popleft()
+            self._dropped[dropped_kind] += 1
+        self._batch_failed = False
+
     async def _publish_market(self) -> bool:
-        if not self._buffer:
+        if self._batch_failed:
+            raise BrokerUnavailableError("publish: a market batch was not acknowledged")
+        if not self._buffer or len(self._in_flight) >= MAX_IN_FLIGHT:
             return False
-        taken = [
-            self._buffer.popleft() for _ in range(min(self.config.batch_max, len(self._buffer)))
+        session = self.session
+        assert session is not None
+        count = min(self.config.batch_max, len(self._buffer))
+        items = [self._buffer.popleft() for _ in range(count)]
+        self._token += 1
+        token, token_run = self._token, trio.lowlevel.current_trio_token()
+        self._in_flight.append((token, items))
+        batch = [
+            (m.subject, m.msg_id, m.payload) for m in map(encode_message, (e for _, e in items))
         ]
-        try:
-            messages = [encode_message(event) for _, event in taken]
-            acked = await self._publish(messages)
-        except BaseException:
-            self._buffer.extendleft(reversed(taken))
-            raise
-        failed = [item for item, ok in zip(taken, acked, strict=True) if not ok]
-        for (kind, _), ok in zip(taken, acked, strict=True):
-            if ok:
-                self._published[kind] += 1
-        if failed:
-            self._buffer.extendleft(reversed(failed))
-            while len(self._buffer) > self.config.market_buffer:
-                dropped_kind, _ = self._buffer.popleft()
-                self._dropped[dropped_kind] += 1
-            raise BrokerUnavailableError("publish: acks missing from the market batch")
+
+        def on_confirmed(ok: bool, duplicate: bool) -> None:  # called on the asyncio loop
+            with contextlib.suppress(trio.RunFinishedError):
+                token_run.run_sync_soon(self._on_confirmed, token, ok, duplicate)
+
+        self.host.call_soon(session.enqueue_batch, batch, self.config.ack_timeout_s, on_confirmed)
+        await trio.lowlevel.checkpoint()
         return True
 
     async def publish_forever(self) -> NoReturn:
@@ -381,6 +414,7 @@ class Bridge:
                 if progressed:
                     self._state_changed()
             except BrokerUnavailableError as exc:
+                self._requeue_in_flight()
                 await self._drop_session()
                 await self._mark_unreachable(exc)
                 await backoff.sleep_after_failure()
