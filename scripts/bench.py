@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/bench.py order [--rounds 300] [--warmup 30] [--profile]
+    python scripts/bench.py bridge [--events 20000] [--rate 2000] [--seconds 5]  (bench_bridge.py)
 
 ``order`` measures three figures, each reported with its target:
 
@@ -477,7 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     order.add_argument(
         "--profile", action="store_true", help="then cProfile both paths and compare"
     )
+    # The bridge benchmark lives in scripts/bench_bridge.py (issue 11); only dispatched here.
+    import bench_bridge
+
+    bridge = sub.add_parser("bridge", help="bus → JetStream → consumer's bus vs in-process bus")
+    bench_bridge.add_arguments(bridge)
     args = parser.parse_args(argv)
+    if args.command == "bridge":
+        return bench_bridge.run_from_args(args)
     if not 10 <= args.rounds <= 5000 or not 0 <= args.warmup <= 1000:
         parser.error("--rounds must be in [10, 5000] and --warmup in [0, 1000]")
     return cmd_order(args.rounds, args.warmup, args.profile)
