@@ -17,7 +17,8 @@ from genesis.bridge import (
     message_id,
     subject_for,
 )
-from genesis.errors import RecordFormatError
+from genesis.config import load_settings
+from genesis.errors import ConfigError, RecordFormatError
 from genesis.models.account import Balance
 from genesis.models.events import AccountBalances, Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.models.events import OrderUpdateSource as Source
@@ -242,3 +243,13 @@ def test_malformed_messages_raise_record_format_error(
 ) -> None:
     with pytest.raises(RecordFormatError, match=match):
         decode_message(subject, data)
+
+
+def test_genesis_nats_url_configures_the_bridge() -> None:
+    settings = load_settings({"GENESIS_NATS_URL": " nats://127.0.0.1:4222 "}, env_file=None)
+    assert settings.nats_url == "nats://127.0.0.1:4222"
+    assert load_settings({}, env_file=None).nats_url is None
+    with pytest.raises(ConfigError, match="GENESIS_NATS_URL must be a nats:// or tls:// URL"):
+        load_settings({"GENESIS_NATS_URL": "http://127.0.0.1:4222"}, env_file=None)
+    with pytest.raises(ConfigError, match="GENESIS_NATS_URL must not contain user credentials"):
+        load_settings({"GENESIS_NATS_URL": "nats://user:pw@127.0.0.1:4222"}, env_file=None)
