@@ -30,7 +30,7 @@ from genesis.bridge._tail import run_tail
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret, Settings
 from genesis.errors import ConfigError
-from genesis.models.events import Alert, AlertKind, OrderUpdate
+from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.models.market import Trade
 from genesis.orders.journal import open_journal
 from genesis.resilience.backoff import BackoffPolicy
@@ -142,16 +142,24 @@ async def test_a_broker_outage_loses_no_order_event_and_counts_and_alerts_market
                 await server.start()
 
                 await bridge.wait_idle()
+                recovered = await alerts.receive()
                 got: list[object] = []
                 while len(got) < 105:
                     got.append(await received.receive())
                 consumer_stats = consumer.statistics()
             after = bridge.statistics()
             nursery.cancel_scope.cancel()
-    assert alert.kind is AlertKind.BROKER_UNREACHABLE
+    assert (alert.kind, alert.severity) == (AlertKind.BROKER_UNREACHABLE, AlertSeverity.ERROR)
     assert alert.subject == server.url
+    # Once back: a second alert with what the outage cost.
+    assert (recovered.kind, recovered.severity) == (
+        AlertKind.BROKER_UNREACHABLE,
+        AlertSeverity.WARNING,
+    )
+    assert dict(recovered.details)["dropped"] == "200"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(m.startswith("bridge.broker_unreachable") for m in warnings)
+    assert any(m.startswith("bridge.market_data_lost") and "dropped=200" in m for m in warnings)
     # While down: order events waited on disk, market data beyond the buffer was dropped.
     assert (down.connected, down.outbox, down.buffered, down.dropped) == (False, 5, 100, 200)
     # After: every order event arrived, in order; the newest 100 trades too, then nothing.

@@ -21,7 +21,8 @@ Policies per kind (:data:`~genesis.bridge.ORDER_KINDS` are fixed):
 The reader only appends to memory or to the outbox in batches, so the bus (and the order task
 behind it) never waits for the broker. An unreachable broker publishes one
 :class:`~genesis.models.events.Alert` (``BROKER_UNREACHABLE``) per outage and logs a WARNING;
-reconnects back off (:class:`~genesis.resilience.backoff.Backoff`).
+reconnects back off (:class:`~genesis.resilience.backoff.Backoff`). When it is back, a second
+alert (WARNING) gives the number of market-data events the outage cost, if any.
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ class Bridge:
     _in_flight: deque[tuple[int, list[tuple[str, object]]]] = attrs.field(factory=deque)
     _token: int = 0
     _batch_failed: bool = False
+    _outage_started: float = 0.0
+    _dropped_before_outage: int = 0
     _published: Counter[str] = attrs.field(factory=Counter)
     _dropped: Counter[str] = attrs.field(factory=Counter)
     _wake: trio.Event = attrs.field(factory=trio.Event)
@@ -277,10 +280,10 @@ class Bridge:
             raise
         self.session = session
         self.connects += 1
-        if self.unreachable:
-            logger.info("bridge.broker_reachable url=%s", _safe_url(config.url))
-        self.unreachable = False
+        was_unreachable, self.unreachable = self.unreachable, False
         self._state_changed()
+        if was_unreachable:
+            await self._report_recovery()
         logger.info(
             "bridge.connected url=%s stream=%s created=%s",
             _safe_url(config.url),
@@ -295,12 +298,39 @@ class Bridge:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
                 await self.host.call(session.close)
 
+    async def _report_recovery(self) -> None:
+        """The broker is back: say so, and alert with the market data the outage cost."""
+        url = _safe_url(self.config.url)
+        down_for_s = trio.current_time() - self._outage_started
+        lost = self._dropped.total() - self._dropped_before_outage
+        if not lost:
+            logger.info("bridge.broker_reachable url=%s down_for_s=%.1f", url, down_for_s)
+            return
+        logger.warning(
+            "bridge.market_data_lost url=%s down_for_s=%.1f dropped=%d", url, down_for_s, lost
+        )
+        await self.bus.publish(
+            Alert(
+                kind=AlertKind.BROKER_UNREACHABLE,
+                severity=AlertSeverity.WARNING,
+                message=(
+                    f"NATS broker {url} reachable again after {down_for_s:.1f} s;"
+                    f" {lost} market-data events were dropped meanwhile (no order event)"
+                ),
+                at_ms=self.wall_ms(),
+                subject=url,
+                details=(("dropped", str(lost)), ("down_for_s", f"{down_for_s:.1f}")),
+            )
+        )
+
     async def _mark_unreachable(self, exc: BrokerUnavailableError) -> None:
         self.last_error = str(exc)
         if self.unreachable:
             return
         self.unreachable = True
         self.outages += 1
+        self._outage_started = trio.current_time()
+        self._dropped_before_outage = self._dropped.total()
         url = _safe_url(self.config.url)
         logger.warning(
             "bridge.broker_unreachable url=%s error=%s buffered=%d outbox=%d",
