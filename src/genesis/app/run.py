@@ -45,7 +45,6 @@ import trio
 
 from genesis.app.dashboard import run_dashboard
 from genesis.app.record import run_recorder
-from genesis.bridge import BridgeConfig, run_bridge
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
@@ -313,6 +312,10 @@ async def _run_tree(
                 )
             bridge = None
             if settings.nats_url is not None:
+                # Imported here: nats-py and asyncio load only when the bridge runs (they add
+                # to every start and exit of a tree without one).
+                from genesis.bridge import BridgeConfig, run_bridge
+
                 bridge = await tree.start(
                     run_bridge,
                     BridgeConfig(url=settings.nats_url, name=f"genesis-{journal.prefix}"),
