@@ -7,6 +7,7 @@ Usage::
     python scripts/bench.py order [--rounds 300] [--warmup 30] [--profile]
     python scripts/bench.py micro        # limiter and breaker cores
     python scripts/bench.py peers        # the order flow through python-binance, same simulator
+    python scripts/bench.py bridge [--events 20000] [--rate 2000] [--seconds 5]  (bench_bridge.py)
 
 ``feed`` is :mod:`bench_feed` (a pre-framed Binance-shaped server in its own process,
 ``scripts/bench_feed_server.py``, and each client in its own process). ``peers`` runs the order
@@ -710,11 +711,18 @@ def main(argv: list[str] | None = None) -> int:
     peers = sub.add_parser("peers", help="the order flow through python-binance, same simulator")
     peers.add_argument("--rounds", type=int, default=300, help="measured rounds of each path")
     peers.add_argument("--warmup", type=int, default=30, help="unmeasured rounds of each first")
+    # The bridge benchmark lives in scripts/bench_bridge.py (issue 11); only dispatched here.
+    import bench_bridge
+
+    bridge = sub.add_parser("bridge", help="bus → JetStream → consumer's bus vs in-process bus")
+    bench_bridge.add_arguments(bridge)
     every = sub.add_parser("all", help="every part, then one table of ratios (the default)")
     bench_feed.add_feed_arguments(every)
     every.add_argument("--rounds", type=int, default=300, help="measured order rounds per path")
     every.add_argument("--warmup", type=int, default=30, help="unmeasured order rounds first")
     args = parser.parse_args(argv or ["all"])
+    if args.command == "bridge":
+        return bench_bridge.run_from_args(args)
     if args.command in ("order", "peers", "all") and (
         not 10 <= args.rounds <= 5000 or not 0 <= args.warmup <= 1000
     ):

@@ -1,5 +1,6 @@
-"""The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator) and
-``genesis order`` (one order call; :mod:`genesis.app.order_cli`).
+"""The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator),
+``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis tail`` (events
+bridged to NATS JetStream, :mod:`genesis.bridge`).
 
 Exit codes:
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from functools import partial
 from typing import TYPE_CHECKING, Final, TextIO
 
+import attrs
 import trio
 
 from genesis import __version__
@@ -133,7 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="run CMD for every alert with the alert as one JSON object on stdin (e.g. a "
         "pager hook); bounded and time-limited, it never holds up Genesis",
     )
+    run.add_argument(
+        "--nats", metavar="URL", help="bridge the bus to NATS JetStream (GENESIS_NATS_URL)"
+    )
     run.set_defaults(handler=_cmd_run)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print events bridged to NATS JetStream as JSON lines",
+        description=(
+            "Consume SUBJECT (e.g. 'genesis.trade.BTCUSDT', 'genesis.*.ETHUSDT', 'genesis.>') "
+            "from the GENESIS stream and print each event as one JSON line."
+        ),
+    )
+    tail.add_argument("subject", metavar="SUBJECT", nargs="+", help="subject filter(s)")
+    tail.add_argument("--nats", metavar="URL", help="NATS server (default GENESIS_NATS_URL)")
+    tail.add_argument("--durable", metavar="NAME", help="a durable consumer: resume where it was")
+    tail.add_argument("--new", action="store_true", help="only events published from now on")
+    tail.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    tail.add_argument("--duration", type=positive_float, metavar="SECONDS")
+    tail.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper)
+    tail.set_defaults(handler=_cmd_tail)
 
     sim = sub.add_parser(
         "sim",
@@ -211,6 +234,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         err(f"genesis: {exc}")
         err("genesis: settings come from the environment and .env; see 'genesis run --help'")
         return EXIT_CONFIG
+    if args.nats is not None:
+        nats_url = args.nats.strip()
+        if not nats_url.startswith(("nats://", "tls://")):
+            err("genesis: --nats must be a nats:// or tls:// URL")
+            return EXIT_CONFIG
+        settings = attrs.evolve(settings, nats_url=nats_url)
     configure_logging(args.log_level, secrets=(settings.api_key, settings.secret_key))
     # Imported here: a configuration error is reported without loading the whole tree.
     from genesis.app.run import run_genesis
@@ -252,6 +281,30 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from genesis.app.run import run_simulator_until_stopped
 
     return _run_trio(partial(run_simulator_until_stopped, config, args.duration, sys.stdout))
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    url = (args.nats or os.environ.get("GENESIS_NATS_URL") or "").strip()
+    if not url.startswith(("nats://", "tls://")):
+        err("genesis: give the NATS server with --nats nats://host:4222 or GENESIS_NATS_URL")
+        return EXIT_CONFIG
+    if args.count is not None and args.count < 1:
+        err("genesis: --count must be at least 1")
+        return EXIT_CONFIG
+    configure_logging(args.log_level)
+    from genesis.bridge import ConsumerConfig
+    from genesis.bridge._tail import run_tail
+
+    config = ConsumerConfig(
+        url=url,
+        subjects=tuple(args.subject),
+        durable=args.durable,
+        deliver_new=args.new,
+        name="genesis-tail",
+    )
+    return _run_trio(
+        partial(run_tail, config, sys.stdout, count=args.count, duration_s=args.duration)
+    )
 
 
 def _sim_config(args: argparse.Namespace, ws_port: int) -> SimConfig:

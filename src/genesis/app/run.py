@@ -18,6 +18,8 @@ run_genesis
             ├── [metrics]   exporter         app/metrics.py (127.0.0.1:9108/metrics)
             ├── user data stream             exchange/user_stream.py (WS API; reports → journal
             │                                → bus; a gap → reconciliation)
+            ├── [GENESIS_NATS_URL] bridge    bridge/ (bus → JetStream; order events via the
+            │                                journal's outbox)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
 
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from genesis.app.market_state import MarketStateHandle
     from genesis.app.metrics import MetricsHandle
     from genesis.app.record import Recorder
+    from genesis.bridge import Bridge
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.signing import Signer
@@ -120,6 +123,7 @@ class GenesisHandle:
         market_state: the MarketState task's handle (latest state per symbol).
         metrics: the metrics exporter's handle (``port`` is ``None`` when it could not bind),
             ``None`` without ``metrics_port``.
+        bridge: the JetStream bridge when ``settings.nats_url`` is set, else ``None``.
     """
 
     bus: EventBus
@@ -138,6 +142,7 @@ class GenesisHandle:
     alerts: AlertHandle | None = None
     market_state: MarketStateHandle | None = None
     metrics: MetricsHandle | None = None
+    bridge: Bridge | None = None
 
 
 async def watch_signals(
@@ -347,6 +352,18 @@ async def _run_tree(
                     refresh=partial(gateway.exchange_info, settings.symbols),
                 )
             )
+            bridge = None
+            if settings.nats_url is not None:
+                # Imported here: nats-py and asyncio load only when the bridge runs (they add
+                # to every start and exit of a tree without one).
+                from genesis.bridge import BridgeConfig, run_bridge
+
+                bridge = await tree.start(
+                    run_bridge,
+                    BridgeConfig(url=settings.nats_url, name=f"genesis-{journal.prefix}"),
+                    bus,
+                    journal,
+                )
             market_data = await tree.start(
                 partial(
                     run_market_data,
@@ -426,6 +443,7 @@ async def _run_tree(
                     alerts=alerts,
                     market_state=market_state,
                     metrics=metrics,
+                    bridge=bridge,
                 )
             )
     finally:
