@@ -248,11 +248,14 @@ class Merger:
         config: Hold times and bounds.
         backfill: Whether a backfill source answers :meth:`take_backfill_requests`; without
             one a hole is a :class:`FeedGap` once ``gap_hold_s`` passes.
+        streams: The subscribed stream names; a frame of any other is ``unknown_stream``.
+            ``None``: every stream name Genesis can decode.
     """
 
     publish: Callable[[object], None]
     config: MergerConfig = attrs.field(factory=MergerConfig)
     backfill: bool = False
+    streams: frozenset[str] | None = None
     on_published: Callable[[], None] | None = None
     """Called after every published event (the async side's wake-up)."""
     backfill_requests: list[TradeBackfillRequest | KlineBackfillRequest] = attrs.field(
@@ -389,7 +392,7 @@ class Merger:
             return self._routes[stream]
         except KeyError:
             pass
-        route = route_for(stream)
+        route = route_for(stream) if self.streams is None or stream in self.streams else None
         entry = None if route is None else _Route(route, KEY_READERS[_MODEL_KIND[route.kind]])
         if len(self._routes) < 4096:  # hostile names are not cached without bound
             self._routes[stream] = entry
@@ -545,6 +548,8 @@ class Merger:
             return
         assert seq.last_id is not None
         last_missing = max(seq.held) - 1
+        while last_missing in seq.held:
+            last_missing -= 1
         first_missing = max(seq.last_id + 1, last_missing - self.config.max_backfill_trades + 1)
         request = TradeBackfillRequest(
             seq.route.symbol, seq.route.name, first_missing, last_missing

@@ -714,7 +714,12 @@ async def run_market_data(
             backfill_timeout_s=config.backfill_timeout_s,
         )
     merger = _MergerLoop(
-        Merger(bus.publish_nowait, merger_config, backfill=backfill is not None),
+        Merger(
+            bus.publish_nowait,
+            merger_config,
+            backfill=backfill is not None,
+            streams=frozenset(streams),
+        ),
         backfill,
         merger_config.backfill_timeout_s,
     )
