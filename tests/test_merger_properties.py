@@ -88,14 +88,13 @@ def play(
     rest_delay_s: float,
     rest_history: range,
 ) -> Outcome:
+    published: list[object] = []
     merger = Merger(
-        [].append,
+        published.append,
         MergerConfig(gap_hold_s=HOLD_S, max_held_trades=5, backfill_timeout_s=BACKFILL_TIMEOUT_S),
         backfill=backfill,
         streams=frozenset(market_streams(["BTCUSDT"])),
     )
-    published: list[object] = []
-    merger.publish = published.append
     sources = [Source(name) for name in ("execution", "monitoring", "backup")]
     order = itertools.count()
     queue: list[tuple[float, int, object]] = []
