@@ -144,7 +144,8 @@ def test_historical_trades_rows_become_stream_trades() -> None:
         True,
     )
     assert trade.trade_time_ms == trade.event_time_ms == 1499865549590
-    for bad in ({}, [{"id": 1}], [[1]], [{**rows[0], "price": "NaN"}]):
+    bad_rows: list[object] = [{}, [{"id": 1}], [[1]], [{**rows[0], "price": "NaN"}]]
+    for bad in bad_rows:
         with pytest.raises(ExchangeProtocolError):
             decode_historical_trades(bad, symbol="BNBBTC")
 
@@ -175,6 +176,7 @@ def test_klines_rows_are_closed_once_over() -> None:
     )
     assert still_open.closed is False
     assert still_open.event_time_ms == 1499644700000
-    for bad in ({}, [row[:5]], [[*row[:1], 1.5, *row[2:]]]):
+    bad_klines: list[object] = [{}, [row[:5]], [[*row[:1], 1.5, *row[2:]]]]
+    for bad in bad_klines:
         with pytest.raises(ExchangeProtocolError):
             decode_klines(bad, symbol="BNBBTC", interval="1m", now_ms=0)
