@@ -339,10 +339,19 @@ class Merger:
         if route is None:
             self._frame_fault(source, FAULT_UNKNOWN_STREAM, repr(stream[:60]), raw, now)
             return
-        event_ms = read_event_time(raw)
+        kind = route.route.kind
+        key = route.read_key(raw)
+        # The event time, for the latency figure, without a second scan where the key has it.
+        if kind is StreamKind.TRADE:
+            event_ms = read_event_time(raw)
+        elif kind is StreamKind.DEPTH:
+            event_ms = None  # snapshots have no event time
+        elif isinstance(key, tuple):
+            event_ms = key[1]
+        else:
+            event_ms = key
         if event_ms is not None:
             source.latency_ms = received_ms - event_ms
-        key = route.read_key(raw)
         if key is not None and self._is_copy(route.route, key, source, now):
             self.duplicates += 1
             return
@@ -369,7 +378,6 @@ class Merger:
             self._frame_fault(source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now)
             return
         source.first_delivered += 1
-        kind = route.route.kind
         if kind is StreamKind.TRADE:
             assert isinstance(event, Trade)
             self._accept_trade(self._trades[stream], event, now)
