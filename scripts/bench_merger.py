@@ -8,10 +8,10 @@ Each measurement runs in a fresh subprocess: ``run_market_data`` with 1 and with
 role's connection a fake WebSocket behind the connector seam that hands out the same
 pre-built Binance-shaped frames as fast as the merger takes them (a mix per symbol of trade,
 depth20, ticker and kline, 2 symbols), until the merger has published every unique event.
-Figures are frames/s (every copy counted) and µs per frame, medians of ``--reps`` interleaved
-repetitions, plus the merger core alone (``core us/frame``: the same frames, each delivered
-``roles`` times, fed synchronously, CPU time, so the scheduler and the machine's load barely
-move it); a raw baseline in the same subprocess (``orjson.loads`` of every frame) gives the
+Figures are frames per CPU second of the process (every copy counted; CPU, not wall time, so
+the other load on a shared machine barely moves them) and CPU µs per frame, medians of
+``--reps`` interleaved repetitions, plus the merger core alone (``core us/frame``: the same
+frames, each delivered ``roles`` times, fed synchronously: no scheduler in the figure); a raw baseline in the same subprocess (``orjson.loads`` of every frame) gives the
 ratio. ``--baseline-ref`` is a git revision whose ``src/`` is exported to a temporary directory
 and measured the same way, interleaved (``before``); this tree is ``after``.
 """
@@ -118,19 +118,19 @@ def core_us_per_frame():
 
 async def main():
     core_us = core_us_per_frame()
-    raw_start = time.perf_counter()
+    raw_start = time.process_time()
     for raw in FEED:
         orjson.loads(raw)
-    raw_s = time.perf_counter() - raw_start
+    raw_s = time.process_time() - raw_start
     bus = EventBus({})
     roles = ("execution", "monitoring", "backup")[:ROLES]
     async with trio.open_nursery() as nursery:
-        start = time.perf_counter()
+        start = time.process_time()
         handle = await nursery.start(lambda task_status: run_market_data(
             "ws://bench.invalid", SYMBOLS, bus, roles=roles, connector=connector,
             wall_clock_ms=lambda: 0, task_status=task_status))
         await handle.wait_published(len(FEED))
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         frames_seen = handle.statistics().merger.frames
         nursery.cancel_scope.cancel()
     print(json.dumps(
