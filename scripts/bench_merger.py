@@ -11,9 +11,10 @@ depth20, ticker and kline, 2 symbols), until the merger has published every uniq
 Figures are frames per CPU second of the process (every copy counted; CPU, not wall time, so
 the other load on a shared machine barely moves them) and CPU µs per frame, medians of
 ``--reps`` interleaved repetitions, plus the merger core alone (``core us/frame``: the same
-frames, each delivered ``roles`` times, fed synchronously: no scheduler in the figure); a raw baseline in the same subprocess (``orjson.loads`` of every frame) gives the
-ratio. ``--baseline-ref`` is a git revision whose ``src/`` is exported to a temporary directory
-and measured the same way, interleaved (``before``); this tree is ``after``.
+frames, each delivered ``roles`` times, fed synchronously: no scheduler in the figure); a raw
+baseline in the same subprocess (``orjson.loads`` of every frame) gives the ratio.
+``--baseline-ref`` is a git revision whose ``src/`` is exported to a temporary directory and
+measured the same way, interleaved (``before``); this tree is ``after``.
 """
 
 from __future__ import annotations
