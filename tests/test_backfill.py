@@ -10,8 +10,10 @@ simulator's own trade record (its trade listener), never the merger's counters.
 from __future__ import annotations
 
 import functools
+import itertools
 import urllib.parse
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import attrs
@@ -22,14 +24,16 @@ import trio_websocket
 
 from genesis.bus import EventBus
 from genesis.config import Secret, Settings
+from genesis.errors import ConnectError
+from genesis.exchange.backfill import fetch_klines, fetch_trades
 from genesis.exchange.gateway import Gateway, open_gateway
-from genesis.exchange.merger import MergerConfig
+from genesis.exchange.merger import KlineBackfillRequest, MergerConfig, TradeBackfillRequest
 from genesis.exchange.signing import HmacSigner
 from genesis.exchange.ws_manager import MarketDataHandle, WebSocket, run_market_data
 from genesis.models.events import FeedGap, SequenceReset
-from genesis.models.market import Trade
+from genesis.models.market import Kline, Trade
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
-from genesis.sim.feed import run_market_feed
+from genesis.sim.feed import MarketFeed, run_market_feed
 from genesis.sim.server import SimConfig, Simulator, build_simulator
 
 if TYPE_CHECKING:
@@ -130,18 +134,34 @@ def new_simulator(seed: int = 1) -> tuple[Simulator, Truth]:
     return sim, truth
 
 
-async def run_feed(sim: Simulator, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+async def run_feed(
+    sim: Simulator, step_s: float = 0.1, *, task_status: trio.TaskStatus[trio.CancelScope]
+) -> None:
+    """The simulator's market: its own feed (100 ms), or the same loop on a coarser grid."""
     with trio.CancelScope() as scope:
         task_status.started(scope)
-        await run_market_feed(sim.exchange, sim.market_maker, sim.hub, sim.clock)
+        if step_s <= 0.1:
+            await run_market_feed(sim.exchange, sim.market_maker, sim.hub, sim.clock)
+        feed = MarketFeed(sim.exchange, sim.hub, sim.clock)
+        try:
+            start, step_ms = trio.current_time(), round(step_s * 1000)
+            for k in itertools.count():
+                now_ms = sim.clock.now_ms()
+                sim.market_maker.step(now_ms)
+                feed.tick(k * step_ms, now_ms)
+                await trio.sleep_until(start + (k + 1) * step_s)
+        finally:
+            feed.close()
 
 
 @asynccontextmanager
-async def harness(merger_config: MergerConfig | None = None) -> AsyncIterator[Harness]:
+async def harness(
+    merger_config: MergerConfig | None = None, *, step_s: float = 0.1, roles: int = 3
+) -> AsyncIterator[Harness]:
     sim, truth = new_simulator()
     received = Received()
     bus = EventBus({})
-    subscription = bus.subscribe(Trade, FeedGap, SequenceReset, buffer_size=100_000)
+    subscription = bus.subscribe(Trade, Kline, FeedGap, SequenceReset, buffer_size=100_000)
     async with trio.open_nursery() as nursery, sim_gateway(sim) as gateway:
 
         async def consume() -> None:
@@ -151,7 +171,7 @@ async def harness(merger_config: MergerConfig | None = None) -> AsyncIterator[Ha
                 received.changed = trio.Event()
 
         nursery.start_soon(consume)
-        feed_scope: trio.CancelScope = await nursery.start(run_feed, sim)
+        feed_scope: trio.CancelScope = await nursery.start(run_feed, sim, step_s)
         connector = SimConnector(sim, nursery)
         handle: MarketDataHandle = await nursery.start(
             functools.partial(
@@ -163,6 +183,7 @@ async def harness(merger_config: MergerConfig | None = None) -> AsyncIterator[Ha
                 wall_clock_ms=sim.clock.now_ms,
                 backfill=gateway,
                 merger_config=merger_config,
+                roles=("execution", "monitoring", "backup")[:roles],
             )
         )
         yield Harness(sim, truth, received, connector, handle, feed_scope)
@@ -235,3 +256,91 @@ async def test_a_restarted_simulator_resets_the_sequence_and_fresh_trades_flow_a
     ]
     assert fresh_after_s < 3.0  # one reconnect (1 s backoff), not until ids pass the old high
     assert stats.sequence_resets == 2
+
+
+async def test_closed_klines_missed_by_every_connection_come_from_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(600):
+        async with harness(step_s=1.0, roles=1) as h:
+            await trio.sleep(61.0)
+            h.connector.down_until = trio.current_time() + 150.0  # over two minute boundaries
+            await admin_drop_all(h.sim)
+            await trio.sleep(330.0)
+            stats = h.handle.statistics().merger
+            bus_klines = [e for e in h.received.events if isinstance(e, Kline)]
+            now_ms = h.sim.clock.now_ms()
+            wire = h.sim.exchange.klines(SYMBOL, "1m", now_ms=now_ms)
+    closed = sorted(k.open_time_ms for k in bus_klines if k.closed)
+    assert stats.backfilled_klines >= 2
+    assert stats.kline_gaps == 0
+    # Every kline the exchange closed after the first one seen arrived closed, exactly once.
+    first_open = min(k.open_time_ms for k in bus_klines)
+    rows = [(int(str(row[0])), int(str(row[6]))) for row in wire]
+    expected = [
+        open_ms for open_ms, close_ms in rows if first_open <= open_ms and close_ms < now_ms
+    ]
+    assert closed == expected
+
+
+@attrs.define
+class PagedHistory:
+    """A backfill source with ``ids`` in its history that fails after ``fail_after`` pages."""
+
+    ids: range
+    fail_after: int | None = None
+    pages: list[tuple[int, int]] = attrs.field(factory=list)
+
+    async def historical_trades(
+        self, symbol: str, *, from_id: int, limit: int = 1000
+    ) -> tuple[Trade, ...]:
+        await trio.lowlevel.checkpoint()
+        if self.fail_after is not None and len(self.pages) == self.fail_after:
+            raise ConnectError("connect failed: refused")
+        self.pages.append((from_id, limit))
+        return tuple(
+            Trade(
+                symbol=symbol,
+                trade_id=i,
+                price=Decimal(1),
+                quantity=Decimal(1),
+                trade_time_ms=i,
+                event_time_ms=i,
+                buyer_is_maker=False,
+            )
+            for i in self.ids
+            if from_id <= i < from_id + limit
+        )
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> tuple[Kline, ...]:
+        await trio.lowlevel.checkpoint()
+        raise ConnectError("connect failed: refused")
+
+
+async def test_fetch_trades_pages_until_the_hole_is_covered() -> None:
+    source = PagedHistory(range(1, 5000))
+    trades, error = await fetch_trades(source, TradeBackfillRequest(SYMBOL, "s", 100, 2600))
+    assert error is None
+    assert [t.trade_id for t in trades] == list(range(100, 2601))
+    assert source.pages == [(100, 1000), (1100, 1000), (2100, 501)]
+
+
+async def test_fetch_trades_stops_at_the_end_of_history_and_reports_failures() -> None:
+    short = PagedHistory(range(1, 150))
+    trades, error = await fetch_trades(short, TradeBackfillRequest(SYMBOL, "s", 100, 2600))
+    assert ([t.trade_id for t in trades], error) == (list(range(100, 150)), None)
+    assert short.pages == [(100, 1000), (150, 1000)]
+    failing = PagedHistory(range(1, 5000), fail_after=1)
+    trades, error = await fetch_trades(failing, TradeBackfillRequest(SYMBOL, "s", 100, 2600))
+    assert len(trades) == 1000
+    assert error == "ConnectError: connect failed: refused"
+    klines, error = await fetch_klines(failing, KlineBackfillRequest(SYMBOL, "s", 0, 60_000))
+    assert (klines, error) == ((), "ConnectError: connect failed: refused")
