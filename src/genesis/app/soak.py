@@ -850,6 +850,11 @@ async def run_virtual_soak(
             "decode_errors": merger.decode_errors,
             "held": merger.held,
             "bus_rejected": merger.bus_rejected,
+            "backfills": merger.backfills,
+            "backfilled_trades": merger.backfilled_trades,
+            "backfilled_klines": merger.backfilled_klines,
+            "backfill_failures": merger.backfill_failures,
+            "sequence_resets": merger.sequence_resets,
         },
     )
     logger.info(
