@@ -5,6 +5,7 @@ Usage::
     python scripts/soak_virtual.py [--hours 24] [--seed 1] [--profile chaos|flaky|none]
                                    [--market-step 0.1] [--symbols BTCUSDT,ETHUSDT]
                                    [--max-wall-minutes 60] [--tracemalloc] [--json PATH]
+                                   [--no-backfill]
 
 Runs :func:`genesis.app.soak.run_virtual_soak` under ``MockClock(autojump_threshold=0)``: three
 redundant connections through an in-memory connector to the simulator, a seeded fault schedule,
@@ -125,6 +126,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--tracemalloc", action="store_true", help="trace the Python heap (about 5x slower)"
     )
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--backfill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="backfill trades no connection delivered from REST, as genesis run does",
+    )
     parser.add_argument("--log-level", default="ERROR", help="Genesis log level (default ERROR)")
     return parser.parse_args(argv)
 
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 market_step_s=args.market_step,
                 progress_every_s=HOUR_S,
                 on_progress=run.on_progress,
+                backfill=args.backfill,
             ),
             clock=trio.testing.MockClock(autojump_threshold=0),
         )

@@ -31,15 +31,11 @@ import trio.testing
 import trio_websocket
 
 from genesis.bus import EventBus
-from genesis.errors import ExchangeProtocolError
 from genesis.exchange.streams import (
     MAX_STREAMS_PER_CONNECTION,
-    KlineKey,
     StreamKind,
     StreamRoute,
     combined_stream_url,
-    dedup_key,
-    event_time_ms,
     is_server_shutdown,
     market_streams,
     route_for,
@@ -374,32 +370,6 @@ def test_route_for_knows_only_the_consumed_streams() -> None:
         assert route_for(other) is None
 
 
-def test_dedup_keys_per_kind() -> None:
-    assert dedup_key(StreamKind.TRADE, orjson.loads(trade_payload("BNBBTC", 12345, 1))) == 12345
-    assert dedup_key(StreamKind.DEPTH, orjson.loads(depth_payload(160))) == 160
-    assert dedup_key(StreamKind.TICKER, orjson.loads(ticker_payload("BNBBTC", 77))) == 77
-    kline = orjson.loads(kline_payload("BNBBTC", 60_000, 61_000, closed=True))
-    assert dedup_key(StreamKind.KLINE, kline) == KlineKey(60_000, 61_000, True)
-    assert event_time_ms(kline) == 61_000
-    assert event_time_ms(orjson.loads(depth_payload(1))) is None
-
-
-@pytest.mark.parametrize(
-    ("kind", "data"),
-    [
-        (StreamKind.TRADE, {"e": "trade", "t": "12"}),
-        (StreamKind.TRADE, [1, 2]),
-        (StreamKind.DEPTH, {"bids": []}),
-        (StreamKind.TICKER, {"E": True}),
-        (StreamKind.KLINE, {"E": 1, "k": []}),
-        (StreamKind.KLINE, {"E": 1, "k": {"t": 1, "x": "false"}}),
-    ],
-)
-def test_dedup_key_rejects_malformed_payloads(kind: StreamKind, data: object) -> None:
-    with pytest.raises(ExchangeProtocolError):
-        dedup_key(kind, data)
-
-
 def test_server_shutdown_is_recognised_without_parsing() -> None:
     assert is_server_shutdown('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
     assert is_server_shutdown(b'{"e":"serverShutdown","E":1770123456789}')
@@ -603,8 +573,9 @@ async def test_malformed_frames_are_counted_and_skipped(
             stats = handle.statistics()
             nursery.cancel_scope.cancel()
     assert stats.merger.decode_errors == 9  # three malformed payloads × three connections
-    malformed = [r for r in caplog.records if r.getMessage().startswith("ws.merger.malformed ")]
-    assert len(malformed) == 9
+    assert stats.merger.faults == {"invalid_json": 3, "missing_field": 3, "bad_type": 3}
+    malformed = [r for r in caplog.records if r.getMessage().startswith("ws.merger.fault ")]
+    assert len(malformed) == 3  # once per kind per minute
     assert keys_of(drain()) == expected_keys(rounds, DEFAULT_VIRTUAL_EPOCH_MS + 500, 1000)
     assert stats.merger.gaps == 0
     assert all(h.reconnects == 0 for h in stats.connections)
@@ -1026,7 +997,7 @@ async def test_bad_copy_does_not_shadow_a_good_one(
     assert stats.decode_errors == 3
     assert stats.gaps == 0
     messages = [r.getMessage() for r in caplog.records]
-    assert any("ws.merger.malformed role=" in m and "unexpected stream" in m for m in messages)
+    assert any("ws.merger.fault kind=unknown_stream" in m for m in messages)
 
 
 async def test_health_reports_latency_rate_and_state(autojump_clock: trio.abc.Clock) -> None:

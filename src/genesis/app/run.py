@@ -371,6 +371,7 @@ async def _run_tree(
                     settings.symbols,
                     bus,
                     breaker=breakers["streams"],
+                    backfill=gateway,  # holes no connection filled come from REST
                 )
             )
             service = OrderService(gateway, journal, bus.publish)

@@ -40,6 +40,7 @@ the measured window and the once-a-second samples sit half a feed step off the f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -50,11 +51,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
+import httpx
 import trio
 import trio.testing
 import trio_websocket
 
 from genesis.bus import EventBus
+from genesis.config import Secret, Settings
+from genesis.exchange.gateway import open_gateway
+from genesis.exchange.signing import HmacSigner
 from genesis.exchange.streams import market_streams
 from genesis.exchange.ws_manager import (
     DEFAULT_ROLES,
@@ -71,6 +76,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from genesis.bus import Subscription
+    from genesis.exchange.gateway import Gateway
     from genesis.exchange.ws_manager import WebSocket
     from genesis.sim.exchange import PublicTrade
 
@@ -597,6 +603,19 @@ class _MemoryConnector:
         return address
 
 
+def _memory_gateway(sim: Simulator) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    """A gateway to the simulator's REST app in memory, on the simulator's clock."""
+    return open_gateway(
+        Settings(),
+        rest_url="http://sim.invalid",
+        api_key=Secret(sim.api_key),
+        signer=HmacSigner(Secret(sim.api_secret)),
+        transport=httpx.ASGITransport(app=sim.http_app, client=("127.0.0.1", 40000)),
+        wall_clock_ms=sim.clock.now_ms,
+        prepare=False,
+    )
+
+
 async def _run_feed(
     sim: Simulator,
     step_s: float,
@@ -673,6 +692,7 @@ async def run_virtual_soak(
     epoch_ms: int = DEFAULT_VIRTUAL_EPOCH_MS,
     progress_every_s: float = 3600.0,
     on_progress: Callable[[SoakProgress], bool | None] | None = None,
+    backfill: bool = False,
 ) -> SoakReport:
     """Soak the market-data path against the in-memory simulator and report what arrived.
 
@@ -697,6 +717,9 @@ async def run_virtual_soak(
         on_progress: Called synchronously with a :class:`SoakProgress` (e.g. to print); when it
             returns True the window ends there (a wall-time budget), and the report's
             ``duration_s`` is the window actually measured.
+        backfill: Give market data the gateway (in memory, over the simulator's REST app) as
+            its backfill source, as ``genesis run`` does: trades no connection delivered are
+            then fetched from ``historicalTrades`` instead of lost.
 
     Returns:
         The :class:`SoakReport`.
@@ -730,12 +753,15 @@ async def run_virtual_soak(
     sampler = _Sampler(sim)
     remove_listener = sim.exchange.add_trade_listener(truth.on_trades)
     try:
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
             await nursery.start(_run_feed, sim, market_step_s)
             nursery.start_soon(truth.check_survivors)
             subscription = bus.subscribe(Trade, Ticker, Depth, Kline, buffer_size=_BUS_BUFFER)
             nursery.start_soon(tally.consume, subscription)
             connector = _MemoryConnector(sim, nursery, len(DEFAULT_ROLES))
+            gateway = None
+            if backfill:
+                gateway = await stack.enter_async_context(_memory_gateway(sim))
             handle: MarketDataHandle = await nursery.start(
                 functools.partial(
                     run_market_data,
@@ -745,6 +771,7 @@ async def run_virtual_soak(
                     config=config,
                     connector=connector,
                     wall_clock_ms=sim.clock.now_ms,
+                    backfill=gateway,
                 )
             )
             # The window (and the once-a-second samples) sit half a step off the feed's grid, so
@@ -823,6 +850,11 @@ async def run_virtual_soak(
             "decode_errors": merger.decode_errors,
             "held": merger.held,
             "bus_rejected": merger.bus_rejected,
+            "backfills": merger.backfills,
+            "backfilled_trades": merger.backfilled_trades,
+            "backfilled_klines": merger.backfilled_klines,
+            "backfill_failures": merger.backfill_failures,
+            "sequence_resets": merger.sequence_resets,
         },
     )
     logger.info(

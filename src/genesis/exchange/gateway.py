@@ -69,7 +69,9 @@ from genesis.models.codec import (
     decode_depth,
     decode_error_body,
     decode_exchange_info,
+    decode_historical_trades,
     decode_json,
+    decode_klines,
     decode_my_trades,
     decode_order,
     decode_orders,
@@ -92,7 +94,7 @@ if TYPE_CHECKING:
     from genesis.exchange.signing import Signer
     from genesis.models.account import Account, AccountTrade
     from genesis.models.exchange_info import ExchangeInfo
-    from genesis.models.market import Depth
+    from genesis.models.market import Depth, Kline, Trade
     from genesis.models.orders import Order, OrderRequest
     from genesis.resilience.circuit_breaker import BreakerStatistics
     from genesis.resilience.rate_limiter import RateLimiterStatistics
@@ -445,6 +447,41 @@ class Gateway:
             cost=Cost(weight=depth_weight(limit)),
         )
         return decode_depth(data, symbol=symbol, received_ms=self._wall_clock_ms())
+
+    async def historical_trades(
+        self, symbol: str, *, from_id: int, limit: int = 1000
+    ) -> tuple[Trade, ...]:
+        """``GET /api/v3/historicalTrades`` (weight 25): up to ``limit`` public trades of
+        ``symbol`` from trade id ``from_id`` on, oldest first, as stream :class:`Trade` events.
+
+        Public since 2023 (no API key needed); the market-data backfill source.
+        """
+        data = await self._call(
+            "GET",
+            "historicalTrades",
+            [("symbol", symbol), ("limit", str(limit)), ("fromId", str(from_id))],
+        )
+        return decode_historical_trades(data, symbol=symbol)
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> tuple[Kline, ...]:
+        """``GET /api/v3/klines`` (weight 2): klines of ``symbol`` opening in
+        ``[start_ms, end_ms]``, oldest first; those already over are ``closed``."""
+        params: Params = [("symbol", symbol), ("interval", interval)]
+        if start_ms is not None:
+            params.append(("startTime", str(start_ms)))
+        if end_ms is not None:
+            params.append(("endTime", str(end_ms)))
+        params.append(("limit", str(limit)))
+        data = await self._call("GET", "klines", params)
+        return decode_klines(data, symbol=symbol, interval=interval, now_ms=self.server_time_ms())
 
     # -- orders ---------------------------------------------------------------------------------
 

@@ -1,31 +1,20 @@
-"""Market stream names, combined-stream URLs and the cheap dedup keys the merger needs.
+"""Market stream names, combined-stream URLs, and the route the merger needs per stream.
 
 Genesis subscribes four streams per symbol (`web-socket-streams.md`): ``<s>@trade``,
 ``<s>@ticker``, ``<s>@depth20@100ms`` and ``<s>@kline_1m``, all on one combined connection
 ``<base>/stream?streams=a/b/c`` whose frames are ``{"stream": <name>, "data": <payload>}``.
 
-The dedup keys are read from an already ``orjson``-parsed payload, before any Decimal/attrs
-decoding (the expensive part, ARCHITECTURE.md §7):
-
-==========  =============================  ==============================================
-kind        key                            meaning
-==========  =============================  ==============================================
-trade       ``t``                          trade id, consecutive per symbol
-depth20     ``lastUpdateId``               newer snapshot wins
-ticker      ``E``                          event time; newer wins
-kline       ``(k.t, E, k.x)``              open time, event time, closed flag
-==========  =============================  ==============================================
+The payloads, and the dedup key of each kind, are read by :mod:`genesis.models.codec` alone
+(it owns Binance's wire format); this module only names streams and routes them.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from genesis.errors import ExchangeProtocolError
 from genesis.exchange.endpoints import parse_stream_name
 
 if TYPE_CHECKING:
@@ -34,12 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_STREAMS_PER_CONNECTION",
     "SERVER_SHUTDOWN_STREAM",
-    "KlineKey",
     "StreamKind",
     "StreamRoute",
     "combined_stream_url",
-    "dedup_key",
-    "event_time_ms",
     "is_server_shutdown",
     "market_streams",
     "route_for",
@@ -71,18 +57,6 @@ _KIND_BY_MODEL: Final = {
     "partialDepth": StreamKind.DEPTH,
     "kline": StreamKind.KLINE,
 }
-
-
-@attrs.frozen
-class KlineKey:
-    """Dedup key of a kline update: open time, event time and the closed flag."""
-
-    open_time_ms: int
-    event_time_ms: int
-    closed: bool
-
-
-DedupKey: TypeAlias = int | KlineKey
 
 
 @attrs.frozen
@@ -151,45 +125,6 @@ def route_for(stream: str) -> StreamRoute | None:
     if kind is None or f"{parsed.symbol.lower()}@{kind.value}" != stream:
         return None
     return StreamRoute(name=stream, kind=kind, symbol=parsed.symbol)
-
-
-def _int_field(data: Mapping[str, object], key: str, kind: StreamKind) -> int:
-    value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ExchangeProtocolError(f"{kind.name.lower()}: key {key!r} is not an integer")
-    return value
-
-
-def dedup_key(kind: StreamKind, data: object) -> DedupKey:
-    """The dedup key of an ``orjson``-parsed payload of ``kind`` (see the module table).
-
-    Raises:
-        ExchangeProtocolError: the payload is not an object or lacks a well-typed key field.
-    """
-    if not isinstance(data, Mapping):
-        raise ExchangeProtocolError(f"{kind.name.lower()}: payload is not a JSON object")
-    if kind is StreamKind.TRADE:
-        return _int_field(data, "t", kind)
-    if kind is StreamKind.DEPTH:
-        return _int_field(data, "lastUpdateId", kind)
-    if kind is StreamKind.TICKER:
-        return _int_field(data, "E", kind)
-    k = data.get("k")
-    if not isinstance(k, Mapping):
-        raise ExchangeProtocolError("kline: key 'k' is not an object")
-    closed = k.get("x")
-    if not isinstance(closed, bool):
-        raise ExchangeProtocolError("kline: key 'k.x' is not a boolean")
-    return KlineKey(_int_field(k, "t", kind), _int_field(data, "E", kind), closed)
-
-
-def event_time_ms(data: object) -> int | None:
-    """The payload's event time ``E`` when it has one (depth snapshots do not)."""
-    if isinstance(data, Mapping):
-        value = data.get("E")
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 def is_server_shutdown(raw: str | bytes) -> bool:

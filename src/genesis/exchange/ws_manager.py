@@ -3,14 +3,17 @@
 :func:`run_market_data` keeps three (by default) combined-stream connections to the same URL,
 one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger task::
 
-    connection task ──┐   raw frame + receive time   ┌── dedup on a cheap key ── decode once
-    connection task ──┼──────► bounded channel ─────►┤   (trade id, lastUpdateId, E,
-    connection task ──┘                              └── kline (t, E, x))  ──► bus.publish_nowait
+    connection task ──┐   raw frame + receive time   ┌── Merger (exchange/merger.py, pure):
+    connection task ──┼──────► bounded channel ─────►┤   key from the raw text, copies dropped,
+    connection task ──┘                              └── decode once ──► bus.publish_nowait
+                                                           │ holes ▲
+                                                     backfill task (REST, exchange/backfill.py)
 
 Connection tasks never parse and never touch the bus: trio-websocket only answers pings while
 its own (enlarged) message queue has room, so a frame is timestamped and relayed at once
-(ARCHITECTURE.md §7). The merger parses every copy with orjson (cheap), drops the copies the
-other connections already delivered, and only then decodes (Decimal, attrs: the expensive part).
+(ARCHITECTURE.md §7). The merger reads each copy's key from the raw text (models/codec), drops
+the copies the other connections already delivered unparsed, and parses and decodes only the
+first copy (Decimal, attrs: the expensive part).
 
 Per connection (role):
 
@@ -30,22 +33,14 @@ Per connection (role):
   close it only ``rotation_overlap_s`` after the successor delivered its first frame. The
   merger absorbs the overlap.
 
-Merger rules (each event reaches the bus exactly once, in order per stream):
-
-- trade: ids are consecutive per symbol. An id beyond ``last + 1`` is held up to
-  ``gap_hold_s`` (bounded by ``max_held_trades``) for the missing ids to arrive from another
-  connection; then the held trades are released in order and each hole counts as a gap.
-- depth20: a newer ``lastUpdateId`` wins; older or equal ones are dropped.
-- ticker: a newer event time ``E`` wins.
-- kline: a newer ``(k.t, E)`` wins; the closed (``x: true``) frame of a kline is never dropped,
-  even when it arrives after updates of the next kline (it is then delivered late).
-- a malformed frame (bad JSON, missing key, undecodable payload) is logged and counted, and
-  nothing else is lost: its key is only committed once a copy decodes, so a good copy from
-  another connection still goes through.
+Merger rules: see :mod:`genesis.exchange.merger` (exactly once and in order per stream; trade
+holes held, then backfilled from REST when a ``backfill`` source is given, else published as
+``FeedGap``; sequence resets; hostile input counted by kind). This module feeds it the frames
+with the time, wakes it at its hold deadlines and runs its backfill requests as tasks.
 
 Logs use stable names: ``ws.connect``, ``ws.connected``, ``ws.connect_failed``,
-``ws.disconnect``, ``ws.reconnect``, ``ws.rotate``, ``ws.merger.malformed``, ``ws.merger.gap``,
-``ws.merger.bus_rejected``; each connection line names the role, each end line its reason.
+``ws.disconnect``, ``ws.reconnect``, ``ws.rotate`` (the merger's ``ws.merger.*``); each
+connection line names the role, each end line its reason.
 """
 
 from __future__ import annotations
@@ -54,12 +49,10 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
 
 import attrs
-import orjson
 import trio
 import trio_websocket
 from wsproto.utilities import LocalProtocolError
@@ -68,20 +61,21 @@ from genesis.errors import (
     CircuitOpenError,
     ConnectError,
     ConnectionLostError,
-    ExchangeProtocolError,
     ReadTimeoutError,
     TransportError,
 )
+from genesis.exchange.backfill import BackfillSource, fetch_klines, fetch_trades
+from genesis.exchange.merger import (
+    KlineBackfillRequest,
+    Merger,
+    MergerConfig,
+    MergerStatistics,
+    TradeBackfillRequest,
+)
 from genesis.exchange.streams import (
-    KlineKey,
-    StreamKind,
-    StreamRoute,
     combined_stream_url,
-    dedup_key,
-    event_time_ms,
     is_server_shutdown,
     market_streams,
-    route_for,
 )
 from genesis.exchange.ws_errors import (
     close_text,
@@ -89,7 +83,6 @@ from genesis.exchange.ws_errors import (
     first_leaf,
     translate_connect_error,
 )
-from genesis.models.codec import decode_depth, decode_kline, decode_ticker, decode_trade
 from genesis.models.events import ConnectionHealth, ConnectionState
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
@@ -98,8 +91,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from genesis.bus import EventBus
-    from genesis.models.codec import MarketEvent
-    from genesis.models.market import Trade
+    from genesis.models.market import Kline, Trade
     from genesis.resilience.circuit_breaker import CircuitBreaker
 
 __all__ = [
@@ -110,6 +102,7 @@ __all__ = [
     "MarketDataConfig",
     "MarketDataHandle",
     "MarketDataStatistics",
+    "MergerConfig",
     "MergerStatistics",
     "WallClock",
     "WebSocket",
@@ -162,6 +155,8 @@ class MarketDataConfig:
         max_held_trades: Held trades per symbol beyond which they are released at once.
         rate_window_s: Window of the messages-per-second figure in the health snapshots.
         backoff: Reconnect schedule (1, 2, 4 … 30 s by default).
+        backfill_timeout_s: How long the merger waits for REST to fill a hole before it gives
+            the hole up (a ``FeedGap``) and releases the live trades held behind it.
     """
 
     connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
@@ -175,6 +170,7 @@ class MarketDataConfig:
     max_held_trades: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     rate_window_s: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     backoff: BackoffPolicy = attrs.field(factory=BackoffPolicy)
+    backfill_timeout_s: float = attrs.field(default=10.0, validator=_positive)
 
 
 class WebSocket(Protocol):
@@ -214,32 +210,6 @@ async def connect_tcp_websocket(
     return await trio_websocket.connect_websocket_url(
         nursery, url, message_queue_size=message_queue_size
     )
-
-
-@attrs.frozen(kw_only=True)
-class MergerStatistics:
-    """Counters of the merger.
-
-    Attributes:
-        frames: Frames received from all connections.
-        published: Unique events published to the bus.
-        duplicates_dropped: Copies already delivered by another connection (or older ones).
-        gaps: Holes in a trade id sequence that no connection filled within ``gap_hold_s``.
-        trades_missing: Trade ids in those holes.
-        decode_errors: Malformed frames (bad JSON, missing keys, undecodable payloads).
-        held: Trades currently held waiting for a missing id.
-        bus_rejected: Events the bus refused (a never-drop policy on market data with a full
-            subscriber: a configuration error).
-    """
-
-    frames: int
-    published: int
-    duplicates_dropped: int
-    gaps: int
-    trades_missing: int
-    decode_errors: int
-    held: int
-    bus_rejected: int
 
 
 @attrs.frozen(kw_only=True)
@@ -308,6 +278,7 @@ class _Role:
     """Id of the newest session that delivered a frame; older sessions retire once it passes."""
     messages: int = 0
     latency_ms: int | None = None
+    first_delivered: int = 0  # frames whose copy was the first (the merger counts them)
     reconnects: int = 0
     rotations: int = 0
     last_error: str | None = None
@@ -344,229 +315,71 @@ class _Frame:
 
 
 @attrs.define(eq=False)
-class _TradeSequence:
-    stream: str
-    last_id: int | None = None
-    held: dict[int, Trade] = attrs.field(factory=dict)
-    deadline: float = math.inf
+class _MergerLoop:
+    """The thin Trio side of the pure :class:`~genesis.exchange.merger.Merger`.
 
+    Feeds it every relayed frame with the time, wakes it at its hold deadlines, and answers its
+    backfill requests in tasks of their own, so REST never blocks the live feed.
+    """
 
-_CLOSED_KLINES_KEPT: Final = 8
-
-
-@attrs.define(eq=False)
-class _Merger:
-    """Dedups frames from all connections, decodes once, publishes to the bus."""
-
-    bus: EventBus
-    config: MarketDataConfig
+    core: Merger
+    source: BackfillSource | None
+    backfill_timeout_s: float
     published_changed: trio.lowlevel.ParkingLot = attrs.field(
         factory=trio.lowlevel.ParkingLot, init=False
     )
-    _routes: dict[str, StreamRoute | None] = attrs.field(factory=dict, init=False)
-    _trades: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
-    _holding: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
-    """The trade sequences currently holding trades (usually none): what deadlines look at."""
-    _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
-    _last_kline: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
-    _closed_klines: dict[str, deque[int]] = attrs.field(factory=dict, init=False)
-    frames: int = attrs.field(default=0, init=False)
-    published: int = attrs.field(default=0, init=False)
-    duplicates: int = attrs.field(default=0, init=False)
-    gaps: int = attrs.field(default=0, init=False)
-    trades_missing: int = attrs.field(default=0, init=False)
-    decode_errors: int = attrs.field(default=0, init=False)
-    bus_rejected: int = attrs.field(default=0, init=False)
+    _wait_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
 
-    def statistics(self) -> MergerStatistics:
-        return MergerStatistics(
-            frames=self.frames,
-            published=self.published,
-            duplicates_dropped=self.duplicates,
-            gaps=self.gaps,
-            trades_missing=self.trades_missing,
-            decode_errors=self.decode_errors,
-            held=sum(len(seq.held) for seq in self._holding.values()),
-            bus_rejected=self.bus_rejected,
-        )
-
-    async def run(self, recv_chan: trio.MemoryReceiveChannel[_Frame]) -> None:
-        """Process frames until the channel ends, releasing held trades at their deadlines."""
-        async with recv_chan:
-            while True:
-                frame: _Frame | None = None
-                with trio.move_on_at(self._next_deadline()):
-                    try:
-                        frame = await recv_chan.receive()
-                    except trio.EndOfChannel:
-                        return
-                if frame is not None:
-                    self.process(frame)
-                self.release_expired(trio.current_time())
-
-    def _next_deadline(self) -> float:
-        return min((seq.deadline for seq in self._holding.values()), default=math.inf)
-
-    def _route(self, stream: str) -> StreamRoute | None:
-        try:
-            return self._routes[stream]
-        except KeyError:
-            route = self._routes[stream] = route_for(stream)
-            return route
-
-    def _malformed(self, frame: _Frame, reason: str | ExchangeProtocolError) -> None:
-        self.decode_errors += 1
-        logger.warning(
-            "ws.merger.malformed role=%s reason=%s frame=%.80r", frame.role.name, reason, frame.raw
-        )
-
-    def process(self, frame: _Frame) -> None:
-        """Dedup, decode and publish one frame; malformed frames are counted and skipped."""
-        self.frames += 1
-        try:
-            obj = orjson.loads(frame.raw)
-        except orjson.JSONDecodeError as exc:
-            self._malformed(frame, f"invalid JSON: {exc}")
-            return
-        if not isinstance(obj, dict):
-            self._malformed(frame, "not a combined-stream frame")
-            return
-        stream = obj.get("stream")
-        data = obj.get("data")
-        if not isinstance(stream, str) or data is None:
-            self._malformed(frame, "not a combined-stream frame")
-            return
-        route = self._route(stream)
-        if route is None:
-            self._malformed(frame, f"unexpected stream {stream[:60]!r}")
-            return
-        event_ms = event_time_ms(data)
-        if event_ms is not None:
-            frame.role.latency_ms = frame.received_ms - event_ms
-        try:
-            key = dedup_key(route.kind, data)
-        except ExchangeProtocolError as exc:
-            self._malformed(frame, exc)
-            return
-        if route.kind is StreamKind.TRADE:
-            assert isinstance(key, int)
-            self._trade(frame, route, key, data)
-        elif route.kind is StreamKind.KLINE:
-            assert isinstance(key, KlineKey)
-            self._kline(frame, route, key, data)
-        else:
-            assert isinstance(key, int)
-            last = self._last_key.get(stream)
-            if last is not None and key <= last:
-                self.duplicates += 1
-                return
-            event = self._decode(frame, route, data)
-            if event is not None:
-                self._last_key[stream] = key
-                self._publish(event)
-
-    def _decode(self, frame: _Frame, route: StreamRoute, data: object) -> MarketEvent | None:
-        try:
-            if route.kind is StreamKind.TICKER:
-                return decode_ticker(data)
-            if route.kind is StreamKind.DEPTH:
-                return decode_depth(data, symbol=route.symbol, received_ms=frame.received_ms)
-            return decode_kline(data)
-        except ExchangeProtocolError as exc:
-            self._malformed(frame, exc)
-            return None
-
-    def _publish(self, event: MarketEvent) -> None:
-        try:
-            self.bus.publish_nowait(event)
-        except trio.WouldBlock:
-            self.bus_rejected += 1
-            logger.error("ws.merger.bus_rejected type=%s", type(event).__name__)
-            return
-        self.published += 1
+    def notify_published(self) -> None:
         if self.published_changed:
             self.published_changed.unpark_all()
 
-    def _trade(self, frame: _Frame, route: StreamRoute, trade_id: int, data: object) -> None:
-        seq = self._trades.get(route.name)
-        if seq is None:
-            seq = self._trades[route.name] = _TradeSequence(route.name)
-        if (seq.last_id is not None and trade_id <= seq.last_id) or trade_id in seq.held:
-            self.duplicates += 1
-            return
-        try:
-            trade = decode_trade(data)
-        except ExchangeProtocolError as exc:
-            self._malformed(frame, exc)
-            return
-        if seq.last_id is None or trade_id == seq.last_id + 1:
-            self._publish(trade)
-            seq.last_id = trade_id
-            if seq.held:
-                self._release_consecutive(seq)
-            return
-        seq.held[trade_id] = trade
-        if seq.deadline == math.inf:
-            seq.deadline = trio.current_time() + self.config.gap_hold_s
-            self._holding[route.name] = seq
-        if len(seq.held) > self.config.max_held_trades:
-            self._release_all(seq)
+    def statistics(self) -> MergerStatistics:
+        return self.core.statistics()
 
-    def _release_consecutive(self, seq: _TradeSequence) -> None:
-        assert seq.last_id is not None
-        while (trade := seq.held.pop(seq.last_id + 1, None)) is not None:
-            self._publish(trade)
-            seq.last_id = trade.trade_id
-        if not seq.held:
-            seq.deadline = math.inf
-            del self._holding[seq.stream]
+    @property
+    def published(self) -> int:
+        return self.core.published
 
-    def _release_all(self, seq: _TradeSequence) -> None:
-        for trade_id in sorted(seq.held):
-            trade = seq.held.pop(trade_id)
-            if seq.last_id is not None and trade_id > seq.last_id + 1:
-                missing = trade_id - seq.last_id - 1
-                self.gaps += 1
-                self.trades_missing += missing
-                logger.warning(
-                    "ws.merger.gap stream=%s after_id=%d missing=%d",
-                    seq.stream,
-                    seq.last_id,
-                    missing,
-                )
-            self._publish(trade)
-            seq.last_id = trade_id
-        seq.deadline = math.inf
-        self._holding.pop(seq.stream, None)
+    async def run(self, recv_chan: trio.MemoryReceiveChannel[_Frame]) -> None:
+        """Process frames until the channel ends, acting on holds at their deadlines."""
+        core = self.core
+        async with recv_chan, trio.open_nursery() as nursery:
+            while True:
+                frame: _Frame | None = None
+                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
+                    try:
+                        frame = await recv_chan.receive()
+                    except trio.EndOfChannel:
+                        nursery.cancel_scope.cancel()
+                        return
+                self._wait_scope = None
+                now = trio.current_time()
+                if frame is not None:
+                    core.on_frame(frame.role, frame.raw, frame.received_ms, now)
+                core.on_time(now)
+                if core.backfill_requests:
+                    for request in core.take_backfill_requests():
+                        nursery.start_soon(self._answer, request)
 
-    def release_expired(self, now: float) -> None:
-        """Release held trades whose hold time is over, counting the holes as gaps."""
-        for seq in list(self._holding.values()):
-            if seq.deadline <= now:
-                self._release_all(seq)
-
-    def _kline(self, frame: _Frame, route: StreamRoute, key: KlineKey, data: object) -> None:
-        stream = route.name
-        closed = self._closed_klines.get(stream)
-        if closed is None:
-            closed = self._closed_klines[stream] = deque(maxlen=_CLOSED_KLINES_KEPT)
-        order = (key.open_time_ms, key.event_time_ms)
-        last = self._last_kline.get(stream)
-        if key.open_time_ms in closed:
-            # That kline's final frame went out already: this is a copy or a stale update.
-            self.duplicates += 1
-            return
-        if not key.closed and last is not None and order <= last:
-            self.duplicates += 1
-            return
-        event = self._decode(frame, route, data)
-        if event is None:
-            return
-        if key.closed:
-            closed.append(key.open_time_ms)
-        if last is None or order > last:
-            self._last_kline[stream] = order
-        self._publish(event)
+    async def _answer(self, request: TradeBackfillRequest | KlineBackfillRequest) -> None:
+        source = self.source
+        assert source is not None
+        timed_out = f"no answer within {self.backfill_timeout_s:g} s"
+        if isinstance(request, TradeBackfillRequest):
+            trades: Sequence[Trade] = ()
+            error: str | None = timed_out
+            with trio.move_on_after(self.backfill_timeout_s):
+                trades, error = await fetch_trades(source, request)
+            self.core.on_trade_backfill(request, trades, error, trio.current_time())
+        else:
+            klines: Sequence[Kline] = ()
+            error = timed_out
+            with trio.move_on_after(self.backfill_timeout_s):
+                klines, error = await fetch_klines(source, request)
+            self.core.on_kline_backfill(request, klines, error, trio.current_time())
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()  # the hold deadlines changed: the loop looks again
 
 
 @attrs.define(eq=False)
@@ -579,7 +392,7 @@ class _Service:
     roles: tuple[_Role, ...]
     connector: WebSocketConnector
     wall_clock_ms: WallClock
-    merger: _Merger
+    merger: _MergerLoop
     send_chan: trio.MemorySendChannel[_Frame]
     breaker: CircuitBreaker | None = None
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
@@ -727,6 +540,8 @@ class _Service:
                     try:
                         message = await ws.get_message()
                     except trio_websocket.ConnectionClosed as exc:
+                        if exc.reason is not None:
+                            self.merger.core.on_close(exc.reason.code, trio.current_time())
                         raise ConnectionLostError(close_text(exc)) from exc
                 now = trio.current_time()
                 if message is None:
@@ -846,6 +661,8 @@ async def run_market_data(
     wall_clock_ms: WallClock = system_wall_clock_ms,
     rng: random.Random | None = None,
     breaker: CircuitBreaker | None = None,
+    backfill: BackfillSource | None = None,
+    merger_config: MergerConfig | None = None,
     task_status: trio.TaskStatus[MarketDataHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep redundant market-data connections and publish each event once to ``bus``.
@@ -867,6 +684,11 @@ async def run_market_data(
         breaker: The market-streams circuit breaker; every connect attempt of every role runs
             inside its ``guard()``. While it is open, attempts are refused without dialling and
             back off like failed connects. ``None``: no breaker.
+        backfill: Where the merger fetches trades and closed klines that no connection
+            delivered (every connection was down): the REST gateway. ``None``: such holes
+            are published as :class:`~genesis.models.events.FeedGap` at once.
+        merger_config: The merger's hold times and bounds; by default built from ``config``
+            (``gap_hold_s``, ``max_held_trades``, ``backfill_timeout_s``).
         task_status: Receives the :class:`MarketDataHandle` once at least one connection is
             connected *and* receiving.
 
@@ -885,6 +707,23 @@ async def run_market_data(
     streams = market_streams(symbols)
     url = combined_stream_url(stream_base_url, streams)
     send_chan, recv_chan = trio.open_memory_channel[_Frame](config.relay_buffer_size)
+    if merger_config is None:
+        merger_config = MergerConfig(
+            gap_hold_s=config.gap_hold_s,
+            max_held_trades=config.max_held_trades,
+            backfill_timeout_s=config.backfill_timeout_s,
+        )
+    merger = _MergerLoop(
+        Merger(
+            bus.publish_nowait,
+            merger_config,
+            backfill=backfill is not None,
+            streams=frozenset(streams),
+        ),
+        backfill,
+        merger_config.backfill_timeout_s,
+    )
+    merger.core.on_published = merger.notify_published
     service = _Service(
         url=url,
         bus=bus,
@@ -899,7 +738,7 @@ async def run_market_data(
         ),
         connector=connector,
         wall_clock_ms=wall_clock_ms,
-        merger=_Merger(bus, config),
+        merger=merger,
         send_chan=send_chan,
         breaker=breaker,
     )

@@ -13,6 +13,8 @@ Rules:
 Layout (import from this package; the submodules are private):
 - ``_wire``: shared primitives: :func:`parse_decimal`, :func:`decimal_to_wire`,
   :func:`decode_json`, the typed scalar readers and the error guard;
+- ``_frame``: the combined-stream envelope (:func:`parse_frame`) and the dedup keys read from
+  a frame's raw text (:data:`KEY_READERS`), so copies are dropped before any parse;
 - ``_market``: market stream events, :func:`decode_frame`, :func:`decode_stream_payload`,
   :func:`make_converter`;
 - ``_record``: Genesis's own record format for every bus event (``--record``, replay, the NATS
@@ -24,6 +26,15 @@ Layout (import from this package; the submodules are private):
 
 from __future__ import annotations
 
+from genesis.models.codec._frame import (
+    KEY_READERS,
+    MAX_FRAME_CHARS,
+    FrameKey,
+    frame_key_of,
+    parse_frame,
+    read_event_time,
+    read_stream,
+)
 from genesis.models.codec._market import (
     MARKET_EVENT_TYPES,
     MarketEvent,
@@ -41,6 +52,8 @@ from genesis.models.codec._rest import (
     decode_account,
     decode_error_body,
     decode_exchange_info,
+    decode_historical_trades,
+    decode_klines,
     decode_my_trades,
     decode_order,
     decode_orders,
@@ -60,11 +73,33 @@ from genesis.models.codec._user import (
     decode_ws_api_frame,
     encode_ws_api_request,
 )
-from genesis.models.codec._wire import decimal_to_wire, decode_json, parse_decimal
+from genesis.models.codec._wire import (
+    FAULT_BAD_NUMBER,
+    FAULT_BAD_PAYLOAD,
+    FAULT_BAD_TYPE,
+    FAULT_BAD_VALUE,
+    FAULT_INVALID_JSON,
+    FAULT_MISSING_FIELD,
+    FAULT_NOT_A_FRAME,
+    decimal_to_wire,
+    decode_json,
+    fault_kind,
+    parse_decimal,
+)
 
 __all__ = [
+    "FAULT_BAD_NUMBER",
+    "FAULT_BAD_PAYLOAD",
+    "FAULT_BAD_TYPE",
+    "FAULT_BAD_VALUE",
+    "FAULT_INVALID_JSON",
+    "FAULT_MISSING_FIELD",
+    "FAULT_NOT_A_FRAME",
+    "KEY_READERS",
     "MARKET_EVENT_TYPES",
+    "MAX_FRAME_CHARS",
     "RECORD_TYPES",
+    "FrameKey",
     "MarketEvent",
     "UsageReport",
     "UserEvent",
@@ -78,8 +113,10 @@ __all__ = [
     "decode_exchange_info",
     "decode_execution_report",
     "decode_frame",
+    "decode_historical_trades",
     "decode_json",
     "decode_kline",
+    "decode_klines",
     "decode_my_trades",
     "decode_order",
     "decode_orders",
@@ -92,10 +129,15 @@ __all__ = [
     "decode_ws_api_frame",
     "encode_ws_api_request",
     "event_to_record",
+    "fault_kind",
+    "frame_key_of",
     "make_converter",
     "order_request_params",
     "parse_ban_until_ms",
     "parse_decimal",
+    "parse_frame",
     "parse_usage_headers",
+    "read_event_time",
+    "read_stream",
     "record_to_event",
 ]

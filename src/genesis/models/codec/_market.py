@@ -7,14 +7,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import cattrs
-import orjson
 
 from genesis.errors import ExchangeProtocolError
+from genesis.models.codec._frame import parse_frame
 from genesis.models.codec._wire import (
     _bool,
     _guard,
     _int,
+    _ShapeFault,
     _str,
+    _TypeFault,
     decimal_to_wire,
     parse_decimal,
 )
@@ -42,7 +44,7 @@ MARKET_EVENT_TYPES: Final = (Trade, Ticker, Depth, Kline)
 
 def _trade(d: Wire) -> Trade:
     if d.get("e") != "trade":
-        raise ValueError(f"event type is {d.get('e')!r}, not 'trade'")
+        raise _ShapeFault(f"event type is {d.get('e')!r}, not 'trade'")
     return Trade(
         symbol=_str(d["s"]),
         trade_id=_int(d["t"]),
@@ -56,7 +58,7 @@ def _trade(d: Wire) -> Trade:
 
 def _ticker(d: Wire) -> Ticker:
     if d.get("e") != "24hrTicker":
-        raise ValueError(f"event type is {d.get('e')!r}, not '24hrTicker'")
+        raise _ShapeFault(f"event type is {d.get('e')!r}, not '24hrTicker'")
     return Ticker(
         symbol=_str(d["s"]),
         event_time_ms=_int(d["E"]),
@@ -84,21 +86,21 @@ def _ticker(d: Wire) -> Ticker:
 
 def _levels(raw: object) -> tuple[PriceLevel, ...]:
     if not isinstance(raw, list):
-        raise ValueError("book side is not a list")
+        raise _TypeFault("book side is not a list")
     out = []
     for level in raw:
         if not isinstance(level, list) or len(level) < 2:
-            raise ValueError("book level is not a [price, quantity] pair")
+            raise _TypeFault("book level is not a [price, quantity] pair")
         out.append(PriceLevel(parse_decimal(level[0]), parse_decimal(level[1])))
     return tuple(out)
 
 
 def _kline(d: Wire) -> Kline:
     if d.get("e") != "kline":
-        raise ValueError(f"event type is {d.get('e')!r}, not 'kline'")
+        raise _ShapeFault(f"event type is {d.get('e')!r}, not 'kline'")
     k = d["k"]
     if not isinstance(k, Mapping):
-        raise ValueError("'k' is not an object")
+        raise _TypeFault("'k' is not an object")
     return Kline(
         symbol=_str(d["s"]),
         interval=_str(k["i"]),
@@ -183,14 +185,8 @@ def decode_frame(raw: bytes | str, *, received_ms: int = 0) -> tuple[str, Market
     Raises:
         ExchangeProtocolError: invalid JSON, not a combined frame, or a malformed payload.
     """
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ExchangeProtocolError(f"invalid JSON frame: {exc}") from exc
-    if not isinstance(obj, dict) or not isinstance(obj.get("stream"), str) or "data" not in obj:
-        raise ExchangeProtocolError("not a combined-stream frame")
-    stream: str = obj["stream"]
-    return stream, decode_stream_payload(stream, obj["data"], received_ms=received_ms)
+    stream, data = parse_frame(raw)
+    return stream, decode_stream_payload(stream, data, received_ms=received_ms)
 
 
 def make_converter() -> cattrs.Converter:

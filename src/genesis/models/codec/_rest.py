@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 import orjson
@@ -28,6 +28,7 @@ from genesis.models.exchange_info import (
     SymbolFilters,
     SymbolInfo,
 )
+from genesis.models.market import Kline, Trade
 from genesis.models.orders import (
     Fill,
     Order,
@@ -42,11 +43,15 @@ from genesis.models.orders import (
 if TYPE_CHECKING:
     from genesis.models.codec._wire import Wire
 
+_T = TypeVar("_T")
+
 __all__ = [
     "UsageReport",
     "decode_account",
     "decode_error_body",
     "decode_exchange_info",
+    "decode_historical_trades",
+    "decode_klines",
     "decode_my_trades",
     "decode_order",
     "decode_orders",
@@ -396,3 +401,73 @@ def decode_my_trades(data: object) -> tuple[AccountTrade, ...]:
         raise ExchangeProtocolError(f"myTrades: missing key {exc.args[0]!r}") from exc
     except (ValueError, TypeError) as exc:
         raise ExchangeProtocolError(f"myTrades: {exc}") from exc
+
+
+def _array(what: str, data: object, decode: Callable[[object], _T]) -> tuple[_T, ...]:
+    if not isinstance(data, list):
+        raise ExchangeProtocolError(f"{what}: expected a JSON array, got {type(data).__name__}")
+    try:
+        return tuple(decode(item) for item in data)
+    except (KeyError, IndexError) as exc:
+        raise ExchangeProtocolError(f"{what}: missing key {exc.args[0]!r}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ExchangeProtocolError(f"{what}: {exc}") from exc
+
+
+def decode_historical_trades(data: object, *, symbol: str) -> tuple[Trade, ...]:
+    """``GET /api/v3/historicalTrades`` rows (``id, price, qty, quoteQty, time, isBuyerMaker,
+    isBestMatch``) as the stream's :class:`Trade` events of ``symbol``, oldest first.
+
+    REST has no event time: a backfilled trade carries its trade time in both fields.
+    """
+
+    def trade(d: object) -> Trade:
+        if not isinstance(d, Mapping):
+            raise ValueError("trade is not an object")
+        time_ms = _int(d["time"])
+        return Trade(
+            symbol=symbol,
+            trade_id=_int(d["id"]),
+            price=parse_decimal(d["price"]),
+            quantity=parse_decimal(d["qty"]),
+            trade_time_ms=time_ms,
+            event_time_ms=time_ms,
+            buyer_is_maker=_bool(d["isBuyerMaker"]),
+        )
+
+    return _array("historicalTrades", data, trade)
+
+
+def decode_klines(data: object, *, symbol: str, interval: str, now_ms: int) -> tuple[Kline, ...]:
+    """``GET /api/v3/klines`` 12-element arrays as :class:`Kline` events, oldest first.
+
+    A kline whose close time is before ``now_ms`` is ``closed`` (its event time is its close
+    time); the last row is usually the kline still open. REST gives no trade ids: ``-1``, as
+    the stream sends for a kline without trades.
+    """
+
+    def kline(row: object) -> Kline:
+        if not isinstance(row, list) or len(row) < 11:
+            raise ValueError("kline is not a 12-element array")
+        close_ms = _int(row[6])
+        return Kline(
+            symbol=symbol,
+            interval=interval,
+            event_time_ms=min(close_ms, now_ms),
+            open_time_ms=_int(row[0]),
+            close_time_ms=close_ms,
+            first_trade_id=-1,
+            last_trade_id=-1,
+            open_price=parse_decimal(row[1]),
+            high_price=parse_decimal(row[2]),
+            low_price=parse_decimal(row[3]),
+            close_price=parse_decimal(row[4]),
+            volume=parse_decimal(row[5]),
+            quote_volume=parse_decimal(row[7]),
+            trade_count=_int(row[8]),
+            taker_buy_volume=parse_decimal(row[9]),
+            taker_buy_quote_volume=parse_decimal(row[10]),
+            closed=close_ms < now_ms,
+        )
+
+    return _array("klines", data, kline)

@@ -1,0 +1,102 @@
+"""Backfill: the REST fetches that fill the holes the merger could not fill from the streams.
+
+The merger (:mod:`genesis.exchange.merger`) asks; the market-data service runs
+:func:`fetch_trades` / :func:`fetch_klines` in a task of its own per request, so the live feed
+never waits on REST: the merger holds the trades behind the hole, bounded, until the answer or
+its timeout. The source is a
+:class:`BackfillSource`, in production the order gateway
+(:meth:`~genesis.exchange.gateway.Gateway.historical_trades` and
+:meth:`~genesis.exchange.gateway.Gateway.klines`), so every request goes through the REST
+rate limiter (``historicalTrades`` weighs 25 per 1,000 trades) and circuit breaker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final, Protocol
+
+from genesis.errors import GenesisError
+from genesis.exchange.merger import KLINE_INTERVAL_MS, KlineBackfillRequest, TradeBackfillRequest
+
+if TYPE_CHECKING:
+    from genesis.models.market import Kline, Trade
+
+__all__ = [
+    "HISTORICAL_TRADES_LIMIT",
+    "BackfillSource",
+    "fetch_klines",
+    "fetch_trades",
+]
+
+logger = logging.getLogger(__name__)
+
+HISTORICAL_TRADES_LIMIT: Final = 1000
+"""Binance's largest ``historicalTrades`` page."""
+_KLINES_LIMIT: Final = 1000
+
+
+class BackfillSource(Protocol):
+    """Where missing market data comes from (REST); :class:`~genesis.exchange.gateway.Gateway`."""
+
+    async def historical_trades(
+        self, symbol: str, *, from_id: int, limit: int = HISTORICAL_TRADES_LIMIT
+    ) -> tuple[Trade, ...]:
+        """``GET /api/v3/historicalTrades``: trades from ``from_id`` on, oldest first."""
+        ...
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> tuple[Kline, ...]:
+        """``GET /api/v3/klines``: klines opening in ``[start_ms, end_ms]``, oldest first."""
+        ...
+
+
+async def fetch_trades(
+    source: BackfillSource, request: TradeBackfillRequest
+) -> tuple[list[Trade], str | None]:
+    """Page through ``historicalTrades`` until ``request.last_id`` is covered.
+
+    Returns:
+        The trades found (in id order, possibly fewer than asked) and ``None``, or what was
+        found before a failure and the failure's description. An empty page ends the fetch
+        (those ids are no longer, or not yet, in the exchange's history).
+
+    Cancellation: whatever was fetched is lost; nothing else to clean up.
+    """
+    trades: list[Trade] = []
+    next_id = request.first_id
+    while next_id <= request.last_id:
+        limit = min(HISTORICAL_TRADES_LIMIT, request.last_id - next_id + 1)
+        try:
+            page = await source.historical_trades(request.symbol, from_id=next_id, limit=limit)
+        except GenesisError as exc:
+            return trades, f"{type(exc).__name__}: {exc}"
+        page_ids = [t.trade_id for t in page if t.trade_id >= next_id]
+        if not page_ids:
+            break
+        trades.extend(t for t in page if next_id <= t.trade_id <= request.last_id)
+        next_id = max(page_ids) + 1
+    return trades, None
+
+
+async def fetch_klines(
+    source: BackfillSource, request: KlineBackfillRequest
+) -> tuple[tuple[Kline, ...], str | None]:
+    """The 1m klines of ``request`` (one page: a hole of over 1,000 minutes keeps its tail)."""
+    try:
+        klines = await source.klines(
+            request.symbol,
+            "1m",
+            start_ms=request.first_open_ms,
+            end_ms=request.last_open_ms + KLINE_INTERVAL_MS - 1,
+            limit=_KLINES_LIMIT,
+        )
+    except GenesisError as exc:
+        return (), f"{type(exc).__name__}: {exc}"
+    return klines, None

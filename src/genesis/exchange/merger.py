@@ -1,0 +1,796 @@
+"""The market-data merger: a pure core that turns three copies of every frame into one event.
+
+:class:`Merger` is synchronous and never reads a clock: every call takes ``now`` (Trio time,
+seconds), so a test can drive it frame by frame, and the Hypothesis properties in
+``tests/test_merger_properties.py`` check it for any interleaving of the copies. The thin
+Trio loop that feeds it lives in :mod:`genesis.exchange.ws_manager`; the REST fetches it asks
+for live in :mod:`genesis.exchange.backfill`.
+
+Per frame (the copies are the common case, so they are dropped before any parse)::
+
+    raw text ── stream name, key (str.find, models/codec) ── duplicate? → dropped
+            └── first copy: parse once, decode (Decimal, attrs), key must agree → rules → publish
+
+Rules (each event reaches the subscribers exactly once, in order per stream):
+
+- trade: ids are consecutive per symbol. An id beyond ``last + 1`` is held (the other
+  connections usually fill the hole within milliseconds). After ``gap_hold_s`` (or once
+  ``max_held_trades`` are held) the hole is asked of the backfill source (REST
+  ``historicalTrades``), and the live trades stay held (up to ``backfill_hold_trades``) until
+  it answers or ``backfill_timeout_s`` passes; then everything is released in order. A hole
+  nobody could fill is published as a :class:`~genesis.models.events.FeedGap` before the
+  trades behind it, counted and logged.
+- depth20: a newer ``lastUpdateId`` wins; ticker: a newer event time ``E`` wins.
+- kline: a newer ``(open time, E)`` wins; a kline's closed frame is never dropped, even late.
+  A closed kline that never arrived (every connection was down over a minute boundary) is
+  asked of the backfill source (REST ``klines``) and published late, like a late closed frame.
+- sequence reset: a trade or depth id ``reset_min_drop`` or more below the high-water mark,
+  while no new id was published for ``reset_quiet_s`` (no connection still delivers the old
+  sequence), means the exchange restarted its sequence: the stream's state is reset, a
+  WARNING logged and a :class:`~genesis.models.events.SequenceReset` published, and the new
+  trades flow at once instead of being dropped as duplicates.
+- hostile input (bad JSON, unknown streams, missing or mistyped fields, NaN, infinite or
+  negative numbers, frames over 1 MiB, unexpected close codes) is counted by kind and logged
+  once per kind per ``fault_log_interval_s``; a bad copy never shadows a good one, because a
+  key is committed only once a copy decodes and agrees with it.
+
+Logs: ``ws.merger.fault``, ``ws.merger.gap``, ``ws.merger.backfill``,
+``ws.merger.sequence_reset``, ``ws.merger.bus_rejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Protocol
+
+import attrs
+import trio
+
+from genesis.errors import ExchangeProtocolError
+from genesis.exchange.streams import StreamKind, StreamRoute, route_for
+from genesis.models.codec import (
+    KEY_READERS,
+    MAX_FRAME_CHARS,
+    decode_depth,
+    decode_kline,
+    decode_ticker,
+    decode_trade,
+    fault_kind,
+    frame_key_of,
+    parse_frame,
+    read_event_time,
+    read_stream,
+)
+from genesis.models.events import FeedGap, SequenceReset
+from genesis.models.market import Kline, Trade
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from genesis.models.codec import FrameKey, MarketEvent
+
+__all__ = [
+    "FAULT_KEY_MISMATCH",
+    "FAULT_OVERSIZED",
+    "FAULT_UNKNOWN_STREAM",
+    "KLINE_INTERVAL_MS",
+    "FrameSource",
+    "KlineBackfillRequest",
+    "Merger",
+    "MergerConfig",
+    "MergerStatistics",
+    "TradeBackfillRequest",
+]
+
+logger = logging.getLogger(__name__)
+
+FAULT_OVERSIZED: Final = "oversized"
+FAULT_UNKNOWN_STREAM: Final = "unknown_stream"
+FAULT_KEY_MISMATCH: Final = "key_mismatch"
+"""The key read from the raw text disagrees with the decoded payload (hostile layout)."""
+FAULT_BAD_ENCODING: Final = "bad_encoding"
+_EXPECTED_CLOSE_CODES: Final = frozenset({1000, 1001})
+
+KLINE_INTERVAL_MS: Final = 60_000
+"""The subscribed kline stream is ``kline_1m``."""
+_CLOSED_KLINES_KEPT: Final = 8
+_UNPARSED: Final = object()
+
+
+class FrameSource(Protocol):
+    """The connection (role) a frame came from, as the merger sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    latency_ms: int | None
+    """Set from every frame with an event time: receive time minus event time."""
+    first_delivered: int
+    """Incremented for every frame whose copy was the first to arrive (the share of the role)."""
+
+
+@attrs.frozen(kw_only=True)
+class MergerConfig:
+    """Hold times and bounds of the merger (one frozen object).
+
+    Attributes:
+        gap_hold_s: How long trades beyond a missing id wait for the other connections.
+        max_held_trades: Held trades per symbol beyond which the hole is acted on at once.
+        backfill_timeout_s: How long a backfill may take before its hole is given up.
+        backfill_hold_trades: Live trades held per symbol while a backfill is in flight; more
+            and the hole is given up (a :class:`FeedGap`) so the feed moves on.
+        max_backfill_trades: The most trades one backfill fetches (the newest of the hole;
+            older ones become a :class:`FeedGap`): 10 pages of 1,000, 250 request weight.
+        reset_min_drop: How far below the high-water mark an id must be to mean a restart.
+        reset_quiet_s: How long no new id may have been published before a restart is believed.
+        fault_log_interval_s: Each fault kind is logged at most once per this interval.
+    """
+
+    gap_hold_s: float = attrs.field(default=0.2, validator=attrs.validators.gt(0))
+    max_held_trades: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    backfill_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    backfill_hold_trades: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    max_backfill_trades: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    reset_min_drop: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    reset_quiet_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    fault_log_interval_s: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(eq=False)
+class TradeBackfillRequest:
+    """Trades ``first_id..last_id`` (inclusive) of ``symbol`` wanted from REST."""
+
+    symbol: str
+    stream: str
+    first_id: int
+    last_id: int
+
+
+@attrs.frozen(eq=False)
+class KlineBackfillRequest:
+    """Closed 1m klines of ``symbol`` opening ``first_open_ms..last_open_ms`` wanted from REST."""
+
+    symbol: str
+    stream: str
+    first_open_ms: int
+    last_open_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class MergerStatistics:
+    """Counters of the merger.
+
+    Attributes:
+        frames: Frames received from all connections.
+        published: Unique events published to the bus (FeedGap and SequenceReset included).
+        duplicates_dropped: Copies already delivered by another connection (or older ones).
+        gaps: Holes in a trade id sequence no connection and no backfill filled (each one a
+            :class:`FeedGap`).
+        trades_missing: Trade ids in those holes.
+        decode_errors: Frames refused as malformed (every frame kind in ``faults``).
+        held: Trades currently held waiting for a missing id.
+        bus_rejected: Events the bus refused (a never-drop policy on market data with a full
+            subscriber: a configuration error).
+        faults: Hostile input by kind (``invalid_json``, ``unknown_stream``,
+            ``missing_field``, ``bad_type``, ``bad_number``, ``bad_value``, ``oversized``,
+            ``close_<code>``...).
+        backfills: Backfill requests made (trades and klines).
+        backfilled_trades: Trades published from REST.
+        backfilled_klines: Closed klines published from REST.
+        backfill_failures: Backfills that failed or timed out.
+        sequence_resets: Streams whose sequence restarted.
+        kline_gaps: Closed klines no connection and no backfill delivered (each run of them
+            one :class:`FeedGap` whose ids are open times).
+    """
+
+    frames: int
+    published: int
+    duplicates_dropped: int
+    gaps: int
+    trades_missing: int
+    decode_errors: int
+    held: int
+    bus_rejected: int
+    faults: Mapping[str, int] = attrs.field(factory=dict)
+    backfills: int = 0
+    backfilled_trades: int = 0
+    backfilled_klines: int = 0
+    backfill_failures: int = 0
+    sequence_resets: int = 0
+    kline_gaps: int = 0
+
+
+@attrs.define(eq=False)
+class _TradeSequence:
+    route: StreamRoute
+    last_id: int | None = None
+    last_at: float = -math.inf
+    """When the newest id was published: a sequence still delivered is never "reset"."""
+    held: dict[int, Trade] = attrs.field(factory=dict)
+    deadline: float = math.inf
+    backfill: TradeBackfillRequest | None = None
+
+
+@attrs.define(eq=False)
+class _KlineState:
+    last: tuple[int, int] | None = None
+    """(open time, event time) of the newest update published."""
+    closed: deque[int] = attrs.field(factory=lambda: deque(maxlen=_CLOSED_KLINES_KEPT))
+    checked_open_ms: int | None = None
+    """Every kline opening at or before this is closed or was asked of the backfill source."""
+    backfill: KlineBackfillRequest | None = None
+
+
+@attrs.define(eq=False)
+class _Route:
+    route: StreamRoute
+    read_key: Callable[[str], FrameKey | None]
+
+
+_MODEL_KIND: Final = {
+    StreamKind.TRADE: "trade",
+    StreamKind.TICKER: "ticker",
+    StreamKind.DEPTH: "partialDepth",
+    StreamKind.KLINE: "kline",
+}
+
+
+@attrs.define(eq=False)
+class Merger:
+    """Dedups frames from every connection, decodes each event once, publishes it.
+
+    Args:
+        publish: ``bus.publish_nowait``: called with each event; may raise
+            ``trio.WouldBlock`` (counted as ``bus_rejected``).
+        config: Hold times and bounds.
+        backfill: Whether a backfill source answers :meth:`take_backfill_requests`; without
+            one a hole is a :class:`FeedGap` once ``gap_hold_s`` passes.
+        streams: The subscribed stream names; a frame of any other is ``unknown_stream``.
+            ``None``: every stream name Genesis can decode.
+    """
+
+    publish: Callable[[object], None]
+    config: MergerConfig = attrs.field(factory=MergerConfig)
+    backfill: bool = False
+    streams: frozenset[str] | None = None
+    on_published: Callable[[], None] | None = None
+    """Called after every published event (the async side's wake-up)."""
+    backfill_requests: list[TradeBackfillRequest | KlineBackfillRequest] = attrs.field(
+        factory=list, init=False
+    )
+    """Requests not yet taken by the backfill runner (see :meth:`take_backfill_requests`)."""
+    _routes: dict[str, _Route | None] = attrs.field(factory=dict, init=False)
+    _trades: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
+    _holding: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
+    """The trade sequences currently holding trades (usually none): what deadlines look at."""
+    _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
+    _last_at: dict[str, float] = attrs.field(factory=dict, init=False)
+    _klines: dict[str, _KlineState] = attrs.field(factory=dict, init=False)
+    _faults: dict[str, int] = attrs.field(factory=dict, init=False)
+    _fault_logged_at: dict[str, float] = attrs.field(factory=dict, init=False)
+    frames: int = attrs.field(default=0, init=False)
+    published: int = attrs.field(default=0, init=False)
+    duplicates: int = attrs.field(default=0, init=False)
+    gaps: int = attrs.field(default=0, init=False)
+    trades_missing: int = attrs.field(default=0, init=False)
+    decode_errors: int = attrs.field(default=0, init=False)
+    bus_rejected: int = attrs.field(default=0, init=False)
+    backfills: int = attrs.field(default=0, init=False)
+    backfilled_trades: int = attrs.field(default=0, init=False)
+    backfilled_klines: int = attrs.field(default=0, init=False)
+    backfill_failures: int = attrs.field(default=0, init=False)
+    sequence_resets: int = attrs.field(default=0, init=False)
+    kline_gaps: int = attrs.field(default=0, init=False)
+
+    def statistics(self) -> MergerStatistics:
+        return MergerStatistics(
+            frames=self.frames,
+            published=self.published,
+            duplicates_dropped=self.duplicates,
+            gaps=self.gaps,
+            trades_missing=self.trades_missing,
+            decode_errors=self.decode_errors,
+            held=sum(len(seq.held) for seq in self._holding.values()),
+            bus_rejected=self.bus_rejected,
+            faults=MappingProxyType(dict(self._faults)),
+            backfills=self.backfills,
+            backfilled_trades=self.backfilled_trades,
+            backfilled_klines=self.backfilled_klines,
+            backfill_failures=self.backfill_failures,
+            sequence_resets=self.sequence_resets,
+            kline_gaps=self.kline_gaps,
+        )
+
+    def next_deadline(self) -> float:
+        """The earliest time :meth:`on_time` has something to do (``inf``: nothing held)."""
+        return min((seq.deadline for seq in self._holding.values()), default=math.inf)
+
+    def take_backfill_requests(self) -> list[TradeBackfillRequest | KlineBackfillRequest]:
+        """The backfill requests made since the last call; the caller answers each one."""
+        requests, self.backfill_requests = self.backfill_requests, []
+        return requests
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def on_frame(self, source: FrameSource, raw: str | bytes, received_ms: int, now: float) -> None:
+        """Dedup, decode and publish one frame; hostile frames are counted and skipped."""
+        self.frames += 1
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode()
+            except UnicodeDecodeError:
+                self._frame_fault(source, FAULT_BAD_ENCODING, "not UTF-8", raw, now)
+                return
+        if len(raw) > MAX_FRAME_CHARS:
+            self._frame_fault(source, FAULT_OVERSIZED, f"{len(raw)} characters", "", now)
+            return
+        data: object = _UNPARSED
+        stream = read_stream(raw)
+        if stream is None:
+            try:
+                stream, data = parse_frame(raw)
+            except ExchangeProtocolError as exc:
+                self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
+                return
+        route = self._route(stream)
+        if route is None:
+            self._frame_fault(source, FAULT_UNKNOWN_STREAM, repr(stream[:60]), raw, now)
+            return
+        kind = route.route.kind
+        key = route.read_key(raw)
+        # The event time, for the latency figure, without a second scan where the key has it.
+        if kind is StreamKind.TRADE:
+            event_ms = read_event_time(raw)
+        elif kind is StreamKind.DEPTH:
+            event_ms = None  # snapshots have no event time
+        elif isinstance(key, tuple):
+            event_ms = key[1]
+        else:
+            event_ms = key
+        if event_ms is not None:
+            source.latency_ms = received_ms - event_ms
+        if key is not None and self._is_copy(route.route, key, source, now):
+            self.duplicates += 1
+            return
+        if data is _UNPARSED:
+            try:
+                parsed_stream, data = parse_frame(raw)
+            except ExchangeProtocolError as exc:
+                self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
+                return
+            if parsed_stream != stream:
+                self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
+                return
+        try:
+            event = self._decode(route.route, data, received_ms)
+        except ExchangeProtocolError as exc:
+            self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
+            return
+        decoded_key = frame_key_of(event)
+        if key is None:
+            if self._is_copy(route.route, decoded_key, source, now):
+                self.duplicates += 1
+                return
+        elif decoded_key != key:
+            self._frame_fault(source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now)
+            return
+        source.first_delivered += 1
+        if kind is StreamKind.TRADE:
+            assert isinstance(event, Trade)
+            self._accept_trade(self._trades[stream], event, now)
+        elif kind is StreamKind.KLINE:
+            assert isinstance(event, Kline)
+            self._accept_kline(route.route, event, now)
+        else:
+            assert isinstance(decoded_key, int)
+            self._last_key[stream] = decoded_key
+            self._last_at[stream] = now
+            self._publish(event)
+
+    def on_close(self, code: int, now: float) -> None:
+        """Count a connection closed by the peer with an unexpected close code."""
+        if code not in _EXPECTED_CLOSE_CODES:
+            self._count_fault(f"close_{code}", f"connection closed with code {code}", now)
+
+    def _route(self, stream: str) -> _Route | None:
+        try:
+            return self._routes[stream]
+        except KeyError:
+            pass
+        route = route_for(stream) if self.streams is None or stream in self.streams else None
+        entry = None if route is None else _Route(route, KEY_READERS[_MODEL_KIND[route.kind]])
+        if len(self._routes) < 4096:  # hostile names are not cached without bound
+            self._routes[stream] = entry
+        if route is not None and route.kind is StreamKind.TRADE:
+            self._trades.setdefault(stream, _TradeSequence(route))
+        return entry
+
+    @staticmethod
+    def _decode(route: StreamRoute, data: object, received_ms: int) -> MarketEvent:
+        kind = route.kind
+        if kind is StreamKind.TRADE:
+            event: MarketEvent = decode_trade(data)
+        elif kind is StreamKind.TICKER:
+            event = decode_ticker(data)
+        elif kind is StreamKind.DEPTH:
+            return decode_depth(data, symbol=route.symbol, received_ms=received_ms)
+        else:
+            event = decode_kline(data)
+        if event.symbol != route.symbol:
+            raise ExchangeProtocolError(
+                f"{kind.value}: symbol {event.symbol!r} on stream {route.name!r}"
+            )
+        return event
+
+    def _is_copy(self, route: StreamRoute, key: FrameKey, source: FrameSource, now: float) -> bool:
+        """Whether ``key`` was delivered already (or is older); resets a restarted sequence."""
+        kind = route.kind
+        if kind is StreamKind.TRADE:
+            assert isinstance(key, int)
+            seq = self._trades[route.name]
+            last = seq.last_id
+            if last is not None and key <= last:
+                if last - key < self.config.reset_min_drop or now - seq.last_at < (
+                    self.config.reset_quiet_s
+                ):
+                    return True
+                self._reset_trades(seq, key, source, now)
+                return False
+            return key in seq.held
+        if kind is StreamKind.KLINE:
+            assert isinstance(key, tuple)
+            return self._is_kline_copy(route, key)
+        assert isinstance(key, int)
+        last_key = self._last_key.get(route.name)
+        if last_key is None or key > last_key:
+            return False
+        if (
+            kind is StreamKind.DEPTH
+            and last_key - key >= self.config.reset_min_drop
+            and now - self._last_at[route.name] >= self.config.reset_quiet_s
+        ):
+            self._reset_event(route, last_key, key, source, now)
+            del self._last_key[route.name]
+            return False
+        return True
+
+    # -- trades -----------------------------------------------------------------------------
+
+    def _accept_trade(self, seq: _TradeSequence, trade: Trade, now: float) -> None:
+        trade_id = trade.trade_id
+        if seq.last_id is None or trade_id == seq.last_id + 1:
+            self._publish(trade)
+            seq.last_id = trade_id
+            seq.last_at = now
+            if seq.held:
+                self._release_consecutive(seq)
+            return
+        seq.held[trade_id] = trade
+        if seq.deadline == math.inf:
+            seq.deadline = now + self.config.gap_hold_s
+            self._holding[seq.route.name] = seq
+        if seq.backfill is not None:
+            if len(seq.held) > self.config.backfill_hold_trades:
+                self._release_all(seq, now, "hold overflow during backfill")
+        elif len(seq.held) > self.config.max_held_trades:
+            self._hole_unfilled(seq, now)
+
+    def _release_consecutive(self, seq: _TradeSequence) -> None:
+        assert seq.last_id is not None
+        while (trade := seq.held.pop(seq.last_id + 1, None)) is not None:
+            self._publish(trade)
+            seq.last_id = trade.trade_id
+        if not seq.held:
+            self._stop_holding(seq)
+
+    def _stop_holding(self, seq: _TradeSequence) -> None:
+        seq.deadline = math.inf
+        seq.backfill = None
+        self._holding.pop(seq.route.name, None)
+
+    def _release_through(
+        self, seq: _TradeSequence, upto_id: float, now: float, reason: str
+    ) -> None:
+        """Publish held trades up to ``upto_id`` in order, each hole before them a FeedGap."""
+        for trade_id in sorted(seq.held):
+            if trade_id > upto_id:
+                break
+            trade = seq.held.pop(trade_id)
+            if seq.last_id is not None and trade_id > seq.last_id + 1:
+                self._trade_gap(seq, seq.last_id + 1, trade_id - 1, reason, now)
+            self._publish(trade)
+            seq.last_id = trade_id
+            seq.last_at = now
+        self._release_consecutive(seq)
+        if seq.held:
+            # A newer hole behind the one just closed: it gets its own hold (and backfill).
+            seq.backfill = None
+            seq.deadline = now + self.config.gap_hold_s
+
+    def _release_all(self, seq: _TradeSequence, now: float, reason: str) -> None:
+        self._release_through(seq, math.inf, now, reason)
+
+    def _trade_gap(
+        self, seq: _TradeSequence, first: int, last: int, reason: str, now: float
+    ) -> None:
+        missing = last - first + 1
+        self.gaps += 1
+        self.trades_missing += missing
+        logger.warning(
+            "ws.merger.gap stream=%s first_missing=%d last_missing=%d missing=%d reason=%s",
+            seq.route.name,
+            first,
+            last,
+            missing,
+            reason,
+        )
+        route = seq.route
+        self._publish(
+            FeedGap(
+                symbol=route.symbol,
+                stream=route.kind.value,
+                first_missing_id=first,
+                last_missing_id=last,
+                reason=reason,
+                at=now,
+            )
+        )
+
+    def on_time(self, now: float) -> None:
+        """Act on holds whose time is over: ask the backfill source, or give the hole up."""
+        for seq in list(self._holding.values()):
+            if seq.deadline <= now:
+                if seq.backfill is not None:
+                    self.backfill_failures += 1
+                    self._release_all(seq, now, "backfill timed out")
+                else:
+                    self._hole_unfilled(seq, now)
+
+    def _hole_unfilled(self, seq: _TradeSequence, now: float) -> None:
+        """No connection filled the hole in time: ask the backfill source, or give it up."""
+        if not self.backfill:
+            self._release_all(seq, now, "no connection delivered it")
+            return
+        assert seq.last_id is not None
+        last_missing = max(seq.held) - 1
+        while last_missing in seq.held:
+            last_missing -= 1
+        first_missing = max(seq.last_id + 1, last_missing - self.config.max_backfill_trades + 1)
+        request = TradeBackfillRequest(
+            seq.route.symbol, seq.route.name, first_missing, last_missing
+        )
+        seq.backfill = request
+        seq.deadline = now + self.config.backfill_timeout_s
+        self.backfills += 1
+        self.backfill_requests.append(request)
+        logger.info(
+            "ws.merger.backfill stream=%s from_id=%d to_id=%d",
+            seq.route.name,
+            first_missing,
+            last_missing,
+        )
+
+    def on_trade_backfill(
+        self,
+        request: TradeBackfillRequest,
+        trades: Sequence[Trade],
+        error: str | None,
+        now: float,
+    ) -> None:
+        """The answer to ``request``: the trades REST had, and why it stopped short, if it did.
+
+        Trades that are still missing are published (in order, before the held live ones); ids
+        REST did not return become a :class:`FeedGap`. An answer that comes after its hole was
+        given up (timeout, overflow, reset) is dropped: its trades would be out of order.
+        """
+        seq = self._trades.get(request.stream)
+        if seq is None or seq.backfill is not request:
+            logger.warning(
+                "ws.merger.backfill_late stream=%s from_id=%d", request.stream, request.first_id
+            )
+            return
+        seq.backfill = None
+        if error is not None:
+            self.backfill_failures += 1
+            logger.warning(
+                "ws.merger.backfill_failed stream=%s from_id=%d reason=%s",
+                request.stream,
+                request.first_id,
+                error,
+            )
+        last_id = seq.last_id
+        assert last_id is not None
+        for trade in trades:
+            trade_id = trade.trade_id
+            if last_id < trade_id <= request.last_id and trade_id not in seq.held:
+                if trade.symbol != seq.route.symbol:
+                    continue
+                seq.held[trade_id] = trade
+                self.backfilled_trades += 1
+        reason = f"backfill failed: {error}" if error is not None else "not in REST history"
+        self._release_through(seq, request.last_id + 1, now, reason)
+
+    def _reset_trades(
+        self, seq: _TradeSequence, first: int, source: FrameSource, now: float
+    ) -> None:
+        assert seq.last_id is not None
+        previous = seq.last_id
+        if seq.held:
+            self._release_all(seq, now, "sequence reset")
+            previous = seq.last_id
+        self._stop_holding(seq)
+        seq.last_id = None
+        self._reset_event(seq.route, previous, first, source, now)
+
+    def _reset_event(
+        self, route: StreamRoute, previous: int, first: int, source: FrameSource, now: float
+    ) -> None:
+        self.sequence_resets += 1
+        logger.warning(
+            "ws.merger.sequence_reset stream=%s previous_high=%d new_first=%d role=%s",
+            route.name,
+            previous,
+            first,
+            source.name,
+        )
+        self._publish(
+            SequenceReset(
+                symbol=route.symbol,
+                stream=route.kind.value,
+                previous_high=previous,
+                new_first=first,
+                role=source.name,
+                at=now,
+            )
+        )
+
+    # -- klines -----------------------------------------------------------------------------
+
+    def _kline_state(self, stream: str) -> _KlineState:
+        state = self._klines.get(stream)
+        if state is None:
+            state = self._klines[stream] = _KlineState()
+        return state
+
+    def _is_kline_copy(self, route: StreamRoute, key: tuple[int, int, bool]) -> bool:
+        state = self._kline_state(route.name)
+        open_ms, event_ms, closed = key
+        if open_ms in state.closed:
+            # That kline's final frame went out already: this is a copy or a stale update.
+            return True
+        return not closed and state.last is not None and (open_ms, event_ms) <= state.last
+
+    def _accept_kline(self, route: StreamRoute, kline: Kline, now: float) -> None:
+        state = self._kline_state(route.name)
+        open_ms = kline.open_time_ms
+        if kline.closed:
+            state.closed.append(open_ms)
+        order = (open_ms, kline.event_time_ms)
+        if state.last is None or order > state.last:
+            state.last = order
+        self._publish(kline)
+        self._check_klines(route, state, open_ms, now)
+
+    def _check_klines(
+        self, route: StreamRoute, state: _KlineState, open_ms: int, now: float
+    ) -> None:
+        """Ask for closed klines that never arrived: those two or more minutes before the
+        newest (the one just before it may still close late, as the rules above allow)."""
+        if state.checked_open_ms is None:
+            # Klines that closed before the first frame are history, not a gap.
+            state.checked_open_ms = open_ms - KLINE_INTERVAL_MS
+            return
+        settled = open_ms - 2 * KLINE_INTERVAL_MS
+        if settled <= state.checked_open_ms:
+            return
+        missing = [
+            t
+            for t in range(
+                state.checked_open_ms + KLINE_INTERVAL_MS, settled + 1, KLINE_INTERVAL_MS
+            )
+            if t not in state.closed
+        ]
+        state.checked_open_ms = settled
+        if not missing:
+            return
+        if not self.backfill or state.backfill is not None:
+            self._kline_gap(route, missing[0], missing[-1], "no connection delivered it", now)
+            return
+        request = KlineBackfillRequest(route.symbol, route.name, missing[0], missing[-1])
+        state.backfill = request
+        self.backfills += 1
+        self.backfill_requests.append(request)
+        logger.info(
+            "ws.merger.backfill stream=%s from_open_ms=%d to_open_ms=%d",
+            route.name,
+            missing[0],
+            missing[-1],
+        )
+
+    def on_kline_backfill(
+        self,
+        request: KlineBackfillRequest,
+        klines: Sequence[Kline],
+        error: str | None,
+        now: float,
+    ) -> None:
+        """The answer to ``request``: closed klines are published (late, like a late closed
+        frame); the ones REST did not have become a :class:`FeedGap` (ids are open times)."""
+        state = self._kline_state(request.stream)
+        if state.backfill is request:
+            state.backfill = None
+        if error is not None:
+            self.backfill_failures += 1
+        found = {
+            k.open_time_ms: k
+            for k in klines
+            if k.closed and request.first_open_ms <= k.open_time_ms <= request.last_open_ms
+        }
+        route = route_for(request.stream)
+        assert route is not None
+        missing: list[int] = []
+        for open_ms in range(request.first_open_ms, request.last_open_ms + 1, KLINE_INTERVAL_MS):
+            if open_ms in state.closed:
+                continue
+            kline = found.get(open_ms)
+            if kline is None or kline.symbol != route.symbol:
+                missing.append(open_ms)
+                continue
+            state.closed.append(open_ms)
+            self.backfilled_klines += 1
+            self._publish(kline)
+        if missing:
+            reason = f"backfill failed: {error}" if error is not None else "not in REST history"
+            self._kline_gap(route, missing[0], missing[-1], reason, now)
+
+    def _kline_gap(
+        self, route: StreamRoute, first_open_ms: int, last_open_ms: int, reason: str, now: float
+    ) -> None:
+        self.kline_gaps += 1
+        logger.warning(
+            "ws.merger.gap stream=%s first_missing=%d last_missing=%d reason=%s",
+            route.name,
+            first_open_ms,
+            last_open_ms,
+            reason,
+        )
+        self._publish(
+            FeedGap(
+                symbol=route.symbol,
+                stream=route.kind.value,
+                first_missing_id=first_open_ms,
+                last_missing_id=last_open_ms,
+                reason=reason,
+                at=now,
+            )
+        )
+
+    # -- publishing and faults ----------------------------------------------------------------
+
+    def _publish(self, event: object) -> None:
+        try:
+            self.publish(event)
+        except trio.WouldBlock:
+            self.bus_rejected += 1
+            logger.error("ws.merger.bus_rejected type=%s", type(event).__name__)
+            return
+        self.published += 1
+        if self.on_published is not None:
+            self.on_published()
+
+    def _frame_fault(
+        self, source: FrameSource, kind: str, detail: str, raw: str | bytes, now: float
+    ) -> None:
+        self.decode_errors += 1
+        self._count_fault(kind, f"role={source.name} {detail} frame={raw[:80]!r}", now)
+
+    def _count_fault(self, kind: str, detail: str, now: float) -> None:
+        count = self._faults[kind] = self._faults.get(kind, 0) + 1
+        logged_at = self._fault_logged_at.get(kind)
+        if logged_at is not None and now - logged_at < self.config.fault_log_interval_s:
+            return
+        self._fault_logged_at[kind] = now
+        logger.warning("ws.merger.fault kind=%s count=%d %s", kind, count, detail)
