@@ -162,7 +162,7 @@ def test_sim_prints_its_urls_and_stops_after_duration(capsys: pytest.CaptureFixt
 def test_console_script_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env["RECV_WINDOW"] = "zero"
-    env["BINANCE_API_KEY"] = "abc"
+    env["BINANCE_API_KEY"] = "a" * 64
     proc = subprocess.run(
         [sys.executable, "-m", "genesis.app.cli", "run"],
         cwd=tmp_path,
