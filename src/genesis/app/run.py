@@ -8,7 +8,7 @@ run_genesis
     └── client scope              (cancelled by --duration or a signal; stops first)
         └── tree nursery
             ├── [--record]  recorder         app/record.py
-            ├── [display]   live prices      app/dashboard.py
+            ├── [display]   dashboard        app/dashboard.py (view model: app/view.py)
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
@@ -43,6 +43,7 @@ import trio
 
 from genesis.app.dashboard import run_dashboard
 from genesis.app.record import run_recorder
+from genesis.app.view import Sources
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
@@ -303,7 +304,17 @@ async def _run_tree(
             live = None
             if display is not None:
                 live = await tree.start(
-                    _dashboard, bus, settings.symbols, display, display_tty, capture_logs
+                    partial(
+                        run_dashboard,
+                        bus,
+                        settings.symbols,
+                        display,
+                        tty=display_tty,
+                        capture_logs=capture_logs,
+                        mode=settings.mode.value.upper(),
+                        sources=Sources(gateway=gateway, breakers=breakers),
+                        account=gateway if signer is not None or ws_signer is not None else None,
+                    )
                 )
             market_data = await tree.start(
                 partial(
@@ -314,6 +325,8 @@ async def _run_tree(
                     breaker=breakers["streams"],
                 )
             )
+            if live is not None:
+                live.sources.market_data = market_data
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
             # Reconcile at start (the journal against the exchange), then after every gap in the
@@ -377,20 +390,6 @@ async def _route_user_event(service: OrderService, bus: EventBus, event: UserStr
         await service.recorder.record(event.order, event.source, event.reason)
     else:
         await bus.publish(event)
-
-
-async def _dashboard(
-    bus: EventBus,
-    symbols: tuple[str, ...],
-    out: TextIO,
-    tty: bool | None,
-    capture_logs: bool,
-    *,
-    task_status: trio.TaskStatus[LiveDisplay] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    await run_dashboard(
-        bus, symbols, out, tty=tty, capture_logs=capture_logs, task_status=task_status
-    )
 
 
 async def run_simulator_until_stopped(
