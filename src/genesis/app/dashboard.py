@@ -38,7 +38,7 @@ from genesis.models.events import BreakerState
 from genesis.models.state import MarketCondition
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from rich.console import RenderableType
 
@@ -354,6 +354,8 @@ class LiveDisplay:
     redraws: int = 0
     lines_written: int = 0
     _live: Live | None = None
+    _queued: Callable[[], int] = lambda: 0
+    _idle: trio.Event = attrs.field(factory=trio.Event)
     _formatter: logging.Formatter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -378,6 +380,20 @@ class LiveDisplay:
             self.out.write(text)
             self.out.flush()
             self.lines_written += len(rows)
+
+    async def wait_drained(self) -> None:
+        """Wait until every event published so far is in the view (a replay's last frame)."""
+        await trio.lowlevel.checkpoint()
+        while self._queued():
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    def flush(self) -> None:
+        """Draw the current state now, in whichever form is in use."""
+        if self._live is not None:
+            self.redraw()
+        elif not self.tty:
+            self.print_lines()
 
     def write_line(self, line: str) -> None:
         """Print a log line; on a terminal above the live view."""
@@ -427,7 +443,7 @@ async def run_dashboard(
     Args:
         bus: where events come from (one bounded subscription; market data on it may be dropped
             or conflated by the bus, so a slow terminal never stalls the feed).
-        symbols: the symbols to show, in this order.
+        symbols: the symbols to show, in this order; none: every symbol that appears.
         out: the text stream to draw on (not closed here).
         tty: draw the live view; ``None`` asks ``out.isatty()``.
         capture_logs: on a terminal, print console log lines above the view (set it when the log
@@ -449,10 +465,13 @@ async def run_dashboard(
     )
 
     async with bus.subscribe(*VIEW_EVENT_TYPES, buffer_size=DISPLAY_BUFFER) as sub:
+        display._queued = lambda: sub.queued
 
         async def consume() -> None:
             async for event in sub:
                 display.view.apply(event, trio.current_time())
+                if not sub.queued:
+                    display._idle.set()
 
         async def paint_in_place() -> None:
             while True:

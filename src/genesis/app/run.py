@@ -42,6 +42,7 @@ import attrs
 import trio
 
 from genesis.app.dashboard import run_dashboard
+from genesis.app.logging import json_line
 from genesis.app.record import run_recorder
 from genesis.app.view import Sources
 from genesis.bus import EventBus
@@ -398,6 +399,7 @@ async def run_simulator_until_stopped(
     out: TextIO,
     *,
     handle_signals: bool = True,
+    json: bool = False,
     task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``genesis sim``: serve the simulator, print its URLs to ``out``, stop on a signal.
@@ -407,6 +409,7 @@ async def run_simulator_until_stopped(
         duration_s: stop after this many seconds; ``None`` to run until a signal.
         out: where the base URLs are printed (one ``name: url`` line each).
         handle_signals: turn SIGINT/SIGTERM into an orderly stop (main thread only).
+        json: print the URLs as one ``sim.urls`` JSON line (``--log-json``).
         task_status: receives the simulator's handle once it serves.
     """
     stop_scope = trio.CancelScope()
@@ -418,11 +421,15 @@ async def run_simulator_until_stopped(
         try:
             with stop_scope:
                 handle: SimHandle = await root.start(run_simulator, config)
-                out.write(
-                    f"rest: {handle.rest_url}\n"
-                    f"streams: {handle.stream_url}\n"
-                    f"ws-api: {handle.ws_api_url}\n"
-                )
+                urls = {
+                    "rest": handle.rest_url,
+                    "streams": handle.stream_url,
+                    "ws-api": handle.ws_api_url,
+                }
+                if json:
+                    out.write(json_line("sim.urls", urls, logger=__name__) + "\n")
+                else:
+                    out.write("".join(f"{name}: {url}\n" for name, url in urls.items()))
                 out.flush()
                 task_status.started(handle)
                 await trio.sleep_forever()

@@ -288,7 +288,8 @@ class OpsView:
     """The dashboard's state. Pure and synchronous: every method takes Trio time ``now``.
 
     Args:
-        symbols: the symbols shown, in this order (events for others are ignored).
+        symbols: the symbols shown, in this order (events for others are ignored); empty to
+            show every symbol that appears, in order of appearance (a replay).
         mode: the header's mode label.
         started_at: Trio time of the start (uptime and staleness before the first event).
     """
@@ -366,7 +367,9 @@ class OpsView:
     ) -> bool:
         state = self._symbols.get(event.symbol)
         if state is None:
-            return False
+            if self.symbols:
+                return False
+            state = self._symbols[event.symbol] = _SymbolState(row=SymbolRow(symbol=event.symbol))
         state.last_event_at = now
         row = state.row
         if isinstance(event, Trade):
@@ -449,7 +452,7 @@ class OpsView:
         )
         return ViewSnapshot(
             header=header,
-            symbols=tuple(self._symbol_row(self._symbols[s], now) for s in self.symbols),
+            symbols=tuple(self._symbol_row(state, now) for state in self._symbols.values()),
             connections=tuple(
                 _connection_row(health, seen_at, now)
                 for health, seen_at in (self._connections[r] for r in sorted(self._connections))
