@@ -65,7 +65,7 @@ LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s %(message)s"
 MASK: Final = "********"
 _TOKEN_CHARS: Final = r"A-Za-z0-9_\-"
 _PAIR_RE: Final = re.compile(r"(?:^|\s)([a-z][a-z0-9_]*)=(\S*)")
-_FIXED_KEYS: Final = frozenset({"ts", "level", "logger", "event", "message", "exc"})
+_FIXED_KEYS: Final = frozenset({"ts", "level", "logger", "event", "message"})
 
 
 def utc_timestamp(created: float) -> str:
@@ -139,7 +139,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = self._mask(record.getMessage())
         event, _, rest = message.partition(" ")
-        fields: dict[str, object] = dict(_PAIR_RE.findall(rest))
+        fields: dict[str, object] = {k: v for k, v in _PAIR_RE.findall(rest) if k != "exc"}
         if record.exc_info:
             fields["exc"] = self._mask(self.formatException(record.exc_info))
         elif record.exc_text:
