@@ -36,7 +36,7 @@ from genesis.errors import RecordFormatError
 from genesis.models.codec import record_to_event
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from genesis.bus import EventBus
 
@@ -48,6 +48,7 @@ __all__ = [
     "ReplayStatistics",
     "event_time_ms",
     "replay_file",
+    "replay_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,73 @@ def _log_bad_line(bad: int, number: int, exc: Exception) -> None:
         logger.warning("replay.bad_lines_quiet more bad lines are only counted")
 
 
+@attrs.define
+class _Replayer:
+    """The state of one replay: decodes lines, paces and publishes their events."""
+
+    bus: EventBus
+    speed: ReplaySpeed
+    pacer: _Pacer
+    by_type: Counter[str] = attrs.field(factory=Counter)
+    lines: int = 0
+    bad: int = 0
+    first_bad: int | None = None
+    number: int = 0
+
+    async def feed(self, batch: Iterable[bytes]) -> None:
+        for raw in batch:
+            self.number += 1
+            if not raw.strip():
+                continue
+            self.lines += 1
+            try:
+                event = record_to_event(orjson.loads(raw))
+            except (orjson.JSONDecodeError, RecordFormatError) as exc:
+                self.bad += 1
+                self.first_bad = self.number if self.first_bad is None else self.first_bad
+                _log_bad_line(self.bad, self.number, exc)
+                continue
+            at_ms = event_time_ms(event) if self.speed is ReplaySpeed.RECORDED else None
+            if at_ms is not None:
+                await trio.sleep_until(self.pacer.target(at_ms, trio.current_time()))
+            await self.bus.publish(event)
+            self.by_type[type(event).__name__] += 1
+
+    def finish(self, path: str) -> ReplayStatistics:
+        stats = ReplayStatistics(
+            path=path,
+            lines=self.lines,
+            events=sum(self.by_type.values()),
+            bad_lines=self.bad,
+            first_bad_line=self.first_bad,
+            by_type=dict(self.by_type),
+            shortened_pauses=self.pacer.shortened,
+        )
+        logger.log(
+            logging.WARNING if self.bad else logging.INFO,
+            "replay.done events=%d bad_lines=%d first_bad_line=%s shortened_pauses=%d",
+            stats.events,
+            stats.bad_lines,
+            "-" if stats.first_bad_line is None else stats.first_bad_line,
+            stats.shortened_pauses,
+        )
+        return stats
+
+
+async def replay_lines(
+    lines: Iterable[bytes],
+    bus: EventBus,
+    *,
+    speed: ReplaySpeed = ReplaySpeed.RECORDED,
+    max_pause_s: float = MAX_PAUSE_S,
+    source: str = "<lines>",
+) -> ReplayStatistics:
+    """:func:`replay_file` for recording lines already in memory (each without its newline)."""
+    replayer = _Replayer(bus, speed, _Pacer(max_pause_s))
+    await replayer.feed(lines)
+    return replayer.finish(source)
+
+
 async def replay_file(
     path: str | os.PathLike[str],
     bus: EventBus,
@@ -134,6 +202,8 @@ async def replay_file(
     max_pause_s: float = MAX_PAUSE_S,
 ) -> ReplayStatistics:
     """Publish every event of the recording at ``path`` on ``bus``, in file order.
+
+    The file is read in chunks of :data:`CHUNK_BYTES` in a worker thread (``trio.open_file``).
 
     Args:
         path: a file written by ``genesis run --record``.
@@ -148,51 +218,12 @@ async def replay_file(
     Raises:
         OSError: the file cannot be opened or read (bad lines are not errors).
     """
-    pacer = _Pacer(max_pause_s)
-    by_type: Counter[str] = Counter()
-    lines = bad = 0
-    first_bad: int | None = None
-    number = 0
+    replayer = _Replayer(bus, speed, _Pacer(max_pause_s))
     async with await trio.open_file(path, "rb") as file:
         tail = b""
-        while True:
-            chunk = await file.read(CHUNK_BYTES)
+        while chunk := await file.read(CHUNK_BYTES):
             batch = (tail + chunk).split(b"\n")
-            tail = batch.pop() if chunk else b""
-            for raw in batch:
-                number += 1
-                if not raw.strip():
-                    continue
-                lines += 1
-                try:
-                    event = record_to_event(orjson.loads(raw))
-                except (orjson.JSONDecodeError, RecordFormatError) as exc:
-                    bad += 1
-                    first_bad = number if first_bad is None else first_bad
-                    _log_bad_line(bad, number, exc)
-                    continue
-                at_ms = event_time_ms(event) if speed is ReplaySpeed.RECORDED else None
-                if at_ms is not None:
-                    await trio.sleep_until(pacer.target(at_ms, trio.current_time()))
-                await bus.publish(event)
-                by_type[type(event).__name__] += 1
-            if not chunk:
-                break
-    stats = ReplayStatistics(
-        path=os.fspath(path),
-        lines=lines,
-        events=sum(by_type.values()),
-        bad_lines=bad,
-        first_bad_line=first_bad,
-        by_type=dict(by_type),
-        shortened_pauses=pacer.shortened,
-    )
-    logger.log(
-        logging.WARNING if bad else logging.INFO,
-        "replay.done events=%d bad_lines=%d first_bad_line=%s shortened_pauses=%d",
-        stats.events,
-        stats.bad_lines,
-        "-" if first_bad is None else first_bad,
-        stats.shortened_pauses,
-    )
-    return stats
+            tail = batch.pop()
+            await replayer.feed(batch)
+        await replayer.feed([tail])
+    return replayer.finish(os.fspath(path))
