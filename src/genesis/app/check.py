@@ -65,6 +65,8 @@ class CheckResult:
     step: str
     status: str
     detail: str
+    unknown: tuple[str, ...] = ()
+    """For ``exchangeInfo``: the symbols the exchange does not know."""
 
 
 @attrs.frozen(kw_only=True)
@@ -148,6 +150,7 @@ async def _check_symbols(
         return CheckResult(
             step="exchangeInfo",
             status="config",
+            unknown=tuple(unknown),
             detail=f"unknown symbol(s) {', '.join(unknown)}: fix GENESIS_SYMBOLS",
         )
     if not_trading:
@@ -225,7 +228,14 @@ async def _check_exchange(
             results.append(await _check_symbols(gateway, settings.symbols, timeout_s))
             if signed:
                 results.append(await _check_account(gateway, timeout_s))
-    results.append(await _check_stream(stream_url, settings.symbols, timeout_s))
+    # The stream is checked with the symbols the exchange knows: an unknown one is reported
+    # once, above, and would only make every handshake fail.
+    unknown = {s for r in results for s in r.unknown}
+    known = tuple(s for s in settings.symbols if s not in unknown)
+    if known:
+        results.append(await _check_stream(stream_url, known, timeout_s))
+    else:
+        results.append(CheckResult(step="stream", status="skipped", detail="no known symbol"))
     return results
 
 
@@ -244,24 +254,23 @@ async def run_check(
         status="ok",
         detail=f"{mode} mode; symbols {','.join(settings.symbols)}",
     )
+    sim_config: SimConfig | None = None
+    if settings.mode is Mode.SIMULATOR:
+        try:
+            sim_config = SimConfig(symbols=settings.symbols, seed=sim_seed)
+        except ValueError as exc:
+            raise ConfigError([f"GENESIS_SYMBOLS: the simulator cannot trade them: {exc}"]) from exc
+    elif settings.stream_url is None:
+        raise ConfigError([f"{mode} mode needs a stream URL"])
+    api_key: Secret | None = settings.api_key
+    signer: Signer | None = None if sim_config is not None else load_signer(settings)
+    rest_url: str | None = settings.rest_url
+    stream_url = settings.stream_url or ""
     async with trio.open_nursery() as nursery:
-        if settings.mode is Mode.SIMULATOR:
-            try:
-                sim_config = SimConfig(symbols=settings.symbols, seed=sim_seed)
-            except ValueError as exc:
-                raise ConfigError(
-                    [f"GENESIS_SYMBOLS: the simulator cannot trade them: {exc}"]
-                ) from exc
+        if sim_config is not None:
             sim = await nursery.start(run_simulator, sim_config)
-            api_key: Secret | None = Secret(sim.api_key)
-            signer: Signer | None = HmacSigner(Secret(sim.api_secret))
-            rest_url: str | None = sim.rest_url
-            stream_url = sim.stream_url
-        else:
-            api_key, signer, rest_url = settings.api_key, load_signer(settings), settings.rest_url
-            if settings.stream_url is None:
-                raise ConfigError([f"{mode} mode needs a stream URL"])
-            stream_url = settings.stream_url
+            api_key, signer = Secret(sim.api_key), HmacSigner(Secret(sim.api_secret))
+            rest_url, stream_url = sim.rest_url, sim.stream_url
         results = await _check_exchange(
             settings,
             rest_url=rest_url,
