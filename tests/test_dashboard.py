@@ -23,7 +23,7 @@ from genesis.app.dashboard import LiveDisplay, render, run_dashboard
 from genesis.app.logging import configure_logging, reset_logging
 from genesis.app.view import MAX_ALERTS, STALE_AFTER_S, OpsView, Sources, Tick
 from genesis.bus import EventBus
-from genesis.errors import ConnectError
+from genesis.errors import ConnectError, ExchangeRejectedError
 from genesis.models.account import Balance
 from genesis.models.events import (
     AccountBalances,
@@ -35,20 +35,26 @@ from genesis.models.events import (
     ConnectionHealth,
     ConnectionState,
     FeedDown,
+    FeedGap,
     FeedUp,
     OrderUpdate,
     OrderUpdateSource,
+    SequenceReset,
+    UserStreamState,
+    UserStreamStatus,
 )
 from genesis.models.market import OrderBook, PriceLevel
 from genesis.models.orders import Order, OrderSide, OrderStatus, OrderType
 from genesis.models.state import MarketCondition, MarketState
 from genesis.resilience.circuit_breaker import BreakerConfig, CircuitBreaker
+from tests.gateway_support import memory_gateway
 from tests.test_app_run import FakeTerminal, depth, kline, ticker, trade
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from genesis.app.view import ViewSnapshot
+    from genesis.models.account import Account
 
 D = Decimal
 
@@ -397,3 +403,97 @@ async def test_terminal_form_redraws_the_live_view_and_prints_logs_above_it(
     assert "TESTNET" in text
     assert "test.hello who=operator" in text
     assert "\x1b[" in text  # cursor movement by rich, not by us
+
+
+def test_header_shows_feed_trouble_and_the_user_stream() -> None:
+    view = OpsView(("BTCUSDT",), "TESTNET", 0.0)
+    view.apply(FeedDown(at=1.0, reason="all connections down"), 1.0)
+    view.apply(
+        FeedGap(
+            symbol="BTCUSDT",
+            stream="trade",
+            first_missing_id=5,
+            last_missing_id=9,
+            reason="REST backfill failed",
+            at=1.0,
+        ),
+        1.0,
+    )
+    view.apply(
+        SequenceReset(
+            symbol="BTCUSDT", stream="trade", previous_high=900, new_first=1, role="backup", at=1
+        ),
+        1.0,
+    )
+    view.apply(UserStreamStatus(state=UserStreamState.BACKOFF, at=1.0, reason="refused"), 1.0)
+    header = shown(view.snapshot(3725.0)).splitlines()[0]
+    assert "TESTNET" in header
+    assert "uptime 1h02m" in header
+    assert "FEED DOWN (all connections down)" in header
+    assert "gaps 1 resets 1" in header
+    assert "user stream backoff" in header
+
+
+def test_with_no_symbols_given_every_symbol_that_appears_is_shown() -> None:
+    view = OpsView((), "REPLAY", 0.0)
+    view.apply(trade(symbol="SOLUSDT"), 1.0)
+    view.apply(depth(symbol="BTCUSDT"), 1.0)
+    view.apply(trade(symbol="SOLUSDT", trade_id=2), 1.0)
+    assert [r.symbol for r in view.snapshot(1.0).symbols] == ["SOLUSDT", "BTCUSDT"]
+
+
+async def test_limits_clock_and_balances_come_from_the_gateway(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = EventBus()
+    out = FakeTerminal(tty=False)
+    with trio.fail_after(30):
+        async with memory_gateway() as m, trio.open_nursery() as nursery:
+            display: LiveDisplay = await nursery.start(
+                partial(
+                    run_dashboard,
+                    bus,
+                    ("BTCUSDT",),
+                    out,
+                    sources=Sources(gateway=m.gateway),
+                    account=m.gateway,
+                )
+            )
+            await trio.sleep(1.0)
+            snap = display.snapshot()
+            nursery.cancel_scope.cancel()
+    weight = next(b for b in snap.limiter if b.name == "REQUEST_WEIGHT/1M")
+    assert weight.used >= 20  # the account query's weight
+    assert weight.limit == 6000
+    assert snap.header.clock_offset_ms is not None
+    usdt = next(b for b in snap.balances if b.asset == "USDT")
+    assert usdt.free > 0
+    text = shown(snap)
+    assert "REQUEST_WEIGHT/1M" in text
+    assert f"{weight.used}/6000" in text
+
+
+class RefusingAccount:
+    async def account(self) -> Account:
+        await trio.lowlevel.checkpoint()
+        raise ExchangeRejectedError(-2015, "Invalid API-key, IP, or permissions for action.")
+
+
+async def test_a_refused_account_query_is_a_warning_and_the_dashboard_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus()
+    out = FakeTerminal(tty=False)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            display: LiveDisplay = await nursery.start(
+                partial(run_dashboard, bus, ("BTCUSDT",), out, account=RefusingAccount())
+            )
+            bus.publish_nowait(trade())
+            await trio.sleep(1.5)
+            nursery.cancel_scope.cancel()
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("dashboard.account_")]
+    assert warning.levelno == logging.WARNING
+    assert "-2015" in warning.getMessage()
+    assert display.snapshot().balances == ()
+    assert "dashboard.price symbol=BTCUSDT" in out.getvalue()
