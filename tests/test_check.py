@@ -77,9 +77,7 @@ async def test_an_unknown_symbol_is_a_configuration_problem_and_a_halted_one_a_f
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             sim = await nursery.start(run_simulator, SimConfig(symbols=("BTCUSDT", "ETHUSDT")))
-            report = await run_check(
-                settings_for(sim, ("BTCUSDT", "NOPEUSDT")), step_timeout_s=2
-            )
+            report = await run_check(settings_for(sim, ("BTCUSDT", "NOPEUSDT")), step_timeout_s=2)
             sim.faults.halt("ETHUSDT")
             halted = await run_check(settings_for(sim, ("ETHUSDT",)), step_timeout_s=2)
             nursery.cancel_scope.cancel()
