@@ -44,9 +44,11 @@ unit: $(STAMP_TEST)
 
 test: lint typecheck unit
 
-bench: $(STAMP_RUN)
+# Every part of scripts/bench.py in one run and one table of ratios (< 10 min on 2 cores);
+# `scripts/bench.py feed|order|micro|peers` runs one part. python-binance comes with [test].
+bench: $(STAMP_TEST)
 	$(BIN)/python scripts/bench_sim.py
-	$(BIN)/python scripts/bench.py order
+	$(BIN)/python scripts/bench.py all
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache

@@ -1,8 +1,18 @@
-"""Benchmark the order path: the whole gateway against a bare signed httpx call, plus two cores.
+"""Genesis benchmarks: every figure a ratio to a baseline measured in the same run.
 
 Usage::
 
+    python scripts/bench.py              # all parts, then one table of ratios (``make bench``)
+    python scripts/bench.py feed         # feed: Genesis vs raw trio-websocket and python-binance
     python scripts/bench.py order [--rounds 300] [--warmup 30] [--profile]
+    python scripts/bench.py micro        # limiter and breaker cores
+    python scripts/bench.py peers        # the order flow through python-binance, same simulator
+    python scripts/bench.py bridge [--events 20000] [--rate 2000] [--seconds 5]  (bench_bridge.py)
+
+``feed`` is :mod:`bench_feed` (a pre-framed Binance-shaped server in its own process,
+``scripts/bench_feed_server.py``, and each client in its own process). ``peers`` runs the order
+round trip below through python-binance's ``AsyncClient`` (asyncio, so in its own process)
+against the same simulator process, after the gateway and raw rounds of the same run.
 
 ``order`` measures three figures, each reported with its target:
 
@@ -33,6 +43,7 @@ bounded in rounds and time (the simulator also stops by itself).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import hashlib
 import hmac
@@ -55,6 +66,7 @@ import httpx
 import orjson
 import trio
 
+import bench_feed
 from genesis.config import Secret, Settings
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.signing import HmacSigner
@@ -244,12 +256,20 @@ class OrderRun:
     limiter_waited: int
     limiter_admitted: int
     profiles: dict[str, pstats.Stats]
+    peer: RoundTrips | None = None
+    """python-binance's rounds against the same simulator (``peers``), else ``None``."""
     """cProfile of ``rounds`` more rounds of each path (``--profile``), else empty."""
 
 
-async def bench_round_trips(rounds: int, warmup: int, profile: bool) -> OrderRun:
-    """Start ``genesis sim``, raise its limits, then time gateway and raw rounds alternately."""
-    duration_s = 120 + 0.1 * (rounds + warmup) * (2 if profile else 1)
+async def bench_round_trips(
+    rounds: int, warmup: int, profile: bool, *, peer: bool = False
+) -> OrderRun:
+    """Start ``genesis sim``, raise its limits, then time gateway and raw rounds alternately.
+
+    With ``peer``, python-binance then runs the same rounds against the same simulator.
+    """
+    duration_s = 120 + 0.1 * (rounds + warmup) * (2 if profile else 1) * (2 if peer else 1)
+    peer_run: RoundTrips | None = None
     secret = DEFAULT_API_SECRET.encode()
     with trio.fail_after(duration_s):
         async with trio.open_nursery() as nursery:
@@ -292,6 +312,8 @@ async def bench_round_trips(rounds: int, warmup: int, profile: bool) -> OrderRun
                                 await round_trip(i)
                                 profilers[name].disable()
                         profiles = {name: pstats.Stats(p) for name, p in profilers.items()}
+                if peer:
+                    peer_run = await _peer_rounds(rest_url, rounds, warmup)
             nursery.cancel_scope.cancel()  # SIGTERM: the simulator stops in order
     gateway_wall, gateway_cpu = zip(*times["gateway"], strict=True)
     raw_wall, raw_cpu = zip(*times["raw httpx"], strict=True)
@@ -301,6 +323,54 @@ async def bench_round_trips(rounds: int, warmup: int, profile: bool) -> OrderRun
         limiter_waited=stats.waited_total,
         limiter_admitted=stats.admitted_total,
         profiles=profiles,
+        peer=peer_run,
+    )
+
+
+# --- python-binance as a peer (asyncio: its own process) ---------------------------------------
+
+
+async def _python_binance_rounds(rest_url: str, rounds: int, warmup: int) -> dict[str, object]:
+    from binance import AsyncClient
+
+    client = AsyncClient(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+    client.API_URL = f"{rest_url}/api"
+    seconds: list[float] = []
+    cpu: list[float] = []
+    try:
+        for i in range(warmup + rounds):
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            placed = await client.create_order(
+                symbol=SYMBOL,
+                side="BUY",
+                type="LIMIT",
+                timeInForce="GTC",
+                quantity=QUANTITY,
+                price=PRICE,
+                newClientOrderId=f"bench-pb-{i}",
+                recvWindow=int(RECV_WINDOW_MS),
+            )
+            await client.cancel_order(
+                symbol=SYMBOL, orderId=placed["orderId"], recvWindow=int(RECV_WINDOW_MS)
+            )
+            if i >= warmup:
+                seconds.append(time.perf_counter() - started)
+                cpu.append(time.thread_time() - cpu_started)
+    finally:
+        await client.close_connection()
+    return {"seconds": seconds, "cpu_seconds": cpu}
+
+
+async def _peer_rounds(rest_url: str, rounds: int, warmup: int) -> RoundTrips:
+    command = [sys.executable, __file__, "_pb-order", rest_url, str(rounds), str(warmup)]
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"python-binance rounds failed: {done.stderr.decode()[-2000:]}")
+    result = orjson.loads(done.stdout.splitlines()[-1])
+    return RoundTrips(
+        name="python-binance",
+        seconds=tuple(result["seconds"]),
+        cpu_seconds=tuple(result["cpu_seconds"]),
     )
 
 
@@ -468,19 +538,211 @@ def cmd_order(rounds: int, warmup: int, profile: bool) -> int:
     return 0
 
 
+def cmd_micro() -> int:
+    limiter_us = _per_call_us(_limiter_run)
+    breaker_us = _per_call_us(_breaker_run)
+    print(
+        f"limiter_acquire_us: {limiter_us:.3f}  "
+        f"(target <= {LIMITER_TARGET_US:g}: {_verdict(limiter_us <= LIMITER_TARGET_US)})\n"
+        f"breaker_guard_us: {breaker_us:.3f}  "
+        f"(target <= {BREAKER_TARGET_US:g}: {_verdict(breaker_us <= BREAKER_TARGET_US)})"
+    )
+    return 0
+
+
+def render_peers(run: OrderRun) -> str:
+    assert run.peer is not None
+    rows = (run.gateway, run.raw, run.peer)
+    lines = [
+        "order round trip (place LIMIT + cancel), one simulator process, same run:",
+        f"{'path':<15} {'median ms':>10} {'p90 ms':>10} {'client CPU µs':>14}",
+    ]
+    lines += [
+        f"{p.name:<15} {p.median_ms:>10.3f} {p.p90_ms:>10.3f} {p.cpu_median_us:>14.0f}"
+        for p in rows
+    ]
+    lines.append(
+        f"gateway / python-binance: {run.gateway.median_ms / run.peer.median_ms:.3f} wall, "
+        f"{run.gateway.cpu_median_us / run.peer.cpu_median_us:.3f} client CPU"
+    )
+    return "\n".join(lines)
+
+
+def cmd_peers(rounds: int, warmup: int) -> int:
+    run = trio.run(partial(bench_round_trips, rounds, warmup, False, peer=True))
+    print(render_peers(run))
+    return 0
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.platform()}; load average {load:.1f} at the start"
+    )
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    """Every part in one run, then one table of ratios."""
+    started = time.monotonic()
+    machine = _machine()
+    print(f"machine: {machine}", flush=True)
+    print("feed ...", file=sys.stderr, flush=True)
+    feed = bench_feed.run_feed(args.reps, args.depth_events, args.trade_events, args.paced_events)
+    print("order and peers ...", file=sys.stderr, flush=True)
+    order = trio.run(partial(bench_round_trips, args.rounds, args.warmup, False, peer=True))
+    limiter_us = _per_call_us(_limiter_run)
+    breaker_us = _per_call_us(_breaker_run)
+    assert order.peer is not None
+    pb_depth = feed.rate("python-binance", "depth20")
+    pb_trade = feed.rate("python-binance", "trade")
+    rows = [
+        (
+            "feed depth20, Genesis 3 conn / python-binance (events/s)",
+            feed.rate("genesis3", "depth20") / pb_depth,
+            ">= 1.5",
+        ),
+        (
+            "feed trade, Genesis 3 conn / python-binance (events/s)",
+            feed.rate("genesis3", "trade") / pb_trade,
+            ">= 2",
+        ),
+        (
+            "feed depth20, Genesis 1 conn / python-binance (events/s)",
+            feed.rate("genesis1", "depth20") / pb_depth,
+            ">= 2",
+        ),
+        (
+            "feed trade, Genesis 1 conn / python-binance (events/s)",
+            feed.rate("genesis1", "trade") / pb_trade,
+            ">= 2",
+        ),
+        (
+            "feed depth20, Genesis 1 conn / raw trio-websocket (events/s)",
+            feed.rate("genesis1", "depth20") / feed.rate("raw", "depth20"),
+            ">= 1",
+        ),
+        (
+            "feed trade, Genesis 1 conn / raw trio-websocket (events/s)",
+            feed.rate("genesis1", "trade") / feed.rate("raw", "trade"),
+            ">= 1",
+        ),
+        (
+            "feed depth20, Genesis 3 conn / python-binance (events per client CPU s)",
+            feed.cpu_rate("genesis3", "depth20") / feed.cpu_rate("python-binance", "depth20"),
+            ">= 1.5",
+        ),
+        (
+            "feed trade, Genesis 3 conn / python-binance (events per client CPU s)",
+            feed.cpu_rate("genesis3", "trade") / feed.cpu_rate("python-binance", "trade"),
+            ">= 2",
+        ),
+        (
+            "feed paced 1k/s depth20 p99, Genesis 3 conn / raw",
+            feed.paced_figure("genesis3", "p99_us") / feed.paced_figure("raw", "p99_us"),
+            "<= 1.5",
+        ),
+        (
+            "feed paced 1k/s depth20 CPU/event, Genesis 3 conn / raw",
+            feed.paced_figure("genesis3", "cpu_us_per_event")
+            / feed.paced_figure("raw", "cpu_us_per_event"),
+            "(<= 60 µs abs.)",
+        ),
+        (
+            "order round trip, gateway / raw httpx (median wall)",
+            order.gateway.median_ms / order.raw.median_ms,
+            "<= 1.1",
+        ),
+        (
+            "order round trip, gateway / python-binance (median wall)",
+            order.gateway.median_ms / order.peer.median_ms,
+            "<= 1",
+        ),
+        (
+            "order round trip, gateway / python-binance (client CPU)",
+            order.gateway.cpu_median_us / order.peer.cpu_median_us,
+            "<= 1",
+        ),
+        ("limiter acquire, µs per call (absolute)", limiter_us, "<= 5"),
+        ("breaker guard, µs per call (absolute)", breaker_us, "<= 2"),
+    ]
+    print()
+    print(bench_feed.render_feed(feed))
+    print()
+    print(render(order, args.rounds, args.warmup, limiter_us, breaker_us))
+    print(render_peers(order))
+    print()
+    print(f"## Ratios, one run ({machine})")
+    print()
+    print("| figure | value | target |")
+    print("| --- | ---: | --- |")
+    for name, value, target in rows:
+        print(f"| {name} | {value:.2f} | {target} |")
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_pb-order"]:  # the python-binance peer's own process (see _peer_rounds)
+        rest_url, rounds, warmup = argv[1], int(argv[2]), int(argv[3])
+        result = asyncio.run(_python_binance_rounds(rest_url, rounds, warmup))
+        print(orjson.dumps(result).decode())
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
     order = sub.add_parser("order", help="order round trip vs raw httpx; limiter and breaker cores")
     order.add_argument("--rounds", type=int, default=300, help="measured rounds of each path")
     order.add_argument("--warmup", type=int, default=30, help="unmeasured rounds of each first")
     order.add_argument(
         "--profile", action="store_true", help="then cProfile both paths and compare"
     )
-    args = parser.parse_args(argv)
-    if not 10 <= args.rounds <= 5000 or not 0 <= args.warmup <= 1000:
+    feed = sub.add_parser("feed", help="feed throughput and latency vs raw and python-binance")
+    bench_feed.add_feed_arguments(feed)
+    sub.add_parser("micro", help="limiter and breaker core microbenchmarks")
+    peers = sub.add_parser("peers", help="the order flow through python-binance, same simulator")
+    peers.add_argument("--rounds", type=int, default=300, help="measured rounds of each path")
+    peers.add_argument("--warmup", type=int, default=30, help="unmeasured rounds of each first")
+    # The bridge benchmark lives in scripts/bench_bridge.py (issue 11); only dispatched here.
+    import bench_bridge
+
+    bridge = sub.add_parser("bridge", help="bus → JetStream → consumer's bus vs in-process bus")
+    bench_bridge.add_arguments(bridge)
+    every = sub.add_parser("all", help="every part, then one table of ratios (the default)")
+    bench_feed.add_feed_arguments(every)
+    every.add_argument("--rounds", type=int, default=300, help="measured order rounds per path")
+    every.add_argument("--warmup", type=int, default=30, help="unmeasured order rounds first")
+    args = parser.parse_args(argv or ["all"])
+    if args.command == "bridge":
+        return bench_bridge.run_from_args(args)
+    if args.command in ("order", "peers", "all") and (
+        not 10 <= args.rounds <= 5000 or not 0 <= args.warmup <= 1000
+    ):
         parser.error("--rounds must be in [10, 5000] and --warmup in [0, 1000]")
-    return cmd_order(args.rounds, args.warmup, args.profile)
+    if args.command == "order":
+        return cmd_order(args.rounds, args.warmup, args.profile)
+    if args.command == "feed":
+        return bench_feed.main(
+            [
+                f"--reps={args.reps}",
+                f"--depth-events={args.depth_events}",
+                f"--trade-events={args.trade_events}",
+                f"--paced-events={args.paced_events}",
+            ]
+        )
+    if args.command == "micro":
+        return cmd_micro()
+    if args.command == "peers":
+        return cmd_peers(args.rounds, args.warmup)
+    return cmd_all(args)
 
 
 if __name__ == "__main__":

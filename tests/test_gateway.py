@@ -343,6 +343,7 @@ async def test_429_holds_every_request_until_retry_after(
             await flood()
         retry_after = info.value.retry_after_s
         assert retry_after > 0
+        assert (m.gateway.statistics().rate_limited, m.gateway.statistics().ip_banned) == (1, 0)
         held_at = trio.current_time()
         m.sim.faults.reset()
         await m.gateway.ping()  # waits in the limiter, not sent until the hold ends
@@ -370,6 +371,7 @@ async def test_418_stops_everything_until_the_ban_ends(
         with pytest.raises(IpBannedError):
             await m.gateway.ping()  # refused locally: not sent
         assert m.sim.rest.statistics().requests == sent
+        assert (m.gateway.statistics().rate_limited, m.gateway.statistics().ip_banned) == (0, 1)
 
 
 async def test_clock_skew_gives_1021_then_resync_then_success(

@@ -21,6 +21,8 @@ at startup, by :func:`load_settings`, which reads (environment variables win ove
 ``GENESIS_DB``                the order journal's SQLite file (default ``./genesis.db`` on the
                               testnet and in production; in simulator mode ``:memory:``, since
                               the embedded simulator's orders end with the process too)
+``GENESIS_NATS_URL``          NATS server for the JetStream bridge (``nats://host:4222``); unset:
+                              no bridge (``genesis run --nats URL`` overrides it)
 ============================  ===================================================================
 
 A credential set is the API key plus exactly one signing key: ``BINANCE_SECRET_KEY`` (HMAC) or
@@ -94,6 +96,7 @@ ENV_VARS: Final = (
     "RECV_WINDOW",
     "GENESIS_SYMBOLS",
     "GENESIS_DB",
+    "GENESIS_NATS_URL",
 )
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -179,6 +182,7 @@ class Settings:
         symbols: upper-case symbols, deduplicated, in the order given.
         db_path: the order journal's SQLite file (``GENESIS_DB``), or ``:memory:``.
         live: production trading was explicitly allowed (``--live``).
+        nats_url: the NATS server the bus is bridged to (``GENESIS_NATS_URL``), ``None``: none.
         notes: harmless oddities worth a log line at startup (e.g. ignored overrides).
     """
 
@@ -194,6 +198,7 @@ class Settings:
     db_path: str = ":memory:"
     live: bool = False
     notes: tuple[str, ...] = ()
+    nats_url: str | None = None
 
 
 def parse_dotenv(text: str) -> tuple[dict[str, str], list[str]]:
@@ -496,6 +501,7 @@ def load_settings(
     symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
     db_path = _db_path(get("GENESIS_DB"), problems)
     db_given = bool((get("GENESIS_DB") or "").strip())
+    nats_url = _url("GENESIS_NATS_URL", get("GENESIS_NATS_URL"), ("nats", "tls"), (), problems)
 
     # Presence is judged on the raw values, so a malformed credential still counts as set and
     # the user gets one problem about its shape instead of a second one about a missing pair.
@@ -564,4 +570,5 @@ def load_settings(
         db_path=db_path if db_given or mode is not Mode.SIMULATOR else ":memory:",
         live=live,
         notes=tuple(notes),
+        nats_url=nats_url,
     )

@@ -23,6 +23,8 @@ GenesisError
 ├── CircuitOpenError                 the breaker refused the call; RetryableError
 ├── PreTradeCheckError               an order broke a symbol filter; rejected before sending
 ├── RecordFormatError                a recorded or bridged event record that does not decode
+├── BrokerUnavailableError           the NATS broker cannot be reached or did not acknowledge
+│                                    in time (genesis.bridge); RetryableError
 └── StreamClosedError                we closed the stream ourselves; using it is a bug
 ```
 
@@ -33,6 +35,7 @@ retry after a delay. Messages never carry secrets, signatures or signed query st
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnavailableError",
     "CircuitOpenError",
     "ConfigError",
     "ConnectError",
@@ -187,3 +190,7 @@ class StreamClosedError(GenesisError):
 
 class RecordFormatError(GenesisError, ValueError):
     """A record (``--record`` line, bridged message) that is not a valid event of a known type."""
+
+
+class BrokerUnavailableError(RetryableError):
+    """The NATS broker is unreachable, or did not acknowledge in time (``genesis.bridge``)."""

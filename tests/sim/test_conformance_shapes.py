@@ -883,7 +883,7 @@ async def test_stream_samples(autojump_clock: trio.testing.MockClock, shared_dir
                 await ws.send_message(json.dumps(samples[f"ws.control.{name}.request"]))
                 controls[f"ws.control.{name}.response"] = json.loads(await ws.get_message())
         unsupported = {
-            key: await handshake_refused(v, f"/ws/{stream}")
+            key: await handshake_refused(v, f"/stream?streams={stream}")
             for key, stream in {
                 "ws.avgPrice": "btcusdt@avgPrice",
                 "ws.ticker_1h": "btcusdt@ticker_1h",
@@ -901,10 +901,11 @@ async def test_stream_samples(autojump_clock: trio.testing.MockClock, shared_dir
     assert all(found == [] for found in diffs.values()), diffs
     # The control exchange is documented exactly; the answers are too.
     assert controls == {k: samples[k] for k in controls}
-    # Streams the simulator does not publish are refused at the handshake (invalid stream).
+    # Streams the simulator does not publish are refused at a combined handshake (invalid
+    # stream); on /ws/<name> they open and carry nothing, as any name that is no stream does.
     assert unsupported == dict.fromkeys(unsupported, 400)
-    # listenKey user streams are gone (2026-02-20): a listenKey is not a stream name.
-    assert legacy_user_stream == 400
+    # listenKey user streams are gone (2026-02-20): /ws/<listenKey> opens, and nothing comes.
+    assert legacy_user_stream is None
 
 
 @pytest.mark.shared

@@ -11,7 +11,7 @@ import base64
 import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import attrs
 import httpx
@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genesis.exchange.endpoints import ENDPOINTS, Endpoint
 from genesis.sim.auth import ApiKey, hmac_signature
 from genesis.sim.clock import SimClock
 from genesis.sim.exchange import Exchange
+from genesis.sim.handlers import ROUTES, RouteMismatchError, routes_for
 from genesis.sim.rest import RestApp, RestFaults, serve_rest
 from genesis.sim.symbols import default_symbols
+from genesis.sim.testing import SignedRestClient
 from tests.sim.threads import in_thread
 
 if TYPE_CHECKING:
@@ -58,47 +61,13 @@ ORDER_FULL_KEYS: Final = {
 }
 
 
-@attrs.define
-class Sim:
+@attrs.define(eq=False, kw_only=True)
+class Sim(SignedRestClient):
+    """The app, its exchange and clock, and the kit's signing client (``signed``/``public``)."""
+
     app: RestApp
     exchange: Exchange
     clock: SimClock
-    client: httpx.AsyncClient
-
-    def sign(
-        self,
-        params: dict[str, str],
-        *,
-        secret: str = SECRET,
-        timestamp: int | None = None,
-    ) -> str:
-        """``params`` + timestamp as a query string with ``&signature=`` appended."""
-        ts = self.clock.now_ms() if timestamp is None else timestamp
-        query = urlencode({**params, "timestamp": str(ts)}, quote_via=quote)
-        return f"{query}&signature={hmac_signature(secret, query)}"
-
-    async def signed(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        key: str = API_KEY,
-        secret: str = SECRET,
-        timestamp: int | None = None,
-        in_body: bool = False,
-    ) -> httpx.Response:
-        payload = self.sign(params or {}, secret=secret, timestamp=timestamp)
-        headers = {"X-MBX-APIKEY": key}
-        if in_body:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            return await self.client.request(
-                method, f"/api/v3/{path}", content=payload.encode(), headers=headers
-            )
-        return await self.client.request(method, f"/api/v3/{path}?{payload}", headers=headers)
-
-    async def public(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        return await self.client.get(f"/api/v3/{path}", params=params)
 
 
 def seed_book(exchange: Exchange, now_ms: int) -> None:
@@ -142,8 +111,16 @@ async def sim() -> AsyncIterator[Sim]:
     hands the test's own arguments to ``trio.run``), so "now" is exactly T0 until they sleep."""
     exchange, clock, app = make_sim_parts()
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield Sim(app=app, exchange=exchange, clock=clock, client=client)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        yield Sim(
+            http=http,
+            now_ms=clock.now_ms,
+            api_key=API_KEY,
+            api_secret=SECRET,
+            app=app,
+            exchange=exchange,
+            clock=clock,
+        )
 
 
 def error_of(response: httpx.Response) -> tuple[int, int, str]:
@@ -274,9 +251,9 @@ async def test_depth_parameter_errors(sim: Sim, autojump_clock: trio.testing.Moc
             -1104,
             "Not all sent parameters were read; read '1' parameter(s) but was sent '2'.",
         )
-        empty = await sim.client.get("/api/v3/depth?symbol=")
+        empty = await sim.http.get("/api/v3/depth?symbol=")
         assert error_of(empty) == (400, -1105, "Parameter 'symbol' was empty.")
-        dup = await sim.client.get("/api/v3/depth?symbol=BTCUSDT&symbol=ETHUSDT")
+        dup = await sim.http.get("/api/v3/depth?symbol=BTCUSDT&symbol=ETHUSDT")
         assert error_of(dup) == (400, -1101, "Duplicate values for a parameter detected.")
         status = await sim.public("depth", {"symbol": "BTCUSDT", "symbolStatus": "HALT"})
         assert error_of(status)[1] == -1220
@@ -554,11 +531,11 @@ async def test_cancel_all_open_orders(sim: Sim, autojump_clock: trio.testing.Moc
 async def test_api_key_errors(sim: Sim, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(10):
         query = sim.sign({})
-        no_key = await sim.client.get(f"/api/v3/account?{query}")
+        no_key = await sim.http.get(f"/api/v3/account?{query}")
         assert error_of(no_key) == (401, -2015, "Invalid API-key, IP, or permissions for action.")
-        unknown = await sim.signed("GET", "account", key="someOtherKey")
+        unknown = await sim.signed("GET", "account", api_key="someOtherKey")
         assert error_of(unknown)[:2] == (401, -2015)
-        malformed = await sim.signed("GET", "account", key="bad key!")
+        malformed = await sim.signed("GET", "account", api_key="bad key!")
         assert error_of(malformed) == (401, -2014, "API-key format invalid.")
 
 
@@ -582,12 +559,12 @@ async def test_signature_and_timestamp_errors(
         )
         wide = await sim.signed("GET", "account", {"recvWindow": "70000"})
         assert error_of(wide) == (400, -1131, "recvWindow must be less than 60000")
-        unsigned = await sim.client.get(
+        unsigned = await sim.http.get(
             "/api/v3/account", params={"timestamp": str(T0)}, headers={"X-MBX-APIKEY": API_KEY}
         )
         assert error_of(unsigned)[1] == -1102
         no_ts = f"recvWindow=5000&signature={hmac_signature(SECRET, 'recvWindow=5000')}"
-        missing_ts = await sim.client.get(
+        missing_ts = await sim.http.get(
             f"/api/v3/account?{no_ts}", headers={"X-MBX-APIKEY": API_KEY}
         )
         assert error_of(missing_ts) == (
@@ -604,7 +581,7 @@ async def test_signature_over_query_plus_body_and_query_wins(
         query = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC"
         body = f"quantity=0.01&price=59000&recvWindow=5000&timestamp={T0}"
         signature = hmac_signature(SECRET, query + body)
-        placed = await sim.client.post(
+        placed = await sim.http.post(
             f"/api/v3/order?{query}",
             content=f"{body}&signature={signature}".encode(),
             headers={
@@ -618,7 +595,7 @@ async def test_signature_over_query_plus_body_and_query_wins(
         query2 = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&price=58000"
         body2 = f"quantity=0.01&price=1&timestamp={T0}"
         signature2 = hmac_signature(SECRET, query2 + body2)
-        placed2 = await sim.client.post(
+        placed2 = await sim.http.post(
             f"/api/v3/order?{query2}&signature={signature2}",
             content=body2.encode(),
             headers={
@@ -635,7 +612,7 @@ async def test_json_body_is_ignored_like_binance(
 ) -> None:
     with trio.fail_after(10):
         query = sim.sign({})
-        response = await sim.client.post(
+        response = await sim.http.post(
             f"/api/v3/order?{query}",
             content=json.dumps({"symbol": "BTCUSDT"}).encode(),
             headers={"X-MBX-APIKEY": API_KEY, "Content-Type": "application/json"},
@@ -649,12 +626,12 @@ async def test_ed25519_key_signs_requests(sim: Sim, autojump_clock: trio.testing
         sim.app.add_api_key(ApiKey.ed25519("edKey1", private.public_key()))
         query = f"omitZeroBalances=true&timestamp={sim.clock.now_ms()}"
         sig = quote(base64.b64encode(private.sign(query.encode())).decode(), safe="")
-        response = await sim.client.get(
+        response = await sim.http.get(
             f"/api/v3/account?{query}&signature={sig}", headers={"X-MBX-APIKEY": "edKey1"}
         )
         assert response.status_code == 200, response.text
         assert {b["asset"] for b in response.json()["balances"]} >= {"BTC", "USDT"}
-        tampered = await sim.client.get(
+        tampered = await sim.http.get(
             f"/api/v3/account?{query}0&signature={sig}", headers={"X-MBX-APIKEY": "edKey1"}
         )
         assert error_of(tampered)[1] == -1022
@@ -666,7 +643,7 @@ async def test_non_ascii_symbol_must_be_percent_encoded(
     with trio.fail_after(10):
         encoded = await sim.signed("GET", "openOrders", {"symbol": "１２３４５６"})
         assert error_of(encoded) == (400, -1121, "Invalid symbol.")
-        bad_utf8 = await sim.client.get("/api/v3/depth?symbol=%FF%FE")
+        bad_utf8 = await sim.http.get("/api/v3/depth?symbol=%FF%FE")
         assert error_of(bad_utf8) == (400, -1100, "Illegal characters found in a parameter.")
 
 
@@ -677,13 +654,13 @@ async def test_unknown_path_wrong_method_and_removed_listen_key(
     sim: Sim, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(10):
-        missing = await sim.client.get("/api/v3/nothingHere")
+        missing = await sim.http.get("/api/v3/nothingHere")
         assert error_of(missing) == (404, -1020, "This operation is not supported.")
         assert missing.headers["content-type"] == JSON_TYPE
-        wrong = await sim.client.put("/api/v3/ping")
+        wrong = await sim.http.put("/api/v3/ping")
         assert error_of(wrong) == (405, -1020, "This operation is not supported.")
         for method in ("POST", "PUT", "DELETE"):
-            gone = await sim.client.request(
+            gone = await sim.http.request(
                 method, "/api/v3/userDataStream", headers={"X-MBX-APIKEY": API_KEY}
             )
             assert gone.status_code == 410
@@ -890,7 +867,7 @@ def test_malformed_requests_never_get_5xx(
 
 async def test_oversized_body_is_413(sim: Sim, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(10):
-        response = await sim.client.post(
+        response = await sim.http.post(
             "/api/v3/order",
             content=b"a=" + b"1" * 70_000,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
@@ -983,7 +960,7 @@ async def test_error_bodies_match_documented_samples(
         assert invalid.json() == samples["rest.error.-1121"]
         bad_sig = await sim.signed("GET", "account", secret="wrong")
         assert bad_sig.json() == samples["rest.error.-1022"]
-        key = await sim.signed("GET", "account", key="someOtherKey")
+        key = await sim.signed("GET", "account", api_key="someOtherKey")
         assert key.json() == samples["rest.error.-2015"]
         old = await sim.signed("GET", "account", timestamp=T0 - 10_000)
         assert old.json() == samples["rest.error.-1021"]
@@ -1027,3 +1004,34 @@ async def test_python_binance_ed25519_key_against_the_socket() -> None:
             nursery.cancel_scope.cancel()
     assert order["status"] == "FILLED"
     assert isinstance(account["balances"], list)
+
+
+# --- routes derived from exchange/endpoints.py ----------------------------------------------
+
+
+def test_every_listed_endpoint_has_a_route_and_every_route_an_endpoint() -> None:
+    assert set(ROUTES) == set(ENDPOINTS)
+    for key, (endpoint, _handler) in ROUTES.items():
+        assert (endpoint.method, endpoint.path) == key
+
+
+def test_an_endpoint_without_a_handler_is_refused_before_any_request() -> None:
+    extra = Endpoint(method="GET", path="/api/v3/ticker", weight=4)
+    with pytest.raises(RouteMismatchError, match=r"no handler for \[\('GET', '/api/v3/ticker'\)\]"):
+        routes_for({**ENDPOINTS, ("GET", "/api/v3/ticker"): extra})
+    fewer = {k: v for k, v in ENDPOINTS.items() if k != ("GET", "/api/v3/depth")}
+    with pytest.raises(RouteMismatchError, match=r"no endpoint for \[\('GET', '/api/v3/depth'\)\]"):
+        routes_for(fewer)
+
+
+async def test_order_counts_come_once_the_order_reached_the_orders_limits(
+    sim: Sim, autojump_clock: trio.testing.MockClock
+) -> None:
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}
+    with trio.fail_after(10):
+        unread = await sim.signed("POST", "order", {**order, "colour": "red"})
+        assert error_of(unread)[1] == -1104
+        assert "x-mbx-order-count-10s" not in unread.headers  # never reached the limits
+        refused = await sim.signed("POST", "order", {**order, "quantity": "0.0000001"})
+        assert refused.status_code == 400
+        assert refused.headers["x-mbx-order-count-10s"] == "0"  # counted, then taken back

@@ -25,7 +25,7 @@ import math
 import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -49,6 +49,7 @@ from genesis.sim.server import (
     build_simulator,
     run_simulator,
 )
+from genesis.sim.testing import SignedRestClient, open_rest_client, unskewed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,44 +67,12 @@ TRADE: Final = (
 # --- harness --------------------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
-class VirtualSim:
-    """A composed simulator without sockets, plus signed-request helpers (HMAC, REST rules)."""
+@attrs.define(eq=False, kw_only=True)
+class VirtualSim(SignedRestClient):
+    """A composed simulator without sockets; ``signed``/``public``/``sign`` are the kit's."""
 
     sim: Simulator
-    http: httpx.AsyncClient
     nursery: trio.Nursery
-
-    def sign(
-        self,
-        params: dict[str, str],
-        *,
-        secret: str = DEFAULT_API_SECRET,
-        timestamp: int | None = None,
-    ) -> str:
-        """``params`` + ``timestamp`` percent-encoded, then ``&signature=`` over those bytes."""
-        ts = self.sim.clock.now_ms() - self.sim.clock.skew_ms if timestamp is None else timestamp
-        query = urlencode({**params, "timestamp": str(ts)}, quote_via=quote)
-        return f"{query}&signature={hmac_signature(secret, query)}"
-
-    async def signed(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        secret: str = DEFAULT_API_SECRET,
-        api_key: str = DEFAULT_API_KEY,
-        timestamp: int | None = None,
-    ) -> httpx.Response:
-        """A signed ``/api/v3/<path>`` request; the timestamp is the client's (unskewed) time."""
-        query = self.sign(params or {}, secret=secret, timestamp=timestamp)
-        return await self.http.request(
-            method, f"/api/v3/{path}?{query}", headers={"X-MBX-APIKEY": api_key}
-        )
-
-    async def public(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        return await self.http.get(f"/api/v3/{path}", params=params)
 
     async def admin(self, method: str, target: str) -> httpx.Response:
         return await self.http.request(method, target)
@@ -141,10 +110,22 @@ async def open_virtual_sim(
     async with trio.open_nursery() as nursery:
         if feed:
             await nursery.start(run_market_feed, sim.exchange, sim.market_maker, sim.hub, sim.clock)
-        transport = httpx.ASGITransport(app=sim.http_app, client=(CLIENT_IP, 50_000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        async with open_rest_client(
+            sim.http_app,
+            now_ms=unskewed(sim.clock),
+            api_key=DEFAULT_API_KEY,
+            api_secret=DEFAULT_API_SECRET,
+            client=(CLIENT_IP, 50_000),
+        ) as rest:
             try:
-                yield VirtualSim(sim=sim, http=http, nursery=nursery)
+                yield VirtualSim(
+                    http=rest.http,
+                    now_ms=rest.now_ms,
+                    api_key=rest.api_key,
+                    api_secret=rest.api_secret,
+                    sim=sim,
+                    nursery=nursery,
+                )
             finally:
                 nursery.cancel_scope.cancel()
 
@@ -282,7 +263,9 @@ async def test_one_ws_port_serves_raw_streams_combined_streams_and_the_ws_api() 
                 assert cast("Json", wrapped["data"])["e"] == "trade"
 
             assert await handshake_refusal(handle.ws_port, "/nope") == 404
-            assert await handshake_refusal(handle.ws_port, "/ws/nosuchcoin@trade") == 400
+            assert (
+                await handshake_refusal(handle.ws_port, "/stream?streams=nosuchcoin@trade") == 400
+            )
             assert await handshake_refusal(handle.ws_port, "/ws-api/v3?responseFormat=sbe") == 400
             assert await handshake_refusal(handle.ws_port, "/ws") is None
             nursery.cancel_scope.cancel()
@@ -314,6 +297,66 @@ async def test_dropped_tcp_connection_is_an_abnormal_closure_for_the_client() ->
                 await read_until_closed(ws)
                 assert close_code(ws) == 1006
             nursery.cancel_scope.cancel()
+
+
+# --- one handshake, dispatched on its path (virtual time) -------------------------------------
+
+UPGRADE: Final = (
+    "GET {} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def read_memory_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    received = b""
+    while chunk := await stream.receive_some(4096):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("resource", ["/ws/btcusdt@trade", "/ws-api/v3"])
+async def test_one_handshake_deadline_covers_the_whole_upgrade_request(
+    resource: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The request line trickles in until t=9 s; the handshake deadline still counts from the
+    # connection (10 s), not from a request line read by hand before the real handshake.
+    head, tail = UPGRADE.format(resource).encode().split(b" ", 1)
+    with trio.fail_after(60):
+        async with open_virtual_sim() as v:
+            stream = v.sim.connect_ws_memory(v.nursery)
+            await stream.send_all(head)
+            await trio.sleep(9)
+            await stream.send_all(tail[:-4])  # everything but the blank line
+            assert await read_memory_to_eof(stream) == b""
+            assert trio.current_time() == 10.0
+            await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("resource", "frame", "code"),
+    [
+        ("/ws-api/v3", b"\x81\x02hi", 1002),  # an unmasked client frame
+        ("/ws-api/v3", b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # text that is not UTF-8
+        ("/stream?streams=btcusdt@trade", b"\x81\x02hi", 1002),
+    ],
+)
+async def test_protocol_violations_on_the_ws_port_get_a_close_frame(
+    resource: str, frame: bytes, code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        async with open_virtual_sim() as v:
+            stream = v.sim.connect_ws_memory(v.nursery)
+            await stream.send_all(UPGRADE.format(resource).encode())
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += await stream.receive_some(4096)
+            assert reply.startswith(b"HTTP/1.1 101 ")
+            await stream.send_all(frame)
+            close = reply.split(b"\r\n\r\n", 1)[1] + await read_memory_to_eof(stream)
+            # A close frame: FIN + opcode 8, then the 2-byte code.
+            assert close[0] == 0x88
+            assert int.from_bytes(close[2:4], "big") == code
+            await stream.aclose()
 
 
 # --- faults on market streams (virtual time) --------------------------------------------------
@@ -763,7 +806,52 @@ BAD_ADMIN_CALLS: Final = [
     ("POST", "/sim/faults/halt?symbol=NOPEUSDT", 400),
     ("POST", "/sim/faults/halt?symbol=BTCUSDT&status=ASLEEP", 400),
     ("POST", "/sim/faults/halt?symbol=%FF", 400),
+    # Every number is bounded: 1e308 ms of latency would hang every REST call.
+    ("POST", "/sim/faults/latency?ms=1e308", 400),
+    ("POST", "/sim/faults/latency?ms=60001", 400),
+    ("POST", "/sim/faults/errors?count=1000001", 400),
+    ("POST", "/sim/faults/errors?count=1_000", 400),
+    ("POST", "/sim/faults/execute-then-503?count=99999999999999999999", 400),
+    ("POST", "/sim/faults/clock-skew?ms=86400001", 400),
+    ("POST", "/sim/faults/clock-skew?ms=-86400001", 400),
+    ("POST", "/sim/faults/rate-limit?type=ORDERS&interval=DAY&num=1001&limit=5", 400),
+    ("POST", "/sim/faults/rate-limit?type=ORDERS&interval=DAY&limit=1000000001", 400),
+    ("POST", "/sim/faults/drop?id=-1", 400),
+    ("POST", "/sim/faults/stall?on=true&id=99999999999999999999", 400),
 ]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "/sim/faults/errors?count=2&status=600",
+            "parameter 'status' must be one of 500, 502, 503, 504",
+        ),
+        (
+            "/sim/faults/errors?rate=0.5&status=418",
+            "parameter 'status' must be one of 500, 502, 503, 504",
+        ),
+        ("/sim/faults/errors?rate=1.5", "parameter 'rate' must be within [0, 1]"),
+        ("/sim/faults/latency?ms=1e308", "parameter 'ms' must be within [0, 60000]"),
+        ("/sim/faults/clock-skew?ms=x", "parameter 'ms' must be an integer"),
+        ("/sim/faults/halt?symbol=BTCUSDT&status=ASLEEP", None),
+    ],
+)
+async def test_admin_answers_invalid_values_with_a_plain_message(
+    autojump_clock: trio.testing.MockClock, target: str, message: str | None
+) -> None:
+    with trio.fail_after(30):
+        async with open_virtual_sim() as v:
+            response = await v.admin("POST", target)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert isinstance(error, str)
+    assert "Attribute(" not in error
+    assert "\n" not in error
+    assert not error.startswith("(")
+    if message is not None:
+        assert error == message
 
 
 @pytest.mark.parametrize(("method", "target", "status"), BAD_ADMIN_CALLS)
@@ -940,6 +1028,47 @@ def test_sim_config_validates_its_fields() -> None:
         SimConfig(symbols=())
     assert SimConfig(faults="chaos").faults == "chaos"
     assert math.isclose(SimConfig().max_connection_age_s, 86_400.0)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "sim.example.org"])
+def test_a_host_beyond_loopback_needs_allow_remote(host: str) -> None:
+    with pytest.raises(ValueError, match="allow_remote"):
+        SimConfig(host=host)
+    assert SimConfig(host=host, allow_remote=True).host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_need_no_consent(host: str) -> None:
+    assert SimConfig(host=host).host == host
+
+
+def test_cli_refuses_a_remote_host_without_allow_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from genesis.app.cli import EXIT_CONFIG, main
+
+    assert main(["sim", "--host", "0.0.0.0"]) == EXIT_CONFIG
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+async def test_a_remote_bind_is_announced_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning,
+    # so nothing ever listens beyond loopback.
+    caplog.set_level(logging.WARNING, logger="genesis.sim.server")
+    config = SimConfig(host="192.0.2.1", allow_remote=True)
+    bind_failed = False
+    with trio.fail_after(30):
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_simulator, config)
+        except* OSError:
+            bind_failed = True
+    assert bind_failed
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("sim.remote_bind")]
+    assert record.levelno == logging.WARNING
+    assert "192.0.2.1" in record.getMessage()
 
 
 async def test_custom_credentials_replace_the_default_account(

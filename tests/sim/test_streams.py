@@ -232,9 +232,9 @@ async def test_url_forms_subscribe_the_named_streams(
         ("/foo", 404),
         ("/api/v3/ping", 404),
         ("/wsx/btcusdt@trade", 404),
-        ("/ws/btcusdt@nope", 400),
-        ("/ws/xrpusdt@trade", 400),  # well-formed, but not a symbol of this server
-        ("/ws/BTCUSDT@trade", 400),  # symbols in stream names are lower case
+        ("/stream?streams=btcusdt@nope", 400),
+        ("/stream?streams=xrpusdt@trade", 400),  # well-formed, but not a symbol of this server
+        ("/stream?streams=BTCUSDT@trade", 400),  # symbols in stream names are lower case
         ("/stream?streams=btcusdt@trade/btcusdt@kline_2s", 400),
     ],
 )
@@ -252,6 +252,72 @@ async def test_handshake_rejects_unknown_paths_and_invalid_streams(
         (1, 0) if status == 404 else (0, 1)
     )
     assert stats.connections_accepted == 0
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "/ws/0",
+        "/ws/1",
+        "/ws/anything",
+        "/ws/btcusdt@nope",
+        "/ws/xrpusdt@trade",  # well-formed, but not a symbol of this server
+        "/ws/BTCUSDT@trade",  # symbols in stream names are lower case
+    ],
+)
+async def test_raw_path_without_a_stream_opens_and_carries_nothing_until_subscribe(
+    resource: str, autojump_clock: trio.abc.Clock
+) -> None:
+    server = make_server()
+    with trio.fail_after(60):
+        async with open_client(server, resource) as ws:
+            server.hub.publish("btcusdt@trade", TRADE)
+            await assert_silent(ws)
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {
+                "result": [],
+                "id": 1,
+            }
+            subscribe = {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 2}
+            assert await request(ws, subscribe) == {"result": None, "id": 2}
+            server.hub.publish("btcusdt@trade", TRADE)
+            assert await ws.get_message() == TRADE.decode()
+    assert server.statistics().rejected_bad_request == 0
+
+
+async def test_raw_path_keeps_the_valid_names_of_a_mixed_list(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    server = make_server()
+    with trio.fail_after(60):
+        async with open_client(server, "/ws/0/btcusdt@trade/junk") as ws:
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {
+                "result": ["btcusdt@trade"],
+                "id": 1,
+            }
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x02hi", 1002),  # a client frame without a mask
+        (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # a text frame that is not UTF-8
+        (b"\x83\x80\x00\x00\x00\x00", 1002),  # a reserved opcode
+    ],
+)
+async def test_protocol_violation_gets_a_close_frame_before_the_tcp_close(
+    frame: bytes, code: int, autojump_clock: trio.abc.Clock
+) -> None:
+    server = make_server()
+    with trio.fail_after(60):
+        async with open_raw(server) as client:
+            assert isinstance(await client.handshake("/ws/btcusdt@trade"), AcceptConnection)
+            await client.stream.send_all(frame)
+            event = await client.next_event()
+            assert isinstance(event, CloseConnection)
+            assert event.code == code
+            while await client.next_event() is not None:  # then the TCP connection ends
+                pass
+    assert server.connections() == ()
 
 
 async def test_handshake_rejects_more_streams_than_the_cap(autojump_clock: trio.abc.Clock) -> None:
@@ -397,9 +463,8 @@ ERROR_CASES: list[tuple[str, dict[str, object]]] = [
     (LIST % "true", err(2, INVALID_ID_MSG)),
     (LIST % "1.5", err(2, INVALID_ID_MSG)),
     (LIST % "9223372036854775808", err(2, INVALID_ID_MSG)),
-    (LIST % '"a-b"', err(2, INVALID_ID_MSG)),
     (LIST % ('"' + "a" * 37 + '"'), err(2, INVALID_ID_MSG)),
-    (LIST % '""', err(2, INVALID_ID_MSG)),
+    (LIST % ('"' + "é" * 37 + '"'), err(2, INVALID_ID_MSG)),  # characters, not bytes
     (LIST % "[1]", err(2, INVALID_ID_MSG)),
     ("[1, 2]", err(2, "Invalid request: expected a JSON object")),
     (
@@ -467,7 +532,20 @@ async def test_invalid_control_messages_get_documented_error_codes(
 
 
 @pytest.mark.parametrize(
-    "req_id", [-(2**63), 2**63 - 1, 0, "abcXYZ0123456789abcXYZ0123456789abcd", None]
+    "req_id",
+    [
+        -(2**63),
+        2**63 - 1,
+        0,
+        "abcXYZ0123456789abcXYZ0123456789abcd",
+        None,
+        # Binance's own Spot SDK sends str(uuid4()) by default (CHANGELOG 2023-12-04 made
+        # stream ids take the WS API's values): hyphens, 36 characters.
+        "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        "a-b",
+        "é" * 36,
+        "",
+    ],
 )
 async def test_documented_id_forms_are_echoed(
     req_id: int | str | None, autojump_clock: trio.abc.Clock

@@ -1,6 +1,7 @@
 """The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator),
-``genesis check`` (is the configuration ready?), ``genesis replay`` (a recording back onto a bus)
-and ``genesis order`` (one order call; :mod:`genesis.app.order_cli`).
+``genesis check`` (is the configuration ready?), ``genesis replay`` (a recording back onto a
+bus), ``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis tail``
+(events bridged to NATS JetStream, :mod:`genesis.bridge`).
 
 Exit codes:
 
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from functools import partial
 from typing import TYPE_CHECKING, Final, TextIO
 
+import attrs
 import trio
 
 from genesis import __version__
@@ -106,6 +109,15 @@ def _speed(text: str) -> str:
     return text
 
 
+def _alert_command(text: str) -> tuple[str, ...]:
+    from genesis.app.alerts import parse_alert_command
+
+    try:
+        return parse_alert_command(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--alert-command: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``genesis`` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -146,7 +158,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded simulator's market seed (default 1)",
     )
     _add_logging_options(run)
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9108,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default 9108; a port in use "
+        "is a warning, not a failure)",
+    )
+    run.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
+    run.add_argument(
+        "--alert-command",
+        type=_alert_command,
+        metavar="CMD",
+        help="run CMD for every alert with the alert as one JSON object on stdin (e.g. a "
+        "pager hook); bounded and time-limited, it never holds up Genesis",
+    )
+    run.add_argument(
+        "--nats", metavar="URL", help="bridge the bus to NATS JetStream (GENESIS_NATS_URL)"
+    )
     run.set_defaults(handler=_cmd_run)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print events bridged to NATS JetStream as JSON lines",
+        description=(
+            "Consume SUBJECT (e.g. 'genesis.trade.BTCUSDT', 'genesis.*.ETHUSDT', 'genesis.>') "
+            "from the GENESIS stream and print each event as one JSON line."
+        ),
+    )
+    tail.add_argument("subject", metavar="SUBJECT", nargs="+", help="subject filter(s)")
+    tail.add_argument("--nats", metavar="URL", help="NATS server (default GENESIS_NATS_URL)")
+    tail.add_argument("--durable", metavar="NAME", help="a durable consumer: resume where it was")
+    tail.add_argument("--new", action="store_true", help="only events published from now on")
+    tail.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    tail.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
+    )
+    _add_logging_options(tail, default="WARNING")
+    tail.set_defaults(handler=_cmd_tail)
 
     sim = sub.add_parser(
         "sim",
@@ -155,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind (default 127.0.0.1)"
+    )
+    sim.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host reachable from other machines (the credentials are published)",
     )
     sim.add_argument(
         "--port", type=_port, default=0, metavar="PORT", help="REST port (default: any free port)"
@@ -303,6 +358,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         err(f"genesis: {exc}")
         err("genesis: settings come from the environment and .env; see 'genesis run --help'")
         return EXIT_CONFIG
+    if args.nats is not None:
+        nats_url = args.nats.strip()
+        if not nats_url.startswith(("nats://", "tls://")):
+            err("genesis: --nats must be a nats:// or tls:// URL")
+            return EXIT_CONFIG
+        settings = attrs.evolve(settings, nats_url=nats_url)
     configure_logging(
         args.log_level, secrets=(settings.api_key, settings.secret_key), json=args.log_json
     )
@@ -321,6 +382,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             display=display,
             capture_logs=display is not None and sys.stderr.isatty(),
             sim_seed=args.sim_seed,
+            metrics_port=None if args.no_metrics else args.metrics_port,
+            alert_command=args.alert_command,
         )
     )
 
@@ -447,11 +510,36 @@ async def _replay(
         bus.close()
 
 
+def _cmd_tail(args: argparse.Namespace) -> int:
+    url = (args.nats or os.environ.get("GENESIS_NATS_URL") or "").strip()
+    if not url.startswith(("nats://", "tls://")):
+        err("genesis: give the NATS server with --nats nats://host:4222 or GENESIS_NATS_URL")
+        return EXIT_CONFIG
+    if args.count is not None and args.count < 1:
+        err("genesis: --count must be at least 1")
+        return EXIT_CONFIG
+    configure_logging(args.log_level, json=args.log_json)
+    from genesis.bridge import ConsumerConfig
+    from genesis.bridge._tail import run_tail
+
+    config = ConsumerConfig(
+        url=url,
+        subjects=tuple(args.subject),
+        durable=args.durable,
+        deliver_new=args.new,
+        name="genesis-tail",
+    )
+    return _run_trio(
+        partial(run_tail, config, sys.stdout, count=args.count, duration_s=args.duration)
+    )
+
+
 def _sim_config(args: argparse.Namespace, ws_port: int) -> SimConfig:
     from genesis.sim.server import SimConfig
 
     return SimConfig(
         host=args.host,
+        allow_remote=args.allow_remote,
         rest_port=args.port,
         ws_port=ws_port,
         seed=args.seed,

@@ -13,8 +13,13 @@ run_genesis
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
             ├── reconciler                   orders/reconcile.py (at start and after each gap)
+            ├── alerts                       app/alerts.py (conditions → Alert; log, count, page)
+            ├── market state                 app/market_state.py (MarketState per symbol)
+            ├── [metrics]   exporter         app/metrics.py (127.0.0.1:9108/metrics)
             ├── user data stream             exchange/user_stream.py (WS API; reports → journal
             │                                → bus; a gap → reconciliation)
+            ├── [GENESIS_NATS_URL] bridge    bridge/ (bus → JetStream; order events via the
+            │                                journal's outbox)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
 ```
 
@@ -41,8 +46,11 @@ from typing import TYPE_CHECKING, Final, NoReturn, TextIO
 import attrs
 import trio
 
+from genesis.app.alerts import AlertConfig, run_alerts
 from genesis.app.dashboard import run_dashboard
 from genesis.app.logging import json_line
+from genesis.app.market_state import run_market_state
+from genesis.app.metrics import MetricsSources, run_metrics
 from genesis.app.record import run_recorder
 from genesis.app.view import Sources
 from genesis.bus import EventBus
@@ -64,8 +72,12 @@ from genesis.sim.server import SimConfig, run_simulator
 if TYPE_CHECKING:
     import os
 
+    from genesis.app.alerts import AlertHandle
     from genesis.app.dashboard import LiveDisplay
+    from genesis.app.market_state import MarketStateHandle
+    from genesis.app.metrics import MetricsHandle
     from genesis.app.record import Recorder
+    from genesis.bridge import Bridge
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.signing import Signer
@@ -109,6 +121,11 @@ class GenesisHandle:
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
         recorder: the recording's state with ``record_path``, else ``None``.
         display: the live display when one is shown, else ``None``.
+        alerts: the alert task's handle (statistics, latest alerts).
+        market_state: the MarketState task's handle (latest state per symbol).
+        metrics: the metrics exporter's handle (``port`` is ``None`` when it could not bind),
+            ``None`` without ``metrics_port``.
+        bridge: the JetStream bridge when ``settings.nats_url`` is set, else ``None``.
     """
 
     bus: EventBus
@@ -124,6 +141,10 @@ class GenesisHandle:
     simulator: SimHandle | None
     recorder: Recorder | None
     display: LiveDisplay | None
+    alerts: AlertHandle | None = None
+    market_state: MarketStateHandle | None = None
+    metrics: MetricsHandle | None = None
+    bridge: Bridge | None = None
 
 
 async def watch_signals(
@@ -174,6 +195,8 @@ async def run_genesis(
     sim_seed: int = 1,
     handle_signals: bool = True,
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+    metrics_port: int | None = None,
+    alert_command: tuple[str, ...] | None = None,
     task_status: trio.TaskStatus[GenesisHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole Genesis tree until ``duration_s`` passes, a stop signal, or a failure.
@@ -189,6 +212,9 @@ async def run_genesis(
         sim_seed: the embedded simulator's seed.
         handle_signals: turn SIGINT/SIGTERM into an orderly stop (main thread only).
         heartbeat_interval_s: how often connection health is logged.
+        metrics_port: serve Prometheus metrics on 127.0.0.1 at this port (0: any free one);
+            ``None`` for no exporter. A port in use is a WARNING, not a failure.
+        alert_command: argv run for every alert with the alert as JSON on stdin.
         task_status: receives a :class:`GenesisHandle` once market data flows.
 
     Returns:
@@ -237,6 +263,8 @@ async def run_genesis(
                         display_tty=display_tty,
                         capture_logs=capture_logs,
                         heartbeat_interval_s=heartbeat_interval_s,
+                        metrics_port=metrics_port,
+                        alert_command=alert_command,
                         task_status=task_status,
                     )
             finally:
@@ -266,6 +294,8 @@ async def _run_tree(
     display_tty: bool | None,
     capture_logs: bool,
     heartbeat_interval_s: float,
+    metrics_port: int | None,
+    alert_command: tuple[str, ...] | None,
     task_status: trio.TaskStatus[GenesisHandle],
 ) -> None:
     bus = EventBus()
@@ -317,6 +347,35 @@ async def _run_tree(
                         account=gateway if signer is not None or ws_signer is not None else None,
                     )
                 )
+            alerts = await tree.start(
+                partial(
+                    run_alerts,
+                    bus,
+                    config=AlertConfig(command=alert_command),
+                    gateway_statistics=gateway.statistics,
+                )
+            )
+            market_state = await tree.start(
+                partial(
+                    run_market_state,
+                    bus,
+                    settings.symbols,
+                    symbol_status=partial(_symbol_status, gateway),
+                    refresh=partial(gateway.exchange_info, settings.symbols),
+                )
+            )
+            bridge = None
+            if settings.nats_url is not None:
+                # Imported here: nats-py and asyncio load only when the bridge runs (they add
+                # to every start and exit of a tree without one).
+                from genesis.bridge import BridgeConfig, run_bridge
+
+                bridge = await tree.start(
+                    run_bridge,
+                    BridgeConfig(url=settings.nats_url, name=f"genesis-{journal.prefix}"),
+                    bus,
+                    journal,
+                )
             market_data = await tree.start(
                 partial(
                     run_market_data,
@@ -363,6 +422,22 @@ async def _run_tree(
                     user_stream=user_stream,
                 )
             )
+            metrics = None
+            if metrics_port is not None:
+                metrics = await tree.start(
+                    partial(
+                        run_metrics,
+                        MetricsSources(
+                            bus=bus,
+                            market_data=market_data.statistics,
+                            gateway=gateway.statistics,
+                            breakers={n: b.statistics for n, b in breakers.items()},
+                            alerts=alerts.statistics,
+                            market_states=lambda: market_state.latest,
+                        ),
+                        port=metrics_port,
+                    )
+                )
             logger.info("genesis.ready stream_url=%s rest_url=%s", stream_url, rest_url)
             task_status.started(
                 GenesisHandle(
@@ -379,10 +454,20 @@ async def _run_tree(
                     simulator=simulator,
                     recorder=recorder,
                     display=live,
+                    alerts=alerts,
+                    market_state=market_state,
+                    metrics=metrics,
+                    bridge=bridge,
                 )
             )
     finally:
         bus.close()
+
+
+def _symbol_status(gateway: Gateway, symbol: str) -> str | None:
+    info = gateway.cached_exchange_info
+    found = info.symbol(symbol) if info is not None else None
+    return found.status if found is not None else None
 
 
 async def _route_user_event(service: OrderService, bus: EventBus, event: UserStreamEvent) -> None:

@@ -203,6 +203,8 @@ class GatewayStatistics:
         unknown_outcomes: placements whose outcome is unknown.
         resyncs: time resyncs after -1021.
         last_latency_ms: the last answered attempt's round trip.
+        rate_limited: answers with HTTP 429 (also counted in ``failed``).
+        ip_banned: answers with HTTP 418 (also counted in ``failed``).
         time_sync, limiter, breaker: the parts' own statistics.
     """
 
@@ -217,6 +219,8 @@ class GatewayStatistics:
     time_sync: TimeSyncStatistics
     limiter: RateLimiterStatistics
     breaker: BreakerStatistics
+    rate_limited: int = 0
+    ip_banned: int = 0
 
 
 class ExchangeInfoCache(Protocol):
@@ -236,6 +240,8 @@ class _Counters:
     unknown_outcomes: int = 0
     resyncs: int = 0
     last_latency_ms: float | None = None
+    rate_limited: int = 0
+    ip_banned: int = 0
 
 
 @attrs.define
@@ -327,6 +333,8 @@ class Gateway:
             time_sync=self._time_sync.statistics(self._wall_clock_ms()),
             limiter=self._limiter.statistics(),
             breaker=self._breaker.statistics(),
+            rate_limited=c.rate_limited,
+            ip_banned=c.ip_banned,
         )
 
     # -- public endpoints -------------------------------------------------------------------------
@@ -679,8 +687,10 @@ class Gateway:
             self._counters.failed += 1
             retry_after_s = _retry_after_s(response.headers.get("retry-after"))
             if status == 429:
+                self._counters.rate_limited += 1
                 self._limiter.hold_for(retry_after_s)
                 raise RateLimitedError(f"{code} {msg}", retry_after_s=retry_after_s)
+            self._counters.ip_banned += 1
             until_ms = parse_ban_until_ms(msg) or self.server_time_ms() + int(retry_after_s * 1000)
             self._limiter.ban_until(until_ms)
             raise IpBannedError(f"{code} {msg}", retry_after_s=retry_after_s, until_ms=until_ms)

@@ -23,6 +23,9 @@ always matches Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``.
   REAL, and read back exactly. Requests and reported orders are JSON text in the same form.
 - The schema is :data:`MIGRATIONS`, plain SQL applied one version per transaction and tracked in
   ``PRAGMA user_version``; a journal newer than this code raises :class:`SchemaVersionError`.
+- The *outbox* (:meth:`Journal.outbox_put`, :meth:`~Journal.outbox_pending`,
+  :meth:`~Journal.outbox_done`) keeps order events for the NATS bridge until the broker has
+  acknowledged them, so a broker outage or a restart loses none.
 
 Portability to PostgreSQL: the statements (``INSERT … RETURNING``, ``ON CONFLICT … DO UPDATE``,
 a correlated ``UPDATE``) are standard apart from the ``?`` placeholders. The SQLite-only pieces
@@ -60,7 +63,7 @@ from genesis.models.orders import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
     from genesis.models.orders import Order
 
@@ -78,6 +81,8 @@ __all__ = [
     "JournalEventKind",
     "JournalStatistics",
     "OrderNotFoundError",
+    "OutboxEntry",
+    "OutboxMessage",
     "SchemaVersionError",
     "exchange_info_is_fresh",
     "open_journal",
@@ -147,6 +152,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         SELECT MAX(e.at_ms) FROM order_events e WHERE e.order_id = orders.id AND e.kind = 'SENT'
     );
     CREATE INDEX orders_status ON orders (status);
+    """,
+    # v3: the outbox of order events for the NATS bridge (genesis.bridge): each row waits here
+    # until the broker acknowledged it, across broker outages and restarts.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
     """,
 )
 """The schema, one SQL script per version (``;``-separated statements, no ``;`` in literals or
@@ -238,13 +254,38 @@ class JournalEvent:
 
 @attrs.frozen(kw_only=True)
 class JournalStatistics:
-    """Counters of an open journal, kept in memory (reading them never touches the disk)."""
+    """Counters of an open journal, kept in memory (reading them never touches the disk).
+
+    ``outbox`` is the number of messages waiting in the outbox for the broker.
+    """
 
     path: str
     schema_version: int
     orders: int
     unfinished: int
     events: int
+    outbox: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class OutboxMessage:
+    """A message for the broker, kept until it is acknowledged (:meth:`Journal.outbox_put`).
+
+    ``subject`` and ``msg_id`` are the NATS subject and ``Nats-Msg-Id``; ``payload`` the body.
+    """
+
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+@attrs.frozen(kw_only=True)
+class OutboxEntry:
+    """An :class:`OutboxMessage` in the outbox: ``id`` orders the entries (oldest first)."""
+
+    id: int
+    message: OutboxMessage
+    created_ms: int
 
 
 def exchange_info_is_fresh(fetched_ms: int, *, now_ms: int) -> bool:
@@ -378,13 +419,14 @@ def _connect(path: str) -> Journal:
         counts = conn.execute(
             "SELECT (SELECT COUNT(*) FROM orders),"
             f" (SELECT COUNT(*) FROM orders WHERE {_UNFINISHED_SQL}),"
-            " (SELECT COUNT(*) FROM order_events)"
+            " (SELECT COUNT(*) FROM order_events),"
+            " (SELECT COUNT(*) FROM outbox)"
         ).fetchone()
     except BaseException:
         conn.close()
         raise
     journal = Journal(conn, path, prefix, version)
-    journal._orders, journal._unfinished, journal._events = counts
+    journal._orders, journal._unfinished, journal._events, journal._outbox = counts
     return journal
 
 
@@ -407,7 +449,7 @@ class Journal:
         # thread runs). A file journal always works in a worker thread.
         self._inline = path == ":memory:"
         self._schema_version = schema_version
-        self._orders = self._unfinished = self._events = 0
+        self._orders = self._unfinished = self._events = self._outbox = 0
         self._lock = trio.Lock()
         self._closed = False
 
@@ -427,6 +469,7 @@ class Journal:
             orders=self._orders,
             unfinished=self._unfinished,
             events=self._events,
+            outbox=self._outbox,
         )
 
     async def _run(self, work: Callable[[], _T]) -> _T:
@@ -749,6 +792,51 @@ class Journal:
             return None if row is None else (bytes(row["body"]), row["fetched_ms"])
 
         return await self._run(work)
+
+    async def outbox_put(self, messages: Sequence[OutboxMessage], *, now_ms: int) -> None:
+        """Keep ``messages`` in the outbox, in order, in one transaction (all or none)."""
+        rows = [(m.subject, m.msg_id, m.payload, now_ms) for m in messages]
+
+        def work() -> None:
+            with _transaction(self._conn):
+                self._conn.executemany(
+                    "INSERT INTO outbox (subject, msg_id, payload, created_ms) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            self._outbox += len(rows)
+
+        await self._run(work)
+
+    async def outbox_pending(self, limit: int) -> list[OutboxEntry]:
+        """The oldest ``limit`` messages still in the outbox, oldest first."""
+        query = "SELECT * FROM outbox ORDER BY id LIMIT ?"
+
+        def work() -> list[OutboxEntry]:
+            return [
+                OutboxEntry(
+                    id=row["id"],
+                    message=OutboxMessage(
+                        subject=row["subject"], msg_id=row["msg_id"], payload=bytes(row["payload"])
+                    ),
+                    created_ms=row["created_ms"],
+                )
+                for row in self._conn.execute(query, (limit,))
+            ]
+
+        return await self._run(work)
+
+    async def outbox_done(self, ids: Sequence[int]) -> None:
+        """Remove the entries ``ids`` (the broker acknowledged them); unknown ids are ignored."""
+        rows = [(i,) for i in ids]
+
+        def work() -> None:
+            with _transaction(self._conn):
+                before = self._conn.total_changes
+                self._conn.executemany("DELETE FROM outbox WHERE id = ?", rows)
+                removed = self._conn.total_changes - before
+            self._outbox -= removed
+
+        await self._run(work)
 
     async def _aclose(self) -> None:
         self._closed = True

@@ -16,7 +16,7 @@ run a connection the same way; this module is that common part:
   stream) and :func:`socket_handler` (TCP connections with the peer's IP).
 
 What differs stays with each server, on purpose: how a pong is judged (the stream server taps
-inbound frames with ``_InboundTap``, which also counts PING/PONG for the 5 messages/s rule; the WS
+inbound frames with ``InboundTap``, which also counts PING/PONG for the 5 messages/s rule; the WS
 API awaits trio-websocket's ``ping()``), the ``serverShutdown`` wrapper, whether a close request
 may cut a frame write short, and what an abrupt close does to the transport.
 

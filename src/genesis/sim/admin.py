@@ -19,13 +19,18 @@ Every call is a plain HTTP request with query parameters, so ``curl -X POST`` is
 
 Answers are JSON: ``{"ok": true, "faults": {...}}`` or ``{"error": "..."}`` with status 400
 (bad parameter), 404 (unknown path) or 405 (wrong method). Bad input never stops the server.
+
+Every number is bounded (:data:`BOUNDS`): a latency of ``1e308`` ms would hang every REST call
+for ever, a skew of years breaks every signature. A value out of range, or of the wrong kind, is
+answered 400 with a plain sentence that names the parameter and its range (never the repr of a
+validator's internals).
 """
 
 from __future__ import annotations
 
 import logging
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -35,11 +40,25 @@ if TYPE_CHECKING:
     from genesis.sim.faults import Faults
     from genesis.sim.rest import Receive, Scope, Send
 
-__all__ = ["AdminApp"]
+__all__ = ["BOUNDS", "AdminApp"]
 
 logger = logging.getLogger(__name__)
 
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_MAX_COUNT: Final = 1_000_000
+
+BOUNDS: Final[dict[str, tuple[float, float]]] = {
+    "id": (0, 2**63 - 1),  # connection ids
+    "count": (0, _MAX_COUNT),  # errors, execute-then-503
+    "rate": (0.0, 1.0),
+    "ms": (0, 60_000),  # latency: a minute is longer than any client's timeout
+    "skew_ms": (-86_400_000, 86_400_000),  # clock skew: a day either way
+    "num": (1, 1_000),  # rate-limit intervalNum
+    "limit": (1, 1_000_000_000),  # rate-limit limit
+}
+"""The inclusive range of every numeric admin parameter."""
+
+_ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
 class _BadRequest(Exception):
@@ -63,27 +82,31 @@ class _Query:
     def has(self, name: str) -> bool:
         return name in self._values
 
-    def optional_int(self, name: str) -> int | None:
-        return None if name not in self._values else self.integer(name)
+    def optional_int(self, name: str, bound: str | None = None) -> int | None:
+        return None if name not in self._values else self.integer(name, bound=bound)
 
-    def integer(self, name: str, default: int | None = None) -> int:
+    def integer(self, name: str, default: int | None = None, *, bound: str | None = None) -> int:
         raw = self._values.get(name)
         if raw is None:
             if default is None:
                 raise _BadRequest(f"missing parameter {name!r}")
             return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise _BadRequest(f"parameter {name!r} must be an integer") from None
+        # int() would take "1_000" and 4300 digits; a plain optionally signed decimal only.
+        digits = raw.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+            raise _BadRequest(f"parameter {name!r} must be an integer")
+        value = int(raw)
+        _check_range(name, value, bound or name)
+        return value
 
-    def number(self, name: str) -> float:
+    def number(self, name: str, *, bound: str | None = None) -> float:
         try:
             value = float(self.text(name))
         except ValueError:
             raise _BadRequest(f"parameter {name!r} must be a number") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise _BadRequest(f"parameter {name!r} must be finite")
+        _check_range(name, value, bound or name)
         return value
 
     def flag(self, name: str, default: bool = True) -> bool:
@@ -94,6 +117,27 @@ class _Query:
             return _TRUE[raw.lower()]
         except KeyError:
             raise _BadRequest(f"parameter {name!r} must be true or false") from None
+
+
+def _check_range(name: str, value: float, bound: str) -> None:
+    low, high = BOUNDS.get(bound, (float("-inf"), float("inf")))
+    if not low <= value <= high:
+        raise _BadRequest(f"parameter {name!r} must be within [{low:g}, {high:g}]")
+
+
+def _error_status(q: _Query) -> int:
+    status = q.integer("status", 503, bound="status")
+    if status not in _ERROR_STATUSES:
+        raise _BadRequest("parameter 'status' must be one of 500, 502, 503, 504")
+    return status
+
+
+def _plain(exc: Exception) -> str:
+    """A one-line message: the first argument of a ValueError/KeyError, never a repr dump."""
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, str) and first:
+        return first.splitlines()[0][:200]
+    return "invalid parameter value"
 
 
 class AdminApp:
@@ -117,7 +161,7 @@ class AdminApp:
             "errors": self._errors,
             "latency": lambda q: faults.latency(q.number("ms") / 1000),
             "execute-then-503": lambda q: faults.execute_then_503(q.integer("count", 1)),
-            "clock-skew": lambda q: faults.clock_skew(q.integer("ms")),
+            "clock-skew": lambda q: faults.clock_skew(q.integer("ms", bound="skew_ms")),
             "rate-limit": lambda q: faults.lower_limit(
                 q.text("type"), q.text("interval"), q.integer("num", 1), q.integer("limit")
             ),
@@ -134,12 +178,9 @@ class AdminApp:
         self._faults.drop_connections(q.optional_int("id"), ws_api=target == "ws-api")
 
     def _errors(self, q: _Query) -> None:
-        status = q.integer("status", 503)
+        status = _error_status(q)
         if q.has("rate"):
-            rate = q.number("rate")
-            if not 0 <= rate <= 1:
-                raise _BadRequest("rate must be within [0, 1]")
-            self._faults.error_rate(rate, status)
+            self._faults.error_rate(q.number("rate"), status)
         else:
             self._faults.error_burst(q.integer("count"), status)
 
@@ -177,7 +218,8 @@ class AdminApp:
                 return 405, {"error": "use POST"}
             action(_Query(raw_query))
         except (_BadRequest, ValueError, KeyError) as exc:
-            logger.info("sim.admin.rejected path=%s error=%s", path[:100], exc)
-            return 400, {"error": str(exc)}
+            message = _plain(exc)
+            logger.info("sim.admin.rejected path=%s error=%s", path[:100], message)
+            return 400, {"error": message}
         logger.info("sim.admin.fault path=%s query=%s", path, raw_query[:200].decode("latin-1"))
         return 200, {"ok": True, "faults": self._faults.snapshot()}

@@ -4,8 +4,9 @@
 run_simulator                                   (one nursery; nursery.start → SimHandle)
 ├── market feed           feed.py     steps the market maker, publishes stream payloads
 ├── HTTP on rest_port     rest.py     /api/v3/*   + admin.py /sim/*   (hypercorn, trio worker)
-├── WS on ws_port         streams.py  /ws, /stream  ─┐ one listener; the request line's path
-│                         ws_api.py   /ws-api/v3    ─┘ picks the handler (as Binance's hosts do)
+├── WS on ws_port         streams.py  /ws, /stream  ─┐ one listener, one WebSocket handshake;
+│                         ws_api.py   /ws-api/v3    ─┘ its path picks the handler (as Binance's
+│                                                      hosts do)
 └── [--faults PROFILE]    faults.py   seeded fault schedule
 ```
 
@@ -21,14 +22,16 @@ only listens on loopback): :data:`DEFAULT_API_KEY` / :data:`DEFAULT_API_SECRET`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
+import urllib.parse
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
 import trio
 import trio.testing
 
-from genesis.sim._wsconn import socket_handler
+from genesis.sim._wsconn import ConnLog, serve_handshake, socket_handler
 from genesis.sim.admin import AdminApp
 from genesis.sim.auth import ApiKey
 from genesis.sim.clock import SimClock
@@ -39,11 +42,13 @@ from genesis.sim.hub import StreamHub
 from genesis.sim.limits import StreamServerConfig
 from genesis.sim.market import MarketMaker
 from genesis.sim.rest import RestApp, serve_rest
-from genesis.sim.streams import StreamServer
+from genesis.sim.streams import InboundTap, StreamServer
 from genesis.sim.symbols import DEFAULT_SYMBOLS, spec_for
-from genesis.sim.ws_api import WsApiConfig, WsApiContext, handle_ws_api_stream
+from genesis.sim.ws_api import WsApiConfig, WsApiContext, handle_ws_api
 
 if TYPE_CHECKING:
+    import trio_websocket
+
     from genesis.sim.feed import MarketFeed
     from genesis.sim.rest import Receive, Scope, Send
 
@@ -54,6 +59,7 @@ __all__ = [
     "SimHandle",
     "Simulator",
     "build_simulator",
+    "is_loopback",
     "run_simulator",
 ]
 
@@ -62,8 +68,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_KEY: Final = "GenesisSimDefaultApiKey00000000000000000000000000000000000000000"
 DEFAULT_API_SECRET: Final = "GenesisSimDefaultSecret00000000000000000000000000000000000000000"
 
-_MAX_REQUEST_LINE: Final = 8192
-_HEADER_TIMEOUT_S: Final = 10.0
+_WS_API_PREFIX: Final = "/ws-api/"
+_LOG: Final = ConnLog(logger, "sim.ws")
 
 
 def _symbols(value: object) -> tuple[str, ...]:
@@ -86,6 +92,24 @@ def _profile(_inst: object, _attr: attrs.Attribute[str | None], value: str | Non
         raise ValueError(f"unknown fault profile {value!r}; choose from {sorted(FAULT_PROFILES)}")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1 or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _remote_needs_consent(inst: SimConfig, _attr: attrs.Attribute[str], host: str) -> None:
+    if not is_loopback(host) and not inst.allow_remote:
+        raise ValueError(
+            f"host {host!r} is reachable from other machines, and the simulator's default "
+            "credentials are published: pass allow_remote=True (--allow-remote) to bind it"
+        )
+
+
 def _both_or_neither(inst: SimConfig, _attr: attrs.Attribute[str | None], _v: object) -> None:
     if (inst.api_key is None) != (inst.api_secret is None):
         raise ValueError("api_key and api_secret go together")
@@ -96,7 +120,10 @@ class SimConfig:
     """How to run the simulator.
 
     Attributes:
-        host: interface to listen on (loopback by default; nothing else is sensible).
+        host: interface to listen on (loopback by default). Any other address needs
+            ``allow_remote``: the default credentials are published, so anyone who can reach
+            the port can trade on the simulator.
+        allow_remote: consent to bind a non-loopback ``host`` (logged as a WARNING).
         rest_port: REST and admin API port; 0 picks a free one.
         ws_port: streams and WS API port; 0 picks a free one.
         seed: seeds the market maker and the fault schedule.
@@ -107,7 +134,8 @@ class SimConfig:
         epoch_ms: start the clock at this epoch time (deterministic runs); None: real time.
     """
 
-    host: str = "127.0.0.1"
+    host: str = attrs.field(default="127.0.0.1", validator=_remote_needs_consent)
+    allow_remote: bool = False
     rest_port: int = 0
     ws_port: int = 0
     seed: int = 1
@@ -145,18 +173,34 @@ class Simulator:
             await self.rest(scope, receive, send)
 
     async def handle_ws_stream(self, stream: trio.abc.Stream, *, remote_ip: str) -> None:
-        """Serve one WebSocket client: the request line's path picks streams or the WS API."""
+        """Serve one WebSocket client on ``stream``; always closes it.
+
+        One WebSocket handshake (trio-websocket reads the upgrade request, within the stream
+        server's ``handshake_timeout_s``; both servers use the same handshake limits), then its
+        path picks the handler: ``/ws-api/...`` the WS API, anything else the market streams
+        (which answer 404 for a path they do not serve). The transport is wrapped in the
+        streams' :class:`~genesis.sim.streams.InboundTap` either way, so a protocol violation
+        gets its 1002/1007 close frame on both.
+        """
+        tap = InboundTap(stream)
         try:
-            head = await _read_request_line(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+            await serve_handshake(
+                tap,
+                self.streams.config,
+                remote_ip=remote_ip,
+                log=_LOG,
+                serve=functools.partial(self._dispatch, tap=tap, remote_ip=remote_ip),
+            )
+        finally:
             await trio.aclose_forcefully(stream)
-            return
-        replay = _ReplayStream(stream, head)
-        target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
-        if target.startswith(b"/ws-api/"):
-            await handle_ws_api_stream(replay, self.ws_api, remote_ip=remote_ip)
+
+    async def _dispatch(
+        self, request: trio_websocket.WebSocketRequest, *, tap: InboundTap, remote_ip: str
+    ) -> None:
+        if urllib.parse.urlsplit(request.path).path.startswith(_WS_API_PREFIX):
+            await handle_ws_api(request, self.ws_api, remote_ip=remote_ip)
         else:
-            await self.streams.handle_stream(replay, remote_ip=remote_ip)
+            await self.streams.serve_request(request, tap=tap, remote_ip=remote_ip)
 
     def connect_ws_memory(
         self, nursery: trio.Nursery, *, remote_ip: str = "127.0.0.1"
@@ -280,18 +324,24 @@ async def run_simulator(
         OSError: a port could not be bound.
     """
     sim = build_simulator(config)
+    if not is_loopback(config.host):
+        logger.warning(
+            "sim.remote_bind host=%s: the simulator listens beyond this machine with "
+            "published default credentials; anyone who can reach it can trade on it",
+            config.host,
+        )
     async with trio.open_nursery() as nursery:
         feed: MarketFeed = await nursery.start(
             run_market_feed, sim.exchange, sim.market_maker, sim.hub, sim.clock
         )
-        rest_port: int = await nursery.start(
-            functools.partial(serve_rest, sim.http_app, host=config.host, port=config.rest_port)
-        )
+        # The WS port first: trio closes its sockets when a bind fails (hypercorn leaks them).
         listeners = await trio.open_tcp_listeners(config.ws_port, host=config.host)
         ws_port = int(listeners[0].socket.getsockname()[1])
         sim.streams.port = ws_port
-
         await nursery.start(trio.serve_listeners, socket_handler(sim.handle_ws_stream), listeners)
+        rest_port: int = await nursery.start(
+            functools.partial(serve_rest, sim.http_app, host=config.host, port=config.rest_port)
+        )
         if config.faults is not None:
             await nursery.start(
                 functools.partial(
@@ -318,43 +368,3 @@ async def run_simulator(
         )
         task_status.started(handle_)
         await trio.sleep_forever()
-
-
-async def _read_request_line(stream: trio.abc.Stream) -> bytes:
-    """Read until the end of the HTTP request line; returns every byte read so far."""
-    buf = bytearray()
-    with trio.move_on_after(_HEADER_TIMEOUT_S):
-        while b"\r\n" not in buf:
-            if len(buf) > _MAX_REQUEST_LINE:
-                raise ValueError("request line too long")
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                raise ValueError("connection closed before the request line")
-            buf += chunk
-        return bytes(buf)
-    raise ValueError("no request line in time")
-
-
-class _ReplayStream(trio.abc.Stream):
-    """A stream that first returns ``prefix`` (bytes already read), then reads ``inner``."""
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self._inner = inner
-        self._prefix = prefix
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return await self._inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

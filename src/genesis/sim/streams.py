@@ -4,9 +4,13 @@ What a client sees (``shared/binance/FACTS.md`` §7):
 
 - ``/ws/<stream>`` (also ``/ws/<s1>/<s2>`` and a bare ``/ws``) delivers raw payloads;
   ``/stream?streams=<s1>/<s2>`` (or a bare ``/stream``) wraps each one as
-  ``{"stream":"<name>","data":<raw>}``. URL-encoded names are accepted. An unknown path is
-  refused with HTTP 404, an invalid stream name (or more than 1024) with HTTP 400, and the 301st
-  connection attempt from one IP within 5 minutes with HTTP 429.
+  ``{"stream":"<name>","data":<raw>}``. URL-encoded names are accepted. On ``/ws/<name>`` a
+  name that is no stream (``/ws/0``, ``/ws/anything``) is left out: the connection opens and
+  carries nothing until the client sends ``SUBSCRIBE``, as on Binance. An unknown path is
+  refused with HTTP 404, an invalid name in ``/stream?streams=`` (or more than 1024 streams) with
+  HTTP 400, and the 301st connection attempt from one IP within 5 minutes with HTTP 429.
+- Control-message ids: a signed 64-bit integer, ``null``, or any string of up to 36 characters
+  (``str(uuid4())`` included). The control messages are :mod:`genesis.sim.stream_control`'s.
 - JSON control messages: ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``,
   ``SET_PROPERTY ["combined", bool]`` and ``GET_PROPERTY ["combined"]`` answer
   ``{"result":...,"id":...}``. Errors use the wire shape the live server sends,
@@ -27,7 +31,7 @@ What a client sees (``shared/binance/FACTS.md`` §7):
 
 How the server sees ping and pong frames: trio-websocket answers pings and matches pongs inside
 its reader task and exposes neither. Rather than subclassing its private ``WebSocketConnection``
-machinery, each connection's transport stream is wrapped in :class:`_InboundTap`, a
+machinery, each connection's transport stream is wrapped in :class:`InboundTap`, a
 ``trio.abc.Stream`` that hands trio-websocket the bytes unchanged and feeds a copy of the
 client-to-server direction into wsproto's own frame parser (``wsproto.frame_protocol``, the
 parser trio-websocket's wsproto uses). The tap reports every complete inbound message, PING and
@@ -51,15 +55,14 @@ rule are this module's own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-import re
 import urllib.parse
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
-import orjson
 import trio
 import trio.testing
 import trio_websocket
@@ -83,6 +86,7 @@ from genesis.sim._wsconn import (
     watch_age,
 )
 from genesis.sim.limits import AttemptLimiter, SlidingWindowCounter, StreamServerConfig
+from genesis.sim.stream_control import INVALID_ID_MSG, ControlTarget, answer_control
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -94,6 +98,7 @@ __all__ = [
     "DEFAULT_STREAM_SERVER_CONFIG",
     "INVALID_ID_MSG",
     "ConnectionInfo",
+    "InboundTap",
     "StreamFaults",
     "StreamServer",
     "StreamServerConfig",
@@ -106,19 +111,9 @@ _LOG: Final = ConnLog(logger, "sim.ws")
 
 DEFAULT_STREAM_SERVER_CONFIG: Final = StreamServerConfig()
 
-INVALID_ID_MSG: Final = (
-    "Invalid request: request ID must be a signed 64-bit integer, "
-    "an alphanumeric string of up to 36 characters, or null"
-)
-"""Binance's documented text still says "must be an unsigned integer"; this states today's rule."""
-
-_METHODS: Final = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_ID_STRING: Final = re.compile(r"[A-Za-z0-9]{1,36}")
-_METHOD_VALUE: Final = re.compile(r'"method"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\s]+)')
-_INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
 _MAX_HANDSHAKE_BYTES: Final = 64 * 1024
 _SHUTDOWN_STREAM: Final = "!serverShutdown"
+_VIOLATION_CLOSE_TIMEOUT_S: Final = 1.0
 
 
 # --- values ------------------------------------------------------------------------------
@@ -307,10 +302,12 @@ class StreamFaults:
         """:meth:`shutdown` every live connection (drain); returns how many there were."""
         return self._conns.shutdown_all()
 
-    def _register(self, make: Callable[[int], _Connection]) -> _Connection:
+    def register(self, make: Callable[[int], _Connection]) -> _Connection:
+        """Make a new connection live under the next id (the server calls this on accept)."""
         return self._conns.register(make)
 
-    def _unregister(self, conn: _Connection) -> None:
+    def unregister(self, conn: _Connection) -> None:
+        """Forget ``conn`` and its per-connection fault switches (the server, on close)."""
         self._conns.unregister(conn)
         self.stalled_ids.discard(conn.id)
         self.ping_stopped_ids.discard(conn.id)
@@ -321,12 +318,14 @@ class StreamFaults:
 
 
 @attrs.define(eq=False)
-class _InboundTap(trio.abc.Stream):
+class InboundTap(trio.abc.Stream):
     """Passes the transport through untouched and parses a copy of the inbound frames.
 
     The HTTP upgrade request is skipped (up to the blank line), then every byte goes through
     wsproto's server-side frame parser. ``on_frame`` is called synchronously, inside
     trio-websocket's reader task, before trio-websocket itself sees the bytes; it must not block.
+    A frame that breaks the protocol is remembered in :attr:`violation`, and :meth:`aclose`
+    (which trio-websocket calls to end the TCP connection) sends the close frame first.
     """
 
     inner: trio.abc.Stream
@@ -334,6 +333,10 @@ class _InboundTap(trio.abc.Stream):
     _head: bytearray = attrs.field(factory=bytearray, init=False)
     _frames: FrameProtocol | None = attrs.field(default=None, init=False)
     _broken: bool = attrs.field(default=False, init=False)
+    # The client broke the protocol: (close code, reason). trio-websocket's wsproto fails on
+    # the same bytes but, the connection still being OPEN, closes the TCP stream without a
+    # close frame; Binance sends 1002/1007 first, so aclose() writes that frame.
+    violation: tuple[int, str] | None = attrs.field(default=None, init=False)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
@@ -348,6 +351,21 @@ class _InboundTap(trio.abc.Stream):
         return data
 
     async def aclose(self) -> None:
+        violation, self.violation = self.violation, None
+        if violation is not None:
+            code, reason = violation
+            frame = FrameProtocol(client=False, extensions=[]).close(code, reason[:120])
+            # Shielded (the connection's tasks are being cancelled as this runs) but bounded,
+            # and best effort: a peer that does not read, or a data frame being written by
+            # trio-websocket at this moment (BusyResourceError), means no frame.
+            with (
+                trio.move_on_after(_VIOLATION_CLOSE_TIMEOUT_S, shield=True),
+                contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+                ),
+            ):
+                await self.inner.send_all(frame)
+            logger.info("sim.ws.protocol_violation code=%d reason=%s", code, reason[:120])
         await self.inner.aclose()
 
     def _observe(self, data: bytes) -> None:
@@ -371,9 +389,11 @@ class _InboundTap(trio.abc.Stream):
                     self._emit(frame.opcode, payload if isinstance(payload, bytes) else b"")
                 elif frame.opcode is not Opcode.CLOSE and frame.message_finished:
                     self._emit(frame.opcode, b"")
-        except ParseFailed:
-            # trio-websocket parses the same bytes, fails the same way and closes (1002/1007).
+        except ParseFailed as exc:
+            # trio-websocket parses the same bytes, fails the same way and closes the stream
+            # (through aclose() below, which sends the close frame first).
             self._broken = True
+            self.violation = (int(exc.code), str(exc))
 
     def _emit(self, opcode: Opcode, payload: bytes) -> None:
         if self.on_frame is not None:
@@ -459,23 +479,30 @@ class StreamServer:
             stream: A connected byte stream (TCP socket stream or an in-memory stream).
             remote_ip: Client address, the key of the connection-attempt limit.
         """
-        tap = _InboundTap(stream)
+        tap = InboundTap(stream)
         try:
             await serve_handshake(
                 tap,
                 self.config,
                 remote_ip=remote_ip,
                 log=_LOG,
-                serve=functools.partial(self._serve_request, tap=tap, remote_ip=remote_ip),
+                serve=functools.partial(self.serve_request, tap=tap, remote_ip=remote_ip),
             )
         finally:
             await trio.aclose_forcefully(stream)
 
     # --- handshake -----------------------------------------------------------------------
 
-    async def _serve_request(
-        self, request: trio_websocket.WebSocketRequest, *, tap: _InboundTap, remote_ip: str
+    async def serve_request(
+        self, request: trio_websocket.WebSocketRequest, *, tap: InboundTap, remote_ip: str
     ) -> None:
+        """Answer one read handshake (429/404/400 or accept) and serve the connection.
+
+        For a dispatcher that read the upgrade request itself (``sim/server.py`` serves the
+        streams and the WS API on one port): ``tap`` must wrap the transport the handshake was
+        read from, so inbound PING/PONG frames and messages are seen. Returns when the
+        connection ends; closing the transport is the caller's.
+        """
         target = request.path
         if not self._attempts.try_acquire(remote_ip, trio.current_time()):
             self._rejected_rate_limited += 1
@@ -489,7 +516,10 @@ class StreamServer:
             await request.reject(404, body=b"Not Found")
             return
         combined, names = route
-        streams = self._canonical_streams(names)
+        # Raw /ws/<name>: a name that is no stream opens a connection that carries nothing
+        # until SUBSCRIBE, as Binance does (clients connect to /ws/0, /ws/1, ... that way).
+        # /stream?streams=... still refuses an invalid name with 400.
+        streams = self._canonical_streams(names, skip_invalid=not combined)
         if streams is None or len(streams) > self.config.max_streams_per_connection:
             self._rejected_bad_request += 1
             logger.info("sim.ws.reject status=400 remote=%s path=%s", remote_ip, target)
@@ -497,7 +527,7 @@ class StreamServer:
             return
         ws = await request.accept()
         now = trio.current_time()
-        conn = self.faults._register(
+        conn = self.faults.register(
             lambda conn_id: _Connection(
                 id=conn_id,
                 path=target,
@@ -540,15 +570,22 @@ class StreamServer:
         finally:
             tap.on_frame = None
             self.hub.close_subscriber(sub)
-            self.faults._unregister(conn)
+            self.faults.unregister(conn)
             self._open -= 1
 
-    def _canonical_streams(self, names: Iterable[str]) -> list[str] | None:
-        """Names as the hub knows them (deduplicated, in order), or None if any is invalid."""
+    def _canonical_streams(
+        self, names: Iterable[str], *, skip_invalid: bool = False
+    ) -> list[str] | None:
+        """Names as the hub knows them (deduplicated, in order).
+
+        None if any is invalid, unless ``skip_invalid``: then invalid names are left out.
+        """
         out: dict[str, None] = {}
         for name in names:
             canonical = self._canonical(name)
             if canonical is None:
+                if skip_invalid:
+                    continue
                 return None
             out[canonical] = None
         return list(out)
@@ -609,9 +646,15 @@ class StreamServer:
     async def _receive(
         self, ws: trio_websocket.WebSocketConnection, conn: _Connection, sub: Subscriber
     ) -> None:
+        target = ControlTarget(
+            canonical=self._canonical_streams,
+            subscribe=functools.partial(self.hub.subscribe, sub),
+            unsubscribe=functools.partial(self.hub.unsubscribe, sub),
+            max_streams=self.config.max_streams_per_connection,
+        )
         while (message := await receive_message(ws, conn)) is not None:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-            reply = self._control(conn, sub, text)
+            reply = answer_control(text, conn, target)
             try:
                 await ws.send_message(reply)
             except trio_websocket.ConnectionClosed:
@@ -654,7 +697,7 @@ class StreamServer:
         conn.request_close(Close("pong timeout", code=CLOSE_POLICY))
 
     async def _close(
-        self, ws: trio_websocket.WebSocketConnection, conn: _Connection, tap: _InboundTap
+        self, ws: trio_websocket.WebSocketConnection, conn: _Connection, tap: InboundTap
     ) -> None:
         close = conn.close or PEER_GONE
         code = close.code
@@ -680,132 +723,6 @@ class StreamServer:
         if conn.combined:
             return '{"stream":"' + _SHUTDOWN_STREAM + '","data":' + data + "}"
         return data
-
-    # --- control messages ----------------------------------------------------------------
-
-    def _control(self, conn: _Connection, sub: Subscriber, text: str) -> str:
-        """Answer one JSON control message (FACTS.md §7, web-socket-streams.md)."""
-        try:
-            request: object = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            return _error(
-                3, f"Invalid JSON: expected value at line {exc.lineno} column {exc.colno}"
-            )
-        if not isinstance(request, dict):
-            return _error(2, "Invalid request: expected a JSON object")
-        if "id" not in request or not _valid_id(request["id"]):
-            return _error(2, INVALID_ID_MSG)
-        req_id: int | str | None = request["id"]
-        method: object = request.get("method")
-        if "method" not in request:
-            line, col = _line_col(text, len(text.rstrip()))
-            return _error(
-                2, f"Invalid request: missing field `method` at line {line} column {col}", req_id
-            )
-        if method not in _METHODS:
-            return _error(2, _unknown_variant_msg(text, method), req_id)
-        params: object = request.get("params")
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            return self._subscription(conn, sub, str(method), params, req_id)
-        if method == "LIST_SUBSCRIPTIONS":
-            if isinstance(params, list) and params:
-                return _error(2, "Invalid request: too many parameters", req_id)
-            return _result(list(conn.streams), req_id)
-        return self._property(conn, str(method), params, req_id)
-
-    def _subscription(
-        self,
-        conn: _Connection,
-        sub: Subscriber,
-        method: str,
-        params: object,
-        req_id: int | str | None,
-    ) -> str:
-        if params is None:
-            return _error(2, "Invalid request: missing field `params`", req_id)
-        if not isinstance(params, list):
-            return _error(2, "Invalid request: params must be an array of stream names", req_id)
-        names: list[str] = [p for p in params if isinstance(p, str)]
-        streams = self._canonical_streams(names) if len(names) == len(params) else None
-        if streams is None:
-            return _error(2, "Invalid request: invalid stream", req_id)
-        if method == "SUBSCRIBE":
-            new = [s for s in streams if s not in conn.streams]
-            limit = self.config.max_streams_per_connection
-            if len(conn.streams) + len(new) > limit:
-                return _error(
-                    2, f"Invalid request: too many streams (at most {limit} per connection)", req_id
-                )
-            conn.streams.update(dict.fromkeys(new))
-            self.hub.subscribe(sub, new)
-        else:
-            gone = [s for s in streams if s in conn.streams]
-            for name in gone:
-                del conn.streams[name]
-            self.hub.unsubscribe(sub, gone)
-        logger.debug("sim.ws.%s id=%d streams=%d", method.lower(), conn.id, len(conn.streams))
-        return _result(None, req_id)
-
-    def _property(
-        self, conn: _Connection, method: str, params: object, req_id: int | str | None
-    ) -> str:
-        args = params if isinstance(params, list) else []
-        if not args or not isinstance(args[0], str):
-            return _error(2, "Invalid request: property name must be a string", req_id)
-        if len(args) > (2 if method == "SET_PROPERTY" else 1):
-            return _error(2, "Invalid request: too many parameters", req_id)
-        if args[0] != "combined":
-            return _error(0, "Unknown property", req_id)
-        if method == "GET_PROPERTY":
-            return _result(conn.combined, req_id)
-        if len(args) < 2 or not isinstance(args[1], bool):
-            return _error(1, "Invalid value type: expected Boolean", req_id)
-        conn.combined = args[1]
-        return _result(None, req_id)
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _result(result: object, req_id: int | str | None) -> str:
-    return orjson.dumps({"result": result, "id": req_id}).decode()
-
-
-def _error(code: int, msg: str, *req_id: int | str | None) -> str:
-    """An error response; ``req_id`` (at most one) is omitted when the id was unreadable."""
-    body: dict[str, object] = {"error": {"code": code, "msg": msg}}
-    if req_id:
-        body["id"] = req_id[0]
-    return orjson.dumps(body).decode()
-
-
-def _valid_id(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool):  # JSON true/false: bool is an int subclass in Python
-        return False
-    if isinstance(value, int):
-        return _INT64_MIN <= value <= _INT64_MAX
-    if isinstance(value, str):
-        return _ID_STRING.fullmatch(value) is not None
-    return False
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    """serde_json-style 1-based line and column of the character before ``offset``."""
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1)
-
-
-def _unknown_variant_msg(text: str, method: object) -> str:
-    expected = ", ".join(f"`{m}`" for m in _METHODS)
-    variant = method if isinstance(method, str) else orjson.dumps(method).decode()
-    match = _METHOD_VALUE.search(text)
-    line, col = _line_col(text, match.end(1) if match else len(text.rstrip()))
-    return (
-        f"Invalid request: unknown variant `{variant}`, expected one of {expected} "
-        f"at line {line} column {col}"
-    )
 
 
 def _parse_target(target: str) -> tuple[bool, list[str]] | None:

@@ -10,11 +10,24 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``rateLimits`` lists the REQUEST_WEIGHT windows (and, for ``order.place``, the account's
   ORDERS windows first, as the docs show); it is left out when the connection URL has
   ``returnRateLimits=false`` or the request has ``"returnRateLimits": false``.
-- Methods: ``ping``, ``time``, ``session.logon``, ``session.status``, ``session.logout``,
-  ``session.subscriptions``, ``userDataStream.subscribe``, ``userDataStream.subscribe.signature``,
-  ``userDataStream.unsubscribe``, ``order.place``, ``order.cancel``, ``order.status``. Their
-  parameters are read like REST's (:class:`genesis.sim.rest.Params`: ``-1102`` missing, ``-1100``
-  malformed, ``-1104`` "Not all sent parameters were read", which Binance's WS API sends too).
+- Methods: the sessions (``session.logon``/``status``/``logout``/``subscriptions``), the user
+  data stream (``userDataStream.subscribe``, ``.subscribe.signature``, ``.unsubscribe``), and
+  every query a client uses, each running the REST endpoint's own handler
+  (:data:`~genesis.sim.ws_api_methods.SHARED`): ``ping``, ``time``, ``exchangeInfo``, ``depth``,
+  ``trades.recent``/``historical``/``aggregate``, ``klines``, ``uiKlines``, ``avgPrice``,
+  ``ticker.24hr``/``price``/``book``, ``account.status``, ``account.rateLimits.orders``,
+  ``openOrders.status``, ``openOrders.cancelAll``, ``allOrders``, ``myTrades``, ``order.test``,
+  ``order.place``, ``order.cancel``, ``order.status``; plus the rolling window ``ticker``.
+  Their parameters, results, weights and errors are REST's (:class:`genesis.sim.params.Params`:
+  ``-1102`` missing, ``-1100`` malformed, ``-1104`` "Not all sent parameters were read", which
+  Binance's WS API sends too); ``symbols``/``permissions`` come as JSON arrays.
+  Not served (``-1020`` "Unknown method."): ``ticker`` for any window but ``1d`` answers
+  ``-1020`` "This operation is not supported." (the exchange keeps 24 h of minute history);
+  order lists (``orderList.*``, OCO/OTO/OTOCO), ``sor.*``, ``order.cancelReplace``,
+  ``order.amend.keepPriority``, ``myPreventedMatches``, ``myAllocations``,
+  ``account.commission``, ``order.amendments`` and ``userDataStream.start/ping/stop`` (the
+  listenKey methods Binance removed): the exchange has no order lists, SOR, amendments or
+  prevented matches (STP is ``NONE`` only), so answering them would invent behaviour.
 - Signing differs from REST: every ``params`` entry except ``signature`` (``apiKey`` included),
   sorted by name, joined ``k=v&...`` over the UTF-8 text with **no** percent-encoding; HMAC-SHA256
   hex, or Ed25519 base64 over the same bytes (:func:`signature_payload`). Compatibility: a
@@ -46,9 +59,11 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``-1135`` "Invalid 'params' in JSON request; expected an object." (the wording Binance's server
   uses, seen in binance-us/binance-us-api-docs#126); an unknown method → ``-1020`` "Unknown
   method." (status 400, charged weight 1).
-- Limits: the connection costs 2 REQUEST_WEIGHT, each request its documented weight (ping/time
-  1, order.place/order.cancel 1 and 0 once they succeed, order.status 4, session.* and
-  userDataStream.* 2), all in the :class:`~genesis.sim.ratelimit.RateLimiter` shared with REST
+- Limits: the connection costs 2 REQUEST_WEIGHT, each request its documented weight (the REST
+  endpoint's for the shared queries, by the same parameters: ``depth`` by ``limit``,
+  ``ticker.*`` by symbols; ``ticker`` 4 per symbol, 200 above 50; session.* and
+  userDataStream.* 2; order.place/order.cancel/openOrders.cancelAll 0 once they succeed), all
+  in the :class:`~genesis.sim.ratelimit.RateLimiter` shared with REST
   (per IP; ORDERS per account). Over the limit: status 429 ``-1003``/``-1015`` with
   ``error.data = {"serverTime", "retryAfter"}`` (epoch ms of the window reset); a ban: 418 with
   ``retryAfter`` = the ban's end, and every connection of that IP is closed (Binance disconnects
@@ -67,6 +82,13 @@ What a client sees (``shared/binance/FACTS.md`` §2 "HMAC on the WebSocket API",
   ``timeUnit=MICROSECOND`` (``-1020``; an invalid value is ``-1194``) and ``responseFormat=sbe``
   (``-1020``).
 
+The modules: this one (connections: handshake, send/receive loops, pings, close), and
+:mod:`~genesis.sim.ws_api_state` (configuration, per-connection state, the shared
+:class:`~genesis.sim.ws_api_state.WsApiState`), :mod:`~genesis.sim.ws_api_requests` (frames and
+signing), :mod:`~genesis.sim.ws_api_dispatch` (one request at a time) and
+:mod:`~genesis.sim.ws_api_methods` (the methods; queries are :mod:`genesis.sim.handlers`', the
+REST API's own code).
+
 Entry points: :func:`handle_ws_api` serves one handshake that a top-level trio-websocket server
 has already read (it dispatches ``/ws-api/v3`` here); :func:`handle_ws_api_stream` serves one raw
 byte stream (TCP or ``trio.testing.memory_stream_pair()``, for MockClock tests);
@@ -78,7 +100,6 @@ from __future__ import annotations
 import functools
 import logging
 import urllib.parse
-from decimal import Decimal
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
@@ -91,9 +112,6 @@ from genesis.sim._wsconn import (
     CLOSE_POLICY,
     PEER_GONE,
     Close,
-    ConnectionRegistry,
-    ConnLog,
-    WsConnection,
     close_gracefully,
     receive_message,
     run_pings,
@@ -103,60 +121,39 @@ from genesis.sim._wsconn import (
     socket_handler,
     watch_age,
 )
-from genesis.sim.auth import (
-    ApiKey,
-    KeyKind,
-    KeyStore,
-    SignedPayload,
-    check_timestamp,
-    parse_timestamp_us,
-    verify_signature,
-)
 from genesis.sim.errors import (
-    INVALID_JSON,
-    INVALID_SIGNATURE,
     INVALID_TIME_UNIT,
-    MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-    MAXIMUM_SUBSCRIPTION_IDS,
-    MSG_INVALID_ID,
     MSG_INVALID_JSON,
-    MSG_INVALID_PARAMS,
     MSG_INVALID_TIME_UNIT,
-    MSG_MANDATORY_PARAM,
-    MSG_MAX_SUBSCRIPTION_IDS,
     MSG_NOT_AUTHORIZED,
     MSG_SUBSCRIPTION_ACTIVE,
     MSG_SUBSCRIPTION_INACTIVE,
-    MSG_TOO_MANY_SUBSCRIPTIONS,
     MSG_UNKNOWN_METHOD,
     MSG_UNSUPPORTED,
-    REJECTED_MBX_KEY,
-    SUBSCRIPTION_ACTIVE,
-    SUBSCRIPTION_INACTIVE,
-    TOO_MANY_ORDERS,
     TOO_MANY_REQUESTS,
-    UNAUTHORIZED,
-    UNKNOWN,
     UNSUPPORTED_OPERATION,
     SimReject,
-    fmt,
 )
-from genesis.sim.exchange import result_to_wire
-from genesis.sim.limits import AttemptLimiter
-from genesis.sim.ratelimit import RateLimiter, window_start_ms
-from genesis.sim.rest import (
-    Params,
-    cancel_order_request,
-    place_counted_order,
-    query_order_request,
-    read_order_fields,
+from genesis.sim.ratelimit import RateLimiter
+from genesis.sim.ws_api_dispatch import Dispatcher
+from genesis.sim.ws_api_methods import METHOD_WEIGHTS, METHODS
+from genesis.sim.ws_api_requests import signature_payload
+from genesis.sim.ws_api_state import (
+    DEFAULT_WS_API_CONFIG,
+    LOG,
+    WsApiConfig,
+    WsApiConnection,
+    WsApiConnectionInfo,
+    WsApiState,
+    WsApiStatistics,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
+    from genesis.sim.auth import KeyStore
     from genesis.sim.clock import SimClock
-    from genesis.sim.exchange import Exchange, JsonObject, Order
+    from genesis.sim.exchange import Exchange, Order
 
 __all__ = [
     "DEFAULT_WS_API_CONFIG",
@@ -175,154 +172,13 @@ __all__ = [
     "serve_ws_api",
     "signature_payload",
 ]
-# The MSG_* texts are genesis.sim.errors' (the catalog); they stay importable from here.
+# The MSG_* texts are genesis.sim.errors' (the catalog); they stay importable from here, as do
+# the names now defined in ws_api_state/ws_api_requests/ws_api_methods.
 
 logger = logging.getLogger(__name__)
-_LOG: Final = ConnLog(logger, "sim.wsapi")
+_LOG: Final = LOG
 
-METHOD_WEIGHTS: Final[dict[str, int]] = {
-    "ping": 1,
-    "time": 1,
-    "session.logon": 2,
-    "session.status": 2,
-    "session.logout": 2,
-    "session.subscriptions": 2,
-    "userDataStream.subscribe": 2,
-    "userDataStream.subscribe.signature": 2,
-    "userDataStream.unsubscribe": 2,
-    "order.place": 1,
-    "order.cancel": 1,
-    "order.status": 4,
-}
-"""REQUEST_WEIGHT per method (web-socket-api.md); unknown methods are charged 1."""
-
-_FREE_ON_SUCCESS: Final = frozenset({"order.place", "order.cancel"})
-"""Successful placements and cancels cost 0 weight since 2026-04-02 (CHANGELOG 2026-03-27)."""
-
-_UNKNOWN_METHOD_WEIGHT: Final = 1
 _JSON_BODY: Final = [(b"Content-Type", b"application/json;charset=UTF-8")]
-
-
-# --- configuration and public values --------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class WsApiConfig:
-    """Limits and timings of the WS API server (Binance's values by default).
-
-    Attributes:
-        ping_interval_s: The server pings every 20 s, counted from the handshake.
-        pong_timeout_s: A ping not echoed within 60 s closes the connection with 1008.
-        max_age_s: Connection lifetime (24 h); then ``serverShutdown`` and a 1001 close.
-        max_connect_attempts: Handshakes per IP per ``connect_window_s`` (300 per 5 minutes).
-        connect_window_s: Length of the sliding window for connection attempts.
-        connection_weight: REQUEST_WEIGHT charged for each accepted handshake (2).
-        max_active_subscriptions: Active user data subscriptions per connection (1000).
-        max_subscription_ids: Subscriptions over a connection's lifetime (65,535).
-        outbound_buffer: Frames (answers and events) queued per connection; when an event
-            finds it full the client is a slow consumer and the connection is closed.
-        slow_send_timeout_s: A frame that cannot be written for this long drops the connection.
-        handshake_timeout_s: Time a raw stream has to send its HTTP upgrade request
-            (:func:`handle_ws_api_stream` only).
-        disconnect_timeout_s: Time the client has to answer our close frame.
-        message_queue_size: trio-websocket's inbound queue (used where this module wraps the
-            stream; a dispatcher that wraps it should use the same value).
-        max_message_size: Largest inbound message (trio-websocket closes with 1009).
-    """
-
-    ping_interval_s: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
-    pong_timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    max_age_s: float = attrs.field(default=86_400.0, validator=attrs.validators.gt(0))
-    max_connect_attempts: int = attrs.field(default=300, validator=attrs.validators.ge(1))
-    connect_window_s: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
-    connection_weight: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    max_active_subscriptions: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
-    max_subscription_ids: int = attrs.field(default=65_535, validator=attrs.validators.ge(1))
-    outbound_buffer: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
-    slow_send_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    handshake_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    disconnect_timeout_s: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    message_queue_size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
-    max_message_size: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1))
-
-
-DEFAULT_WS_API_CONFIG: Final = WsApiConfig()
-
-
-@attrs.frozen(kw_only=True)
-class WsApiConnectionInfo:
-    """A snapshot of one live WS API connection.
-
-    Attributes:
-        id: Connection id (also in the ``sim.wsapi.*`` log lines).
-        remote: Client IP (or the label given to :func:`handle_ws_api`).
-        connected_at_ms: Simulator epoch ms of the handshake.
-        api_key: The key authenticated by ``session.logon``, or ``None``.
-        subscriptions: ``(subscriptionId, api key)`` of the active user data subscriptions.
-        requests: Requests answered so far.
-        events_sent: User data events queued for the client so far.
-        outstanding_pings: Pings not yet echoed.
-    """
-
-    id: int
-    remote: str
-    connected_at_ms: int
-    api_key: str | None
-    subscriptions: tuple[tuple[int, str], ...]
-    requests: int
-    events_sent: int
-    outstanding_pings: int
-
-
-@attrs.frozen(kw_only=True)
-class WsApiStatistics:
-    """Counters of one :class:`WsApiContext` since creation."""
-
-    connections_open: int
-    connections_accepted: int
-    handshakes_rejected: int
-    requests: int
-    errors: int
-    events_sent: int
-
-
-# --- per-connection state -------------------------------------------------------------------
-
-
-@attrs.define(eq=False, kw_only=True)
-class _Subscription:
-    id: int
-    api_key: str
-    via_logon: bool
-    remove_listener: Callable[[], None]
-
-
-@attrs.define(eq=False, kw_only=True)
-class _Connection(WsConnection):
-    return_rate_limits: bool
-    send_chan: trio.MemorySendChannel[str]
-    logon: ApiKey | None = None
-    authorized_since_ms: int | None = None
-    subscriptions: dict[int, _Subscription] = attrs.field(factory=dict)
-    next_subscription_id: int = 0
-    outstanding_pings: int = 0
-    requests: int = 0
-    events_sent: int = 0
-
-    def subscription_for(self, api_key: str) -> _Subscription | None:
-        return next((s for s in self.subscriptions.values() if s.api_key == api_key), None)
-
-    def info(self) -> WsApiConnectionInfo:
-        return WsApiConnectionInfo(
-            id=self.id,
-            remote=self.remote,
-            connected_at_ms=self.connected_at_ms,
-            api_key=None if self.logon is None else self.logon.api_key,
-            subscriptions=tuple((s.id, s.api_key) for s in self.subscriptions.values()),
-            requests=self.requests,
-            events_sent=self.events_sent,
-            outstanding_pings=self.outstanding_pings,
-        )
 
 
 # --- the context ----------------------------------------------------------------------------
@@ -330,7 +186,7 @@ class _Connection(WsConnection):
 
 @attrs.define(eq=False, kw_only=True)
 class WsApiContext:
-    """What the WS API serves from, plus its live-connection registry.
+    """What the WS API serves from, plus its shared state (live connections and counters).
 
     One context serves any number of connections (and may be shared by several listeners).
 
@@ -345,6 +201,7 @@ class WsApiContext:
             unfilled order count when a resting order fills later. Leave it False when a
             :class:`~genesis.sim.rest.RestApp` shares ``limiter`` (it registers one already;
             two would decrement twice); set it when the WS API runs without REST.
+        state: What the connections, their dispatchers and the fault controls share.
     """
 
     exchange: Exchange
@@ -353,19 +210,11 @@ class WsApiContext:
     limiter: RateLimiter = attrs.field(factory=RateLimiter)
     config: WsApiConfig = DEFAULT_WS_API_CONFIG
     count_later_first_fills: bool = False
-    _attempts: AttemptLimiter = attrs.field(init=False)
-    _conns: ConnectionRegistry[_Connection] = attrs.field(
-        factory=lambda: ConnectionRegistry(_LOG, "dropped"), init=False
-    )
-    _accepted: int = attrs.field(default=0, init=False)
-    _rejected: int = attrs.field(default=0, init=False)
-    _requests: int = attrs.field(default=0, init=False)
-    _errors: int = attrs.field(default=0, init=False)
-    _events: int = attrs.field(default=0, init=False)
+    state: WsApiState = attrs.field(init=False)
 
-    @_attempts.default
-    def _make_attempts(self) -> AttemptLimiter:
-        return AttemptLimiter(self.config.max_connect_attempts, self.config.connect_window_s)
+    @state.default
+    def _make_state(self) -> WsApiState:
+        return WsApiState.create(self.config)
 
     def __attrs_post_init__(self) -> None:
         if self.count_later_first_fills:
@@ -378,610 +227,26 @@ class WsApiContext:
 
     def connections(self) -> tuple[WsApiConnectionInfo, ...]:
         """Snapshots of the live connections, oldest first."""
-        return tuple(conn.info() for conn in self._conns.live())
+        return tuple(conn.info() for conn in self.state.connections.live())
 
     def statistics(self) -> WsApiStatistics:
         """Counters since creation."""
-        return WsApiStatistics(
-            connections_open=len(self._conns),
-            connections_accepted=self._accepted,
-            handshakes_rejected=self._rejected,
-            requests=self._requests,
-            errors=self._errors,
-            events_sent=self._events,
-        )
+        return self.state.statistics()
 
     def shutdown(self, conn_id: int) -> bool:
         """Planned close of ``conn_id``: ``serverShutdown``, then a 1001 close frame.
 
         Never blocks (the connection's own task closes it). Returns whether it was live.
         """
-        return self._conns.shutdown(conn_id)
+        return self.state.connections.shutdown(conn_id)
 
     def shutdown_all(self) -> int:
         """:meth:`shutdown` every live connection; returns how many there were."""
-        return self._conns.shutdown_all()
+        return self.state.connections.shutdown_all()
 
     def drop(self, conn_id: int) -> bool:
         """Drop ``conn_id`` without a close frame (the client sees 1006). Never blocks."""
-        return self._conns.drop(conn_id)
-
-    # --- connection lifecycle (used by handle_ws_api) --------------------------------------
-
-    def _register(
-        self, remote: str, return_rate_limits: bool, send_chan: trio.MemorySendChannel[str]
-    ) -> _Connection:
-        conn = self._conns.register(
-            lambda conn_id: _Connection(
-                id=conn_id,
-                remote=remote,
-                connected_at_ms=self.clock.now_ms(),
-                opened_at=trio.current_time(),
-                return_rate_limits=return_rate_limits,
-                send_chan=send_chan,
-            )
-        )
-        self._accepted += 1
-        return conn
-
-    def _unregister(self, conn: _Connection) -> None:
-        for sub in conn.subscriptions.values():
-            sub.remove_listener()
-        conn.subscriptions.clear()
-        self._conns.unregister(conn)
-        conn.send_chan.close()
-
-    def _drop_ip(self, ip: str) -> None:
-        for conn in self._conns.live():
-            if conn.remote == ip:
-                conn.request_close(Close("IP banned", code=CLOSE_POLICY))
-
-
-# --- signing ------------------------------------------------------------------------------
-
-
-def _param_text(value: object) -> str:
-    """A JSON parameter value as the text that is signed and parsed."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    return orjson.dumps(value).decode()
-
-
-def signature_payload(params: dict[str, str]) -> str:
-    """The WS API signature payload: every param but ``signature``, sorted, ``k=v&...``.
-
-    No percent-encoding: the HMAC (or Ed25519) runs over the UTF-8 bytes of this text.
-
-    >>> signature_payload({"symbol": "BTCUSDT", "apiKey": "k", "signature": "x"})
-    'apiKey=k&symbol=BTCUSDT'
-    """
-    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
-
-
-def _urlencoded_payload(params: dict[str, str], raw: dict[str, object]) -> str:
-    # python-binance signs urlencode(sorted params) with Python's str() of each value.
-    pairs = [
-        (k, raw[k] if isinstance(raw[k], str) else str(raw[k]))
-        for k in sorted(params)
-        if k != "signature"
-    ]
-    return urllib.parse.urlencode(pairs)
-
-
-def _verify(key: ApiKey, params: dict[str, str], raw: dict[str, object]) -> None:
-    signature = params.get("signature")
-    sig = None if signature is None else signature.encode()
-    payload = signature_payload(params)
-    try:
-        verify_signature(key, SignedPayload(payload.encode(), sig))
-    except SimReject as exc:
-        alternative = _urlencoded_payload(params, raw)
-        if exc.code != INVALID_SIGNATURE or alternative == payload:
-            raise
-        verify_signature(key, SignedPayload(alternative.encode(), sig))
-
-
-# --- frames ---------------------------------------------------------------------------------
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _dumps(value: object) -> str:
-    return orjson.dumps(value, default=_json_default).decode()
-
-
-RequestId = int | str | None
-
-
-@attrs.define(kw_only=True)
-class _Failure(Exception):
-    """A WS API error answer raised inside request processing (never escapes it)."""
-
-    status: int
-    code: int
-    msg: str
-    data: dict[str, int] | None = None
-    revoke: bool = False  # answer with id null (a revoked session)
-
-    @classmethod
-    def of(cls, error: SimReject) -> _Failure:
-        return cls(status=error.status, code=error.code, msg=error.msg)
-
-
-def _error_frame(
-    req_id: RequestId, failure: _Failure, rate_limits: list[dict[str, object]] | None
-) -> str:
-    error: dict[str, object] = {"code": failure.code, "msg": failure.msg}
-    if failure.data is not None:
-        error["data"] = failure.data
-    body: dict[str, object] = {"id": req_id, "status": failure.status, "error": error}
-    if rate_limits is not None:
-        body["rateLimits"] = rate_limits
-    return _dumps(body)
-
-
-def _result_frame(
-    req_id: RequestId, result: object, rate_limits: list[dict[str, object]] | None
-) -> str:
-    body: dict[str, object] = {"id": req_id, "status": 200, "result": result}
-    if rate_limits is not None:
-        body["rateLimits"] = rate_limits
-    return _dumps(body)
-
-
-def _valid_id(value: object) -> bool:
-    if value is None or isinstance(value, str):
-        return True
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# --- request processing -----------------------------------------------------------------------
-
-
-@attrs.define(kw_only=True)
-class _Request:
-    req_id: RequestId
-    method: str
-    raw: dict[str, object]
-    params: Params
-    now_ms: int
-    return_rate_limits: bool
-    account: str | None = None  # ORDERS windows to report (order.place)
-    succeeded: bool = False
-
-
-class _Handler:
-    """Processes the requests of one connection; every method is sync and never blocks."""
-
-    def __init__(self, ctx: WsApiContext, conn: _Connection) -> None:
-        self.ctx = ctx
-        self.conn = conn
-        self.methods: dict[str, Callable[[_Request], object]] = {
-            "ping": self._ping,
-            "time": self._time,
-            "session.logon": self._session_logon,
-            "session.status": self._session_status,
-            "session.logout": self._session_logout,
-            "session.subscriptions": self._session_subscriptions,
-            "userDataStream.subscribe": self._uds_subscribe,
-            "userDataStream.subscribe.signature": self._uds_subscribe_signature,
-            "userDataStream.unsubscribe": self._uds_unsubscribe,
-            "order.place": self._order_place,
-            "order.cancel": self._order_cancel,
-            "order.status": self._order_status,
-        }
-
-    # --- entry ------------------------------------------------------------------------------
-
-    def process(self, message: str | bytes) -> str:
-        """Answer one inbound frame (user data events it causes are queued before it)."""
-        ctx = self.ctx
-        ctx._requests += 1
-        self.conn.requests += 1
-        now_ms = ctx.clock.now_ms()
-        parsed = self._parse(message)
-        if isinstance(parsed, tuple):
-            req_id, failure = parsed
-            return self._answer_failure(req_id, failure, now_ms)
-        request = parsed
-        request.now_ms = now_ms
-        handler = self.methods.get(request.method)
-        weight = METHOD_WEIGHTS.get(request.method, _UNKNOWN_METHOD_WEIGHT)
-        try:
-            self.ctx.limiter.admit_request(self.conn.remote, weight, now_ms)
-        except SimReject as exc:
-            return self._limited(request, exc)
-        try:
-            if handler is None:
-                raise _Failure(status=400, code=UNSUPPORTED_OPERATION, msg=MSG_UNKNOWN_METHOD)
-            result = handler(request)
-        except _Failure as failure:
-            return self._answer_error(request, failure)
-        except SimReject as exc:
-            return self._answer_error(request, _Failure.of(exc))
-        except Exception:
-            logger.exception(
-                "sim.wsapi.internal_error id=%d method=%s", self.conn.id, request.method
-            )
-            return self._answer_error(request, _Failure.of(SimReject(UNKNOWN)))
-        if request.succeeded and request.method in _FREE_ON_SUCCESS:
-            ctx.limiter.refund_weight(self.conn.remote, weight, now_ms)
-        return _result_frame(request.req_id, result, self._rate_limits(request))
-
-    def _parse(self, message: str | bytes) -> _Request | tuple[RequestId, _Failure]:
-        bad_json = _Failure(status=400, code=INVALID_JSON, msg=MSG_INVALID_JSON)
-        if isinstance(message, bytes):  # requests must be text frames
-            return None, bad_json
-        try:
-            decoded: object = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            return None, bad_json
-        if not isinstance(decoded, dict):
-            return None, bad_json
-        if "id" not in decoded:
-            return None, _mandatory("id")
-        req_id: object = decoded["id"]
-        if not _valid_id(req_id) or not isinstance(req_id, int | str | None):
-            return None, _Failure(status=400, code=INVALID_JSON, msg=MSG_INVALID_ID)
-        method: object = decoded.get("method")
-        if not isinstance(method, str) or not method:
-            return req_id, _mandatory("method")
-        raw: object = decoded.get("params", {})
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            return req_id, _Failure(status=400, code=INVALID_JSON, msg=MSG_INVALID_PARAMS)
-        values = {str(k): _param_text(v) for k, v in raw.items() if v is not None}
-        raw_values = {str(k): v for k, v in raw.items() if v is not None}
-        return_rate_limits = self.conn.return_rate_limits
-        flag = raw_values.get("returnRateLimits")
-        if flag is not None and values["returnRateLimits"].lower() in ("true", "false"):
-            return_rate_limits = values["returnRateLimits"].lower() == "true"
-        params = Params(values)
-        params.read.add("returnRateLimits")
-        return _Request(
-            req_id=req_id,
-            method=method.removeprefix("v3/"),
-            raw=raw_values,
-            params=params,
-            now_ms=0,
-            return_rate_limits=return_rate_limits,
-        )
-
-    # --- answers ----------------------------------------------------------------------------
-
-    def _rate_limits(self, request: _Request) -> list[dict[str, object]] | None:
-        if not request.return_rate_limits:
-            return None
-        return self._rate_limit_entries(request.account, request.now_ms)
-
-    def _rate_limit_entries(self, account: str | None, now_ms: int) -> list[dict[str, object]]:
-        limiter = self.ctx.limiter
-        entries: list[dict[str, object]] = []
-        if account is not None:
-            entries += [
-                {**limit.to_wire(), "count": count}
-                for limit, count in limiter.order_counts(account, now_ms)
-            ]
-        usage = limiter.usage(self.conn.remote, None, now_ms)
-        entries += [
-            {**limit.to_wire(), "count": usage.used_weight.get(limit.header_suffix, 0)}
-            for limit in limiter.limits
-            if limit.kind == "REQUEST_WEIGHT"
-        ]
-        return entries
-
-    def _answer_error(self, request: _Request, failure: _Failure) -> str:
-        self.ctx._errors += 1
-        logger.info(
-            "sim.wsapi.rejected id=%d method=%s status=%d code=%d",
-            self.conn.id,
-            request.method,
-            failure.status,
-            failure.code,
-        )
-        req_id = None if failure.revoke else request.req_id
-        return _error_frame(req_id, failure, self._rate_limits(request))
-
-    def _answer_failure(self, req_id: RequestId, failure: _Failure, now_ms: int) -> str:
-        """An error for a frame that never became a request (bad JSON, bad id...)."""
-        try:
-            self.ctx.limiter.admit_request(self.conn.remote, _UNKNOWN_METHOD_WEIGHT, now_ms)
-        except SimReject as exc:
-            failure = self._limit_failure(exc, now_ms, None)
-        self.ctx._errors += 1
-        logger.info("sim.wsapi.bad_request id=%d code=%d", self.conn.id, failure.code)
-        rate_limits = (
-            self._rate_limit_entries(None, now_ms) if self.conn.return_rate_limits else None
-        )
-        return _error_frame(req_id, failure, rate_limits)
-
-    def _limited(self, request: _Request, exc: SimReject) -> str:
-        return self._answer_error(request, self._limit_failure(exc, request.now_ms, None))
-
-    def _limit_failure(self, exc: SimReject, now_ms: int, account: str | None) -> _Failure:
-        """A 429/418 from the limiter, with ``data.retryAfter`` in epoch ms."""
-        limiter = self.ctx.limiter
-        retry_after = now_ms
-        if exc.status == 418:
-            retry_after = limiter.banned_until_ms(self.conn.remote, now_ms) or now_ms
-            logger.warning("sim.wsapi.ip_banned ip=%s until_ms=%d", self.conn.remote, retry_after)
-            self.ctx._drop_ip(self.conn.remote)
-        elif exc.code == TOO_MANY_ORDERS and account is not None:
-            retry_after = _orders_reset_ms(limiter, account, now_ms)
-        elif exc.code == TOO_MANY_REQUESTS:
-            retry_after = _weight_reset_ms(limiter, self.conn.remote, now_ms)
-        return _Failure(
-            status=exc.status,
-            code=exc.code,
-            msg=exc.msg,
-            data={"serverTime": now_ms, "retryAfter": retry_after},
-        )
-
-    # --- authentication ---------------------------------------------------------------------
-
-    def _authenticated_key(self, request: _Request) -> str:
-        """The account a signed request acts for: explicit ``apiKey`` or the session's."""
-        params = request.params
-        if params.has("apiKey"):
-            key = self._signed_key(request)
-        else:
-            key = self._session_key(request)
-            check_timestamp(
-                params.get("timestamp"), params.get("recvWindow"), now_ms=request.now_ms
-            )
-        return key.api_key
-
-    def _signed_key(self, request: _Request) -> ApiKey:
-        """``apiKey`` + ``signature`` + ``timestamp`` checked exactly as REST checks them."""
-        params = request.params
-        key = self.ctx.keys.authenticate(params.require("apiKey"))
-        params.read.add("signature")
-        _verify(key, params.values, request.raw)
-        check_timestamp(params.get("timestamp"), params.get("recvWindow"), now_ms=request.now_ms)
-        return key
-
-    def _session_key(self, request: _Request) -> ApiKey:
-        conn = self.conn
-        if conn.logon is None:
-            raise SimReject.of(MANDATORY_PARAM_EMPTY_OR_MALFORMED, MSG_MANDATORY_PARAM, "apiKey")
-        if self.ctx.keys.get(conn.logon.api_key) is not conn.logon:
-            # Binance: a session whose key became invalid is revoked on its next request,
-            # answered with id null and -2015.
-            logger.info("sim.wsapi.session_revoked id=%d", conn.id)
-            self._end_logon(request.now_ms)
-            raise _Failure(
-                status=401,
-                code=REJECTED_MBX_KEY,
-                msg=SimReject(REJECTED_MBX_KEY).msg,
-                revoke=True,
-            )
-        return conn.logon
-
-    # --- general ----------------------------------------------------------------------------
-
-    def _ping(self, request: _Request) -> object:
-        request.params.check_all_read()
-        return {}
-
-    def _time(self, request: _Request) -> object:
-        request.params.check_all_read()
-        return {"serverTime": request.now_ms}
-
-    # --- session ----------------------------------------------------------------------------
-
-    def _status(self, now_ms: int) -> dict[str, object]:
-        conn = self.conn
-        return {
-            "apiKey": None if conn.logon is None else conn.logon.api_key,
-            "authorizedSince": conn.authorized_since_ms,
-            "connectedSince": conn.connected_at_ms,
-            "returnRateLimits": conn.return_rate_limits,
-            "serverTime": now_ms,
-            "userDataStream": bool(conn.subscriptions),
-        }
-
-    def _session_logon(self, request: _Request) -> object:
-        params = request.params
-        key = self.ctx.keys.authenticate(params.require("apiKey"))
-        if key.kind is not KeyKind.ED25519:
-            # Ed25519 only (FACTS.md §2); Binance answers other key types as a bad signature.
-            logger.info("sim.wsapi.logon_key_type id=%d kind=%s", self.conn.id, key.kind.value)
-            raise SimReject(INVALID_SIGNATURE)
-        params.read.add("signature")
-        _verify(key, params.values, request.raw)
-        timestamp = params.get("timestamp")
-        check_timestamp(timestamp, params.get("recvWindow"), now_ms=request.now_ms)
-        params.check_all_read()
-        conn = self.conn
-        if conn.logon is not None and conn.logon.api_key != key.api_key:
-            self._end_logon(request.now_ms)
-        conn.logon = key
-        conn.authorized_since_ms = parse_timestamp_us(timestamp) // 1000
-        logger.info("sim.wsapi.logon id=%d api_key=%s", conn.id, key.api_key[:8])
-        return self._status(request.now_ms)
-
-    def _session_status(self, request: _Request) -> object:
-        request.params.check_all_read()
-        return self._status(request.now_ms)
-
-    def _session_logout(self, request: _Request) -> object:
-        request.params.check_all_read()
-        if self.conn.logon is not None:
-            logger.info("sim.wsapi.logout id=%d", self.conn.id)
-        self._end_logon(request.now_ms)
-        return self._status(request.now_ms)
-
-    def _end_logon(self, now_ms: int) -> None:
-        conn = self.conn
-        for sub in [s for s in conn.subscriptions.values() if s.via_logon]:
-            self._terminate(sub, now_ms)
-        conn.logon = None
-        conn.authorized_since_ms = None
-
-    def _session_subscriptions(self, request: _Request) -> object:
-        request.params.check_all_read()
-        return [{"subscriptionId": sub_id} for sub_id in self.conn.subscriptions]
-
-    # --- user data stream -------------------------------------------------------------------
-
-    def _uds_subscribe(self, request: _Request) -> object:
-        request.params.check_all_read()
-        if self.conn.logon is None:
-            raise _Failure(status=401, code=UNAUTHORIZED, msg=MSG_NOT_AUTHORIZED)
-        key = self._session_key(request)
-        return {"subscriptionId": self._subscribe(key.api_key, via_logon=True)}
-
-    def _uds_subscribe_signature(self, request: _Request) -> object:
-        key = self._signed_key(request)
-        request.params.check_all_read()
-        return {"subscriptionId": self._subscribe(key.api_key, via_logon=False)}
-
-    def _subscribe(self, api_key: str, *, via_logon: bool) -> int:
-        conn = self.conn
-        config = self.ctx.config
-        if conn.subscription_for(api_key) is not None:
-            raise _Failure(status=400, code=SUBSCRIPTION_ACTIVE, msg=MSG_SUBSCRIPTION_ACTIVE)
-        if len(conn.subscriptions) >= config.max_active_subscriptions:
-            raise _Failure(
-                status=400, code=MAXIMUM_SUBSCRIPTION_IDS, msg=MSG_TOO_MANY_SUBSCRIPTIONS
-            )
-        if conn.next_subscription_id >= config.max_subscription_ids:
-            raise _Failure(status=400, code=MAXIMUM_SUBSCRIPTION_IDS, msg=MSG_MAX_SUBSCRIPTION_IDS)
-        sub_id = conn.next_subscription_id
-        conn.next_subscription_id += 1
-        remove = self.ctx.exchange.add_user_listener(
-            api_key, functools.partial(self._on_event, sub_id)
-        )
-        conn.subscriptions[sub_id] = _Subscription(
-            id=sub_id, api_key=api_key, via_logon=via_logon, remove_listener=remove
-        )
-        logger.info(
-            "sim.wsapi.subscribed id=%d subscription=%d api_key=%s logon=%s",
-            conn.id,
-            sub_id,
-            api_key[:8],
-            via_logon,
-        )
-        return sub_id
-
-    def _uds_unsubscribe(self, request: _Request) -> object:
-        params = request.params
-        wanted = params.uint("subscriptionId")
-        params.check_all_read()
-        conn = self.conn
-        if wanted is None:
-            targets = list(conn.subscriptions.values())
-        else:
-            found = conn.subscriptions.get(wanted)
-            targets = [] if found is None else [found]
-        if not targets:
-            raise _Failure(status=400, code=SUBSCRIPTION_INACTIVE, msg=MSG_SUBSCRIPTION_INACTIVE)
-        for sub in targets:
-            self._terminate(sub, request.now_ms)
-        return {}
-
-    def _terminate(self, sub: _Subscription, now_ms: int) -> None:
-        """End ``sub``: stop its events, then queue its ``eventStreamTerminated``."""
-        sub.remove_listener()
-        del self.conn.subscriptions[sub.id]
-        self._on_event(sub.id, {"e": "eventStreamTerminated", "E": now_ms})
-        logger.info("sim.wsapi.unsubscribed id=%d subscription=%d", self.conn.id, sub.id)
-
-    def _on_event(self, sub_id: int, event: JsonObject) -> None:
-        """Exchange listener: queue ``{"subscriptionId":N,"event":{..}}``; never blocks."""
-        conn = self.conn
-        if conn.close is not None:
-            return
-        frame = f'{{"subscriptionId":{sub_id},"event":{_dumps(event)}}}'
-        try:
-            conn.send_chan.send_nowait(frame)
-        except trio.WouldBlock:
-            logger.warning(
-                "sim.wsapi.slow_consumer id=%d buffer=%d", conn.id, self.ctx.config.outbound_buffer
-            )
-            conn.request_close(Close("slow consumer", code=CLOSE_POLICY))
-            return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # the connection is going away; its listeners are being removed
-        conn.events_sent += 1
-        self.ctx._events += 1
-
-    # --- trading ----------------------------------------------------------------------------
-
-    def _order_place(self, request: _Request) -> object:
-        params = request.params
-        api_key = self._authenticated_key(request)
-        fields = read_order_fields(params)
-        params.check_all_read()
-        limiter = self.ctx.limiter
-        request.account = api_key
-        try:
-            limiter.admit_order(api_key, request.now_ms)
-        except SimReject as exc:
-            raise self._limit_failure(exc, request.now_ms, api_key) from None
-        result = place_counted_order(
-            self.ctx.exchange, limiter, api_key, fields, now_ms=request.now_ms
-        )
-        request.succeeded = True
-        return result_to_wire(result)
-
-    def _order_cancel(self, request: _Request) -> object:
-        api_key = self._authenticated_key(request)
-        row = cancel_order_request(
-            self.ctx.exchange, api_key, request.params, now_ms=request.now_ms
-        )
-        request.succeeded = True
-        return row
-
-    def _order_status(self, request: _Request) -> object:
-        api_key = self._authenticated_key(request)
-        return query_order_request(self.ctx.exchange, api_key, request.params)
-
-
-def _mandatory(name: str) -> _Failure:
-    return _Failure(
-        status=400,
-        code=MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-        msg=fmt(MSG_MANDATORY_PARAM, name),
-    )
-
-
-def _weight_reset_ms(limiter: RateLimiter, ip: str, now_ms: int) -> int:
-    """When the exhausted REQUEST_WEIGHT window (or, failing that, RAW_REQUESTS) resets."""
-    used = limiter.usage(ip, None, now_ms).used_weight
-    resets = [
-        window_start_ms(now_ms, limit.window_ms) + limit.window_ms
-        for limit in limiter.limits
-        if limit.kind == "REQUEST_WEIGHT" and used.get(limit.header_suffix, 0) > limit.limit
-    ]
-    if not resets:
-        resets = [
-            window_start_ms(now_ms, limit.window_ms) + limit.window_ms
-            for limit in limiter.limits
-            if limit.kind == "RAW_REQUESTS"
-        ]
-    return max(resets, default=now_ms)
-
-
-def _orders_reset_ms(limiter: RateLimiter, account: str, now_ms: int) -> int:
-    """When the exhausted ORDERS window resets (the longest one if several are full)."""
-    resets = [
-        window_start_ms(now_ms, limit.window_ms) + limit.window_ms
-        for limit, count in limiter.order_counts(account, now_ms)
-        if count >= limit.limit
-    ]
-    return max(resets, default=now_ms)
+        return self.state.connections.drop(conn_id)
 
 
 # --- handshake ------------------------------------------------------------------------------
@@ -1020,7 +285,7 @@ def _remote_of(request: trio_websocket.WebSocketRequest) -> str:
 async def _refuse(
     ctx: WsApiContext, request: trio_websocket.WebSocketRequest, refusal: _Refusal, ip: str
 ) -> None:
-    ctx._rejected += 1
+    ctx.state.rejected += 1
     logger.info(
         "sim.wsapi.reject status=%d code=%d remote=%s path=%s",
         refusal.status,
@@ -1056,7 +321,7 @@ async def handle_ws_api(
             address (``"local"`` for streams that are not sockets).
     """
     ip = remote_ip if remote_ip is not None else _remote_of(request)
-    if not ctx._attempts.try_acquire(ip, trio.current_time()):
+    if not ctx.state.attempts.try_acquire(ip, trio.current_time()):
         await _refuse(ctx, request, _Refusal(429, TOO_MANY_REQUESTS, "Too many connections."), ip)
         return
     options = _connection_options(request.path)
@@ -1070,9 +335,18 @@ async def handle_ws_api(
         return
     ws = await request.accept()
     send_chan, recv_chan = trio.open_memory_channel[str](ctx.config.outbound_buffer)
-    conn = ctx._register(ip, options, send_chan)
+    conn = ctx.state.register(
+        lambda conn_id: WsApiConnection(
+            id=conn_id,
+            remote=ip,
+            connected_at_ms=ctx.clock.now_ms(),
+            opened_at=trio.current_time(),
+            return_rate_limits=options,
+            send_chan=send_chan,
+        )
+    )
     logger.info("sim.wsapi.connect id=%d remote=%s path=%s", conn.id, ip, request.path[:200])
-    handler = _Handler(ctx, conn)
+    handler = Dispatcher(ctx, conn, METHODS)
     try:
         with conn.cancel_scope:
             async with trio.open_nursery() as nursery:
@@ -1084,12 +358,12 @@ async def handle_ws_api(
                 )
         await _close(ws, conn, recv_chan, ctx)
     finally:
-        ctx._unregister(conn)
+        ctx.state.unregister(conn)
 
 
 async def _send_loop(
     ws: trio_websocket.WebSocketConnection,
-    conn: _Connection,
+    conn: WsApiConnection,
     recv_chan: trio.MemoryReceiveChannel[str],
     config: WsApiConfig,
 ) -> None:
@@ -1104,7 +378,7 @@ async def _send_loop(
 
 
 async def _receive_loop(
-    ws: trio_websocket.WebSocketConnection, conn: _Connection, handler: _Handler
+    ws: trio_websocket.WebSocketConnection, conn: WsApiConnection, handler: Dispatcher
 ) -> None:
     while (message := await receive_message(ws, conn)) is not None:
         answer = handler.process(message)
@@ -1119,7 +393,7 @@ async def _receive_loop(
 
 async def _ping_loop(
     ws: trio_websocket.WebSocketConnection,
-    conn: _Connection,
+    conn: WsApiConnection,
     ctx: WsApiContext,
     nursery: trio.Nursery,
 ) -> None:
@@ -1136,7 +410,7 @@ async def _ping_loop(
 
 
 async def _ping_once(
-    ws: trio_websocket.WebSocketConnection, conn: _Connection, payload: bytes, timeout_s: float
+    ws: trio_websocket.WebSocketConnection, conn: WsApiConnection, payload: bytes, timeout_s: float
 ) -> None:
     conn.outstanding_pings += 1
     try:
@@ -1154,7 +428,7 @@ async def _ping_once(
 
 async def _close(
     ws: trio_websocket.WebSocketConnection,
-    conn: _Connection,
+    conn: WsApiConnection,
     recv_chan: trio.MemoryReceiveChannel[str],
     ctx: WsApiContext,
 ) -> None:
