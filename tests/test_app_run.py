@@ -1,5 +1,5 @@
-"""The nursery tree and its app-level pieces: live display, recorder, heartbeat (order task:
-tests/test_order_task.py).
+"""The nursery tree and its app-level pieces: recorder, heartbeat (order task:
+tests/test_order_task.py; dashboard: tests/test_dashboard.py).
 
 Unit tests run under ``autojump_clock`` and assert exact virtual times. The tree itself runs
 against the embedded simulator over loopback for a few real seconds; the shutdown test sends
@@ -24,7 +24,6 @@ import orjson
 import pytest
 import trio
 
-from genesis.app.dashboard import LiveDisplay, PriceBoard, PriceRow, format_table, run_dashboard
 from genesis.app.record import encode_event, run_recorder
 from genesis.app.run import run_genesis
 from genesis.bus import EventBus
@@ -129,103 +128,7 @@ class FakeTerminal(io.StringIO):
         return self._tty
 
 
-# --- price board and display -----------------------------------------------------------------
-
-
-def test_board_prefers_trades_and_depth_over_the_ticker() -> None:
-    board = PriceBoard(("BTCUSDT", "ETHUSDT"))
-    assert board.apply(ticker()) is True
-    row = board.rows()[0]
-    assert (row.last, row.bid, row.ask) == (D("59990.00"), D("59989.00"), D("59991.00"))
-
-    assert board.apply(trade(price="60000.10")) is True
-    assert board.apply(depth(bid="60000.00", ask="60000.20")) is True
-    assert board.apply(kline(close="60000.05")) is True
-    assert board.apply(kline(close="1", interval="5m")) is False
-    # A later ticker no longer overrides the fresher trade and book values.
-    assert board.apply(ticker(last="1.00")) is False
-    assert board.apply(trade(symbol="XRPUSDT")) is False
-    btc, eth = board.rows()
-    assert btc.last == D("60000.10")
-    assert (btc.bid, btc.ask) == (D("60000.00"), D("60000.20"))
-    assert btc.spread_bps == depth().spread_bps
-    assert btc.kline_close == D("60000.05")
-    assert eth == PriceRow(symbol="ETHUSDT")
-    assert not eth.has_data
-
-
-def test_table_shows_every_column_aligned() -> None:
-    board = PriceBoard(("BTCUSDT", "ETHUSDT"))
-    board.apply(trade())
-    board.apply(depth())
-    board.apply(kline())
-    lines = format_table(board.rows())
-    assert lines[0].split() == ["SYMBOL", "LAST", "BID", "ASK", "SPREAD", "bps", "KLINE", "1m"]
-    assert lines[1].split() == ["BTCUSDT", "60000.10", "60000.00", "60000.20", "0.03", "60000.05"]
-    assert lines[2].split() == ["ETHUSDT", "-", "-", "-", "-", "-"]
-    assert len({len(line) for line in lines}) == 1
-
-
-async def test_tty_display_redraws_in_place_at_most_four_times_a_second(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    out = FakeTerminal(tty=True)
-    bus = EventBus()
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            display: LiveDisplay = await nursery.start(run_dashboard, bus, ("BTCUSDT",), out)
-            await trio.sleep(0.01)
-            assert display.redraws == 1  # the empty table at once
-            assert "\x1b[2F" not in out.getvalue()  # nothing to move back over yet
-            # A price change every 10 ms from t=0.01: redraws at 0.01, 0.26, 0.51, 0.76 only.
-            for i in range(99):
-                bus.publish_nowait(trade(trade_id=i, price=f"{60000 + i}.00"))
-                await trio.sleep(0.01)
-            assert trio.current_time() == pytest.approx(1.0)
-            assert display.redraws == 1 + 4
-            await trio.sleep(5)
-            assert display.redraws == 1 + 5  # the last change at 1.01, then nothing
-            nursery.cancel_scope.cancel()
-    text = out.getvalue()
-    assert "\x1b[2F" in text  # back up over header + 1 row before each redraw
-    assert "60098.00" in text.rsplit("\x1b[2F", 1)[1]
-
-
-async def test_tty_display_prints_log_lines_above_the_table(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    out = FakeTerminal(tty=True)
-    display = LiveDisplay(board=PriceBoard(("BTCUSDT",)), out=out, tty=True)
-    display.redraw()
-    display.write_line("12:00:00 INFO genesis.x hello")
-    text = out.getvalue()
-    table_then_log = text.split("\x1b[2F\x1b[J", 1)
-    assert len(table_then_log) == 2
-    assert table_then_log[1].startswith("12:00:00 INFO genesis.x hello\n")
-    assert table_then_log[1].count("SYMBOL") == 1  # redrawn below the log line
-    assert display.redraws == 2
-
-
-async def test_line_display_prints_one_line_per_symbol_each_second(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    out = FakeTerminal(tty=False)
-    bus = EventBus()
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_dashboard, bus, ("BTCUSDT", "ETHUSDT"), out)
-            await trio.sleep(0.5)
-            assert out.getvalue() == ""  # nothing known yet, nothing printed
-            bus.publish_nowait(trade())
-            bus.publish_nowait(depth())
-            await trio.sleep(0.6)  # t = 1.1: one line for the symbol with data
-            assert out.getvalue() == (
-                "BTCUSDT last=60000.10 bid=60000.00 ask=60000.20 spread_bps=0.03 kline_1m=-\n"
-            )
-            await trio.sleep(1.0)  # t = 2.1: the same line again, once
-            assert out.getvalue().count("BTCUSDT") == 2
-            assert "\x1b" not in out.getvalue()
-            nursery.cancel_scope.cancel()
+# --- live display: tests/test_dashboard.py ----------------------------------------------------
 
 
 # --- recorder ----------------------------------------------------------------------------------
@@ -507,7 +410,7 @@ async def test_duration_ends_a_testnet_mode_tree_cleanly() -> None:
             elapsed = trio.current_time() - started
             nursery.cancel_scope.cancel()
     assert 1.5 <= elapsed < 2.0
-    assert out.getvalue().startswith("BTCUSDT last=")
+    assert "dashboard.price symbol=BTCUSDT last=" in out.getvalue().splitlines()[0]
     assert sim.sim.streams.statistics().connections_accepted == 3
     # The gateway synced its clock and read exchangeInfo from the same standalone simulator.
     assert sim.sim.rest.statistics().ok >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
@@ -10,9 +11,10 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
-from genesis.app.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, main
+from genesis.app.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser, main
 from genesis.app.logging import configure_logging, redirect_console, reset_logging
 from genesis.config import ENV_VARS, Secret
 
@@ -162,7 +164,7 @@ def test_sim_prints_its_urls_and_stops_after_duration(capsys: pytest.CaptureFixt
 def test_console_script_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env["RECV_WINDOW"] = "zero"
-    env["BINANCE_API_KEY"] = "abc"
+    env["BINANCE_API_KEY"] = "a" * 64
     proc = subprocess.run(
         [sys.executable, "-m", "genesis.app.cli", "run"],
         cwd=tmp_path,
@@ -180,3 +182,99 @@ def test_console_script_reports_bad_config_without_traceback(tmp_path: Path) -> 
         "  - BINANCE_API_KEY is set but BINANCE_SECRET_KEY is not: set both or neither",
     ]
     assert "Traceback" not in proc.stderr
+
+
+# --- help, metavars, fault profiles, --log-json --------------------------------------------
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_option_of_every_command_has_help_and_a_natural_metavar() -> None:
+    missing: list[str] = []
+    shouting: list[str] = []
+    for prog, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or not action.option_strings:
+                continue
+            name = f"{prog} {action.option_strings[-1]}"
+            if not action.help:
+                missing.append(name)
+            takes_value = action.nargs != 0 and action.choices is None
+            if takes_value and action.metavar is None:
+                # argparse would print the destination in capitals (--client-order-id
+                # CLIENT_ORDER_ID): every value gets a short, natural name instead.
+                shouting.append(name)
+    assert missing == []
+    assert shouting == []
+    assert {prog for prog, _ in _parsers(build_parser())} >= {
+        "genesis run",
+        "genesis sim",
+        "genesis check",
+        "genesis replay",
+        "genesis order place",
+    }
+
+
+def test_sim_faults_without_a_profile_lists_the_profiles(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["sim", "--faults"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("fault profiles (genesis sim --faults PROFILE):\n")
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert names == ["none", "flaky", "chaos"]
+    assert "every 5-30 s one of: drop_one, drop_all" in out
+
+
+def test_an_unknown_fault_profile_lists_the_profiles_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["sim", "--faults", "gremlins"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "unknown fault profile 'gremlins'" in err
+    assert "\n  flaky    every 30-120 s one of:" in err
+
+
+def test_log_json_turns_configuration_errors_into_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env").write_text("RECV_WINDOW=70000\n")
+    assert main(["run", "--log-json", "--duration", "1"]) == EXIT_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    records = [orjson.loads(line) for line in err.splitlines()]
+    assert records[0]["event"] == "genesis.message"
+    assert records[0]["level"] == "ERROR"
+    assert "  - RECV_WINDOW must be between 1 and 60000 ms, got 70000" in records[0]["lines"]
+
+
+def test_a_run_with_log_json_writes_nothing_but_json_objects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--log-json", "--duration", "2.5"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    prices = [orjson.loads(line) for line in out.splitlines()]  # stdout: not a terminal
+    logs = [orjson.loads(line) for line in err.splitlines()]
+    assert prices
+    assert {p["event"] for p in prices} == {"dashboard.price"}
+    assert {p["symbol"] for p in prices} == {"BTCUSDT", "ETHUSDT"}
+    events = [r["event"] for r in logs]
+    assert "genesis.ready" in events
+    assert events[-1] == "genesis.stop"
+    assert logs[-1]["reason"] == "duration"
+
+
+def test_sim_urls_with_log_json_are_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--duration", "0.3", "--log-json"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    [urls] = [orjson.loads(line) for line in out.splitlines()]
+    assert urls["event"] == "sim.urls"
+    assert urls["rest"].startswith("http://127.0.0.1:")
+    for line in err.splitlines():
+        orjson.loads(line)

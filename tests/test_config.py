@@ -591,7 +591,11 @@ def test_new_problems_join_every_other_problem(tmp_path: Path) -> None:
 
 def test_genesis_db_names_the_journal_file(tmp_path: Path) -> None:
     assert load_settings({}, env_file=None).db_path == ":memory:"  # the simulator's lifetime
-    testnet = {"BINANCE_API_KEY": "k", "BINANCE_SECRET_KEY": "s", "BINANCE_TESTNET": "true"}
+    testnet = {
+        "BINANCE_API_KEY": "k" * 64,
+        "BINANCE_SECRET_KEY": "s" * 64,
+        "BINANCE_TESTNET": "true",
+    }
     assert load_settings(testnet, env_file=None).db_path == "genesis.db"
     path = tmp_path / "orders.db"
     assert load_settings({"GENESIS_DB": str(path)}, env_file=None).db_path == str(path)

@@ -37,6 +37,8 @@ The mode follows from them:
 - credentials and testnet false → :attr:`Mode.PRODUCTION`, which real money makes opt-in:
   it needs ``live=True`` (``genesis run --live``), otherwise it is a configuration problem.
 
+A key or secret shorter than :data:`MIN_SECRET_LENGTH` (8) characters is a problem too.
+
 Validation collects *every* problem before raising one :class:`~genesis.errors.ConfigError`, so a
 user fixes their configuration in one go. Secret values never appear in a repr, a log line or an
 error message: problems name the variable, never its value.
@@ -64,6 +66,7 @@ __all__ = [
     "ENV_VARS",
     "MAX_RECV_WINDOW_MS",
     "MAX_SYMBOLS",
+    "MIN_SECRET_LENGTH",
     "PRODUCTION",
     "TESTNET",
     "Environment",
@@ -101,6 +104,9 @@ _FALSE: Final = frozenset({"false", "0", "no"})
 _KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
 _MASK: Final = "********"
+MIN_SECRET_LENGTH: Final = 8
+"""A shorter API key or secret is a configuration error: it is surely a typo, and a short value
+could not be masked in log lines without garbling them (Binance's keys are 64 characters)."""
 
 
 @attrs.frozen(repr=False)
@@ -302,6 +308,10 @@ def _credential(name: str, raw: str | None, problems: list[str]) -> Secret | Non
     if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
         # Never echo the value: it is a credential.
         problems.append(f"{name} contains whitespace or non-printable characters")
+        return None
+    if len(value) < MIN_SECRET_LENGTH:
+        # Say how long it must be, never how long it is (that is part of the secret).
+        problems.append(f"{name} is too short: at least {MIN_SECRET_LENGTH} characters")
         return None
     return Secret(value)
 

@@ -1,13 +1,18 @@
 """The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator),
-``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis tail`` (events
-bridged to NATS JetStream, :mod:`genesis.bridge`).
+``genesis check`` (is the configuration ready?), ``genesis replay`` (a recording back onto a
+bus), ``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis tail``
+(events bridged to NATS JetStream, :mod:`genesis.bridge`).
 
 Exit codes:
 
-- 0: finished (``--duration`` elapsed, Ctrl-C or SIGTERM);
+- 0: finished (``--duration`` elapsed, Ctrl-C or SIGTERM); ``check``: every step passed;
 - 1: a task of the tree failed (the message names the error; no traceback for Genesis's own
   errors, a logged traceback for a bug); for ``genesis order``: the exchange said no;
+  ``check``: the exchange is unreachable or a step failed;
 - 2: bad command line or configuration (every problem listed at once).
+
+With ``--log-json`` everything the command writes (log lines, the dashboard's price lines,
+error messages, the check's results) is one JSON object per line.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import attrs
 import trio
 
 from genesis import __version__
-from genesis.app.logging import configure_logging
+from genesis.app.logging import configure_logging, json_line
 from genesis.config import load_settings
 from genesis.errors import ConfigError, GenesisError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from genesis.app.replay import ReplaySpeed
     from genesis.config import Settings
     from genesis.sim.server import SimConfig
 
@@ -81,6 +87,28 @@ def _symbols(text: str) -> tuple[str, ...]:
     return symbols
 
 
+def _add_logging_options(parser: argparse.ArgumentParser, default: str = "INFO") -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=default,
+        type=str.upper,
+        metavar="LEVEL",
+        help=f"least severe log level shown: {', '.join(LEVELS)} (default {default})",
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="write one JSON object per line (logs, prices, errors) instead of text",
+    )
+
+
+def _speed(text: str) -> str:
+    if text not in ("recorded", "full"):
+        raise argparse.ArgumentTypeError(f"expected 'recorded' or 'full': {text!r}")
+    return text
+
+
 def _alert_command(text: str) -> tuple[str, ...]:
     from genesis.app.alerts import parse_alert_command
 
@@ -115,11 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
     )
-    run.add_argument("--record", metavar="PATH", help="write every bus event as JSON lines")
+    run.add_argument("--record", metavar="PATH", help="write every bus event to PATH as JSON lines")
     run.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
-    run.add_argument("--no-display", action="store_true", help="do not show live prices")
-    run.add_argument("--sim-seed", type=int, default=1, help="embedded simulator seed")
-    run.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper)
+    run.add_argument(
+        "--no-display",
+        action="store_true",
+        help="no dashboard (on a terminal) and no price lines (elsewhere)",
+    )
+    run.add_argument(
+        "--sim-seed",
+        type=int,
+        default=1,
+        metavar="SEED",
+        help="embedded simulator's market seed (default 1)",
+    )
+    _add_logging_options(run)
     run.add_argument(
         "--metrics-port",
         type=_port,
@@ -154,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--durable", metavar="NAME", help="a durable consumer: resume where it was")
     tail.add_argument("--new", action="store_true", help="only events published from now on")
     tail.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    tail.add_argument("--duration", type=positive_float, metavar="SECONDS")
-    tail.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper)
+    tail.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
+    )
+    _add_logging_options(tail, default="WARNING")
     tail.set_defaults(handler=_cmd_tail)
 
     sim = sub.add_parser(
@@ -163,27 +203,94 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Binance simulator standalone",
         description="Serve a local Binance Spot simulator (REST, market streams, WS API).",
     )
-    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument(
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind (default 127.0.0.1)"
+    )
     sim.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow a --host reachable from other machines (the credentials are published)",
     )
-    sim.add_argument("--port", type=_port, default=0, help="REST port (default: any free port)")
-    sim.add_argument("--ws-port", type=_port, help="WebSocket port (default: --port + 1)")
-    sim.add_argument("--seed", type=int, default=1, help="market seed (default 1)")
+    sim.add_argument(
+        "--port", type=_port, default=0, metavar="PORT", help="REST port (default: any free port)"
+    )
+    sim.add_argument(
+        "--ws-port", type=_port, metavar="PORT", help="WebSocket port (default: --port + 1)"
+    )
+    sim.add_argument("--seed", type=int, default=1, metavar="SEED", help="market seed (default 1)")
     sim.add_argument(
         "--symbols",
         type=_symbols,
         metavar="S1,S2",
         help="symbols (default BTCUSDT,ETHUSDT,BNBUSDT)",
     )
-    sim.add_argument("--faults", metavar="PROFILE", help="fault profile to run with")
-    sim.add_argument("--api-key", help="API key the simulator accepts")
-    sim.add_argument("--api-secret", help="API secret for --api-key")
-    sim.add_argument("--duration", type=positive_float, metavar="SECONDS")
-    sim.add_argument("--log-level", choices=LEVELS, default="INFO", type=str.upper)
+    sim.add_argument(
+        "--faults",
+        nargs="?",
+        const="",
+        metavar="PROFILE",
+        help="inject a seeded fault schedule; without PROFILE: list the profiles",
+    )
+    sim.add_argument("--api-key", metavar="KEY", help="API key the simulator accepts")
+    sim.add_argument("--api-secret", metavar="SECRET", help="API secret for --api-key")
+    sim.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
+    )
+    _add_logging_options(sim)
     sim.set_defaults(handler=_cmd_sim)
+
+    check = sub.add_parser(
+        "check",
+        help="check the configuration and reach the exchange, then print a verdict",
+        description=(
+            "Validate the settings (as 'genesis run' reads them), then reach the exchange: REST "
+            "ping, clock offset, exchangeInfo (every configured symbol TRADING), the account "
+            "(with credentials) and one market-stream frame. Exit 0 when every step passed, 1 "
+            "when the exchange is unreachable or a step failed, 2 for a configuration problem. "
+            "Without credentials it checks the embedded simulator."
+        ),
+    )
+    check.add_argument(
+        "--live", action="store_true", help="allow PRODUCTION (real money) when not on testnet"
+    )
+    check.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
+    check.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on a step after this long (default 10)",
+    )
+    _add_logging_options(check, default="WARNING")
+    check.set_defaults(handler=_cmd_check)
+
+    replay = sub.add_parser(
+        "replay",
+        help="feed a --record file back onto a bus and show it like a live run",
+        description=(
+            "Publish every event of a file written by 'genesis run --record' on a bus, in file "
+            "order, and show it on the dashboard (price lines when not on a terminal). Bad "
+            "lines are counted and reported, not fatal."
+        ),
+    )
+    replay.add_argument("path", metavar="PATH", help="the recording (JSON lines)")
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        default="recorded",
+        metavar="recorded|full",
+        help="space events as recorded (pauses over 10 s shortened) or go as fast as possible"
+        " (default recorded)",
+    )
+    replay.add_argument(
+        "--symbols",
+        type=_symbols,
+        metavar="S1,S2",
+        help="show only these symbols (default: every symbol in the file)",
+    )
+    replay.add_argument("--no-display", action="store_true", help="publish only, show nothing")
+    _add_logging_options(replay)
+    replay.set_defaults(handler=_cmd_replay)
 
     # Imported here: order_cli imports this module's exit codes.
     from genesis.app.order_cli import add_order_parser
@@ -203,12 +310,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports usage errors (2) and --help (0) by exiting
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    global _json_errors
+    _json_errors = bool(getattr(args, "log_json", False))
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    finally:
+        _json_errors = False
+
+
+_json_errors = False
 
 
 def err(text: str, stream: TextIO | None = None) -> None:
+    """Write a message for the user to stderr (a ``genesis.message`` JSON line with --log-json)."""
     out = sys.stderr if stream is None else stream
+    if _json_errors:
+        text = json_line(
+            "genesis.message",
+            {"lines": text.splitlines()},
+            level="ERROR",
+            logger="genesis.app.cli",
+            message=text,
+        )
     out.write(text + "\n")
     out.flush()
 
@@ -240,7 +364,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             err("genesis: --nats must be a nats:// or tls:// URL")
             return EXIT_CONFIG
         settings = attrs.evolve(settings, nats_url=nats_url)
-    configure_logging(args.log_level, secrets=(settings.api_key, settings.secret_key))
+    configure_logging(
+        args.log_level, secrets=(settings.api_key, settings.secret_key), json=args.log_json
+    )
     # Imported here: a configuration error is reported without loading the whole tree.
     from genesis.app.run import run_genesis
 
@@ -262,7 +388,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _fault_profiles() -> str:
+    from genesis.sim.faults import FAULT_PROFILES
+
+    lines = ["fault profiles (genesis sim --faults PROFILE):"]
+    for profile in FAULT_PROFILES.values():
+        if not profile.actions:
+            what = "no faults"
+        else:
+            what = f"every {profile.min_gap_s:g}-{profile.max_gap_s:g} s one of: " + ", ".join(
+                profile.actions
+            )
+        lines.append(f"  {profile.name:<8} {what}")
+    return "\n".join(lines)
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
+    if args.faults == "":
+        sys.stdout.write(_fault_profiles() + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
     if (args.api_key is None) != (args.api_secret is None):
         err("genesis: --api-key and --api-secret go together")
         return EXIT_CONFIG
@@ -275,12 +420,94 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     try:
         config = _sim_config(args, ws_port)
     except ValueError as exc:
-        err(f"genesis: invalid simulator options: {exc}")
+        text = f"genesis: invalid simulator options: {exc}"
+        if "fault profile" in str(exc):
+            text += "\n" + _fault_profiles()
+        err(text)
         return EXIT_CONFIG
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, json=args.log_json)
     from genesis.app.run import run_simulator_until_stopped
 
-    return _run_trio(partial(run_simulator_until_stopped, config, args.duration, sys.stdout))
+    return _run_trio(
+        partial(run_simulator_until_stopped, config, args.duration, sys.stdout, json=args.log_json)
+    )
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        err(f"genesis: {exc}")
+        err("genesis: verdict: CONFIGURATION (exit 2)")
+        return EXIT_CONFIG
+    configure_logging(
+        args.log_level, secrets=(settings.api_key, settings.secret_key), json=args.log_json
+    )
+    from genesis.app.check import print_report, run_check
+
+    async def check() -> int:
+        report = await run_check(settings, step_timeout_s=args.timeout)
+        print_report(report, sys.stdout, json=args.log_json)
+        return report.exit_code
+
+    outcome: list[int] = []
+
+    async def check_and_keep() -> None:
+        outcome.append(await check())
+
+    code = _run_trio(check_and_keep)
+    return outcome[0] if code == EXIT_OK and outcome else code
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import os
+
+    if not os.path.isfile(args.path):
+        err(f"genesis: no such recording: {args.path}")
+        return EXIT_CONFIG
+    configure_logging(args.log_level, json=args.log_json)
+    from genesis.app.replay import ReplaySpeed
+
+    return _run_trio(
+        partial(
+            _replay,
+            args.path,
+            ReplaySpeed(args.speed),
+            args.symbols or (),
+            display=None if args.no_display else sys.stdout,
+        )
+    )
+
+
+async def _replay(
+    path: str, speed: ReplaySpeed, symbols: tuple[str, ...], *, display: TextIO | None
+) -> None:
+    from genesis.app.dashboard import run_dashboard
+    from genesis.app.replay import replay_file
+    from genesis.bus import EventBus
+
+    bus = EventBus()
+    try:
+        async with trio.open_nursery() as nursery:
+            live = None
+            if display is not None:
+                live = await nursery.start(
+                    partial(
+                        run_dashboard,
+                        bus,
+                        symbols,
+                        display,
+                        mode="REPLAY",
+                        capture_logs=sys.stderr.isatty(),
+                    )
+                )
+            await replay_file(path, bus, speed=speed)
+            if live is not None:
+                await live.wait_drained()
+                live.flush()
+            nursery.cancel_scope.cancel()
+    finally:
+        bus.close()
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
@@ -291,7 +518,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         err("genesis: --count must be at least 1")
         return EXIT_CONFIG
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, json=args.log_json)
     from genesis.bridge import ConsumerConfig
     from genesis.bridge._tail import run_tail
 

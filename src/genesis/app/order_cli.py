@@ -137,23 +137,37 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
     common.add_argument("--live", action="store_true", help="allow PRODUCTION (real money)")
     common.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
-    common.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper)
+    help_level = "least severe log level shown (default WARNING)"
+    common.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper,
+                        metavar="LEVEL", help=help_level)  # fmt: skip
     spec = argparse.ArgumentParser(add_help=False)
-    spec.add_argument("--symbol", type=_symbol, required=True)
-    spec.add_argument("--side", choices=[s.value for s in OrderSide], required=True, type=str.upper)
-    spec.add_argument("--type", choices=[t.value for t in OrderType], required=True, type=str.upper)
-    spec.add_argument("--quantity", type=_amount, help="base-asset quantity")
-    spec.add_argument("--quote-quantity", type=_amount, help="quote to spend (MARKET only)")
-    spec.add_argument("--price", type=_amount, help="limit price (LIMIT, LIMIT_MAKER, *_LIMIT)")
-    spec.add_argument("--stop-price", type=_amount, help="trigger price (STOP_LOSS*, TAKE_PROFIT*)")
+    spec.add_argument("--symbol", type=_symbol, required=True, metavar="SYMBOL",
+                      help="e.g. BTCUSDT")  # fmt: skip
+    spec.add_argument("--side", choices=[s.value for s in OrderSide], required=True,
+                      type=str.upper, metavar="BUY|SELL", help="BUY or SELL")  # fmt: skip
+    spec.add_argument("--type", choices=[t.value for t in OrderType], required=True,
+                      type=str.upper, metavar="TYPE",
+                      help="one of " + ", ".join(t.value for t in OrderType))  # fmt: skip
+    spec.add_argument("--quantity", type=_amount, metavar="QTY", help="base-asset quantity")
+    spec.add_argument("--quote-quantity", type=_amount, metavar="QTY",
+                      help="quote to spend (MARKET only)")  # fmt: skip
+    spec.add_argument("--price", type=_amount, metavar="PRICE",
+                      help="limit price (LIMIT, LIMIT_MAKER, *_LIMIT)")  # fmt: skip
+    spec.add_argument("--stop-price", type=_amount, metavar="PRICE",
+                      help="trigger price (STOP_LOSS*, TAKE_PROFIT*)")  # fmt: skip
     tifs = [t.value for t in TimeInForce]
-    spec.add_argument("--tif", choices=tifs, type=str.upper, help="default GTC where needed")
-    spec.add_argument("--client-order-id", type=_client_order_id, metavar="ID")
+    spec.add_argument("--tif", choices=tifs, type=str.upper, metavar="GTC|IOC|FOK",
+                      help="time in force (default GTC where needed)")  # fmt: skip
+    spec.add_argument("--client-order-id", type=_client_order_id, metavar="ID",
+                      help="your own id for the order (default: a fresh one)")  # fmt: skip
     ref = argparse.ArgumentParser(add_help=False)
-    ref.add_argument("--symbol", type=_symbol, required=True)
+    ref.add_argument("--symbol", type=_symbol, required=True, metavar="SYMBOL",
+                     help="e.g. BTCUSDT")  # fmt: skip
     by = ref.add_mutually_exclusive_group(required=True)
-    by.add_argument("--id", type=_client_order_id, help="the client order id 'place' printed")
-    by.add_argument("--order-id", type=_order_id, help="Binance's numeric orderId")
+    by.add_argument("--id", type=_client_order_id, metavar="ID",
+                    help="the client order id 'place' printed")  # fmt: skip
+    by.add_argument("--order-id", type=_order_id, metavar="N",
+                    help="Binance's numeric orderId")  # fmt: skip
 
     order = sub.add_parser(
         "order",
@@ -172,13 +186,15 @@ def add_order_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     actions.add_parser("status", parents=[common, ref], help="one order's state")
     actions.add_parser("cancel", parents=[common, ref], help="cancel one order")
     listing = actions.add_parser("open", parents=[common], help="open orders")
-    listing.add_argument("--symbol", type=_symbol, help="one symbol (default: all)")
+    listing.add_argument("--symbol", type=_symbol, metavar="SYMBOL",
+                         help="one symbol (default: all)")  # fmt: skip
     actions.add_parser("test", parents=[common, spec], help="validate an order, place nothing")
     reconcile = actions.add_parser(
         "reconcile", parents=[common], help="check the journal against the exchange, fix it"
     )
     help_symbol = "look for open orders here (repeatable; default GENESIS_SYMBOLS)"
-    reconcile.add_argument("--symbol", type=_symbol, action="append", help=help_symbol)
+    reconcile.add_argument("--symbol", type=_symbol, action="append", metavar="SYMBOL",
+                           help=help_symbol)  # fmt: skip
     order.set_defaults(handler=run_order_command)
 
 

@@ -8,7 +8,7 @@ run_genesis
     └── client scope              (cancelled by --duration or a signal; stops first)
         └── tree nursery
             ├── [--record]  recorder         app/record.py
-            ├── [display]   live prices      app/dashboard.py
+            ├── [display]   dashboard        app/dashboard.py (view model: app/view.py)
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
@@ -48,9 +48,11 @@ import trio
 
 from genesis.app.alerts import AlertConfig, run_alerts
 from genesis.app.dashboard import run_dashboard
+from genesis.app.logging import json_line
 from genesis.app.market_state import run_market_state
 from genesis.app.metrics import MetricsSources, run_metrics
 from genesis.app.record import run_recorder
+from genesis.app.view import Sources
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
@@ -333,7 +335,17 @@ async def _run_tree(
             live = None
             if display is not None:
                 live = await tree.start(
-                    _dashboard, bus, settings.symbols, display, display_tty, capture_logs
+                    partial(
+                        run_dashboard,
+                        bus,
+                        settings.symbols,
+                        display,
+                        tty=display_tty,
+                        capture_logs=capture_logs,
+                        mode=settings.mode.value.upper(),
+                        sources=Sources(gateway=gateway, breakers=breakers),
+                        account=gateway if signer is not None or ws_signer is not None else None,
+                    )
                 )
             alerts = await tree.start(
                 partial(
@@ -374,6 +386,8 @@ async def _run_tree(
                     backfill=gateway,  # holes no connection filled come from REST
                 )
             )
+            if live is not None:
+                live.sources.market_data = market_data
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
             # Reconcile at start (the journal against the exchange), then after every gap in the
@@ -465,26 +479,13 @@ async def _route_user_event(service: OrderService, bus: EventBus, event: UserStr
         await bus.publish(event)
 
 
-async def _dashboard(
-    bus: EventBus,
-    symbols: tuple[str, ...],
-    out: TextIO,
-    tty: bool | None,
-    capture_logs: bool,
-    *,
-    task_status: trio.TaskStatus[LiveDisplay] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    await run_dashboard(
-        bus, symbols, out, tty=tty, capture_logs=capture_logs, task_status=task_status
-    )
-
-
 async def run_simulator_until_stopped(
     config: SimConfig,
     duration_s: float | None,
     out: TextIO,
     *,
     handle_signals: bool = True,
+    json: bool = False,
     task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``genesis sim``: serve the simulator, print its URLs to ``out``, stop on a signal.
@@ -494,6 +495,7 @@ async def run_simulator_until_stopped(
         duration_s: stop after this many seconds; ``None`` to run until a signal.
         out: where the base URLs are printed (one ``name: url`` line each).
         handle_signals: turn SIGINT/SIGTERM into an orderly stop (main thread only).
+        json: print the URLs as one ``sim.urls`` JSON line (``--log-json``).
         task_status: receives the simulator's handle once it serves.
     """
     stop_scope = trio.CancelScope()
@@ -505,11 +507,15 @@ async def run_simulator_until_stopped(
         try:
             with stop_scope:
                 handle: SimHandle = await root.start(run_simulator, config)
-                out.write(
-                    f"rest: {handle.rest_url}\n"
-                    f"streams: {handle.stream_url}\n"
-                    f"ws-api: {handle.ws_api_url}\n"
-                )
+                urls = {
+                    "rest": handle.rest_url,
+                    "streams": handle.stream_url,
+                    "ws-api": handle.ws_api_url,
+                }
+                if json:
+                    out.write(json_line("sim.urls", urls, logger=__name__) + "\n")
+                else:
+                    out.write("".join(f"{name}: {url}\n" for name, url in urls.items()))
                 out.flush()
                 task_status.started(handle)
                 await trio.sleep_forever()
