@@ -23,6 +23,14 @@ is opened around the tree nursery, so it outlives every task that uses it. One b
 exchange surface: "rest" wraps every gateway call, "streams" every market-data connect, and
 "ws_api" is kept for the user data stream; each publishes its transitions on the bus.
 
+At start, before any market data, the configured symbols are checked against the exchangeInfo
+the gateway read over REST: every symbol that is not listed, or not ``TRADING``, is named in one
+:class:`~genesis.errors.ConfigError` (the CLI exits 2). One connection-attempt budget (Binance:
+300 per 5 minutes per IP) is shared by the market-data roles and the user data stream.
+
+A run that ends (duration, signal) without one market-data event having reached the bus raises
+:class:`~genesis.errors.NoMarketDataError` with the last connection error, so it exits non-zero.
+
 Every task lives in a nursery visible here. A child that fails cancels its siblings and its
 error reaches :func:`run_genesis` (a lone error bare, not wrapped in exception groups), which the
 CLI turns into a message and exit code 1. A stop (``--duration``, Ctrl-C, SIGTERM) cancels the
@@ -45,30 +53,32 @@ from genesis.app.dashboard import run_dashboard
 from genesis.app.record import run_recorder
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
-from genesis.errors import ConfigError
+from genesis.errors import ConfigError, NoMarketDataError
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
-from genesis.exchange.ws_manager import run_market_data
+from genesis.exchange.ws_manager import limited_connector, run_market_data
 from genesis.models.events import OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.reconcile import reconcile_trigger, run_reconciler
 from genesis.orders.service import OrderService
 from genesis.resilience.circuit_breaker import CircuitBreaker
+from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
     import os
 
     from genesis.app.dashboard import LiveDisplay
-    from genesis.app.record import Recorder
+    from genesis.app.record import Recorder, RecordMode
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.signing import Signer
     from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle
     from genesis.exchange.ws_manager import MarketDataHandle
+    from genesis.models.exchange_info import ExchangeInfo
     from genesis.orders.journal import Journal
     from genesis.orders.manager import OrderTaskState
     from genesis.orders.reconcile import ReconcilerHandle
@@ -79,6 +89,7 @@ __all__ = [
     "GenesisHandle",
     "run_genesis",
     "run_simulator_until_stopped",
+    "symbol_problems",
     "watch_signals",
 ]
 
@@ -154,6 +165,18 @@ def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return leaves[0] if len(leaves) == 1 else None
 
 
+def symbol_problems(info: ExchangeInfo, symbols: tuple[str, ...]) -> list[str]:
+    """Every configured symbol the exchange does not list, or does not trade now."""
+    problems: list[str] = []
+    for name in symbols:
+        symbol = info.symbol(name)
+        if symbol is None:
+            problems.append(f"GENESIS_SYMBOLS: {name} is not listed by the exchange")
+        elif symbol.status != "TRADING":
+            problems.append(f"GENESIS_SYMBOLS: {name} is not trading (status {symbol.status})")
+    return problems
+
+
 def _sim_config(symbols: tuple[str, ...], seed: int) -> SimConfig:
     try:
         return SimConfig(symbols=symbols, seed=seed)
@@ -166,6 +189,7 @@ async def run_genesis(
     *,
     duration_s: float | None = None,
     record_path: str | os.PathLike[str] | None = None,
+    record_mode: RecordMode = "new",
     display: TextIO | None = None,
     display_tty: bool | None = None,
     capture_logs: bool = False,
@@ -181,6 +205,7 @@ async def run_genesis(
             simulator is started first, on 127.0.0.1 with free ports.
         duration_s: stop cleanly after this many seconds (counted from the call).
         record_path: write every bus event to this JSON-lines file.
+        record_mode: ``new`` (refuse an existing file), ``append`` or ``overwrite``.
         display: show live prices on this stream (e.g. ``sys.stdout``); ``None`` for none.
         display_tty: draw in place; ``None`` asks ``display.isatty()``.
         capture_logs: print console log lines above the in-place table.
@@ -193,7 +218,9 @@ async def run_genesis(
         After an orderly stop (duration elapsed or a signal).
 
     Raises:
-        ConfigError: settings the tree cannot run with (e.g. symbols the simulator rejects).
+        ConfigError: settings the tree cannot run with (symbols the exchange does not list or
+            trade, symbols the simulator rejects, an existing recording without a mode).
+        NoMarketDataError: the run ended without one market-data event on the bus.
         Exception: the error of the task that failed, bare when it is the only one.
     """
     logger.info(
@@ -203,6 +230,7 @@ async def run_genesis(
         duration_s,
     )
     client_scope = trio.CancelScope()
+    observed: list[MarketDataHandle] = []
     if duration_s is not None:
         client_scope.deadline = trio.current_time() + duration_s
     try:
@@ -231,6 +259,8 @@ async def run_genesis(
                         stream_url=stream_url,
                         simulator=simulator,
                         record_path=record_path,
+                        record_mode=record_mode,
+                        observed=observed,
                         display=display,
                         display_tty=display_tty,
                         capture_logs=capture_logs,
@@ -252,6 +282,19 @@ async def run_genesis(
     else:
         reason = "ended"  # pragma: no cover  # the tree's services run until cancelled
     logger.info("genesis.stop reason=%s", reason)
+    _check_delivered(observed)
+
+
+def _check_delivered(observed: list[MarketDataHandle]) -> None:
+    """A run that never delivered one market-data event is a failure, with the reason."""
+    if not observed:
+        return  # stopped before market data was even created (a config error came first)
+    handle = observed[0]
+    if handle.statistics().merger.published > 0:
+        return
+    reason = handle.last_error() or "no connection delivered a frame"
+    logger.error("genesis.no_market_data reason=%s", reason)
+    raise NoMarketDataError(reason)
 
 
 async def _run_tree(
@@ -260,6 +303,8 @@ async def _run_tree(
     stream_url: str,
     simulator: SimHandle | None,
     record_path: str | os.PathLike[str] | None,
+    record_mode: RecordMode,
+    observed: list[MarketDataHandle],
     display: TextIO | None,
     display_tty: bool | None,
     capture_logs: bool,
@@ -282,6 +327,7 @@ async def _run_tree(
         ws_api_url = settings.ws_api_url
         ws_key, ws_signer = settings.api_key, load_signer(settings)
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
+    attempts = ConnectAttemptLimiter()
     try:
         async with (
             open_journal(settings.db_path) as journal,
@@ -296,10 +342,13 @@ async def _run_tree(
             order_send,
             trio.open_nursery() as tree,
         ):
+            _validate_symbols(gateway, settings.symbols)
             # Observers subscribe before market data starts, so they see every event.
             recorder = None
             if record_path is not None:
-                recorder = await tree.start(run_recorder, bus, record_path)
+                recorder = await tree.start(
+                    partial(run_recorder, bus, record_path, mode=record_mode)
+                )
             live = None
             if display is not None:
                 live = await tree.start(
@@ -312,6 +361,8 @@ async def _run_tree(
                     settings.symbols,
                     bus,
                     breaker=breakers["streams"],
+                    attempt_limiter=attempts,
+                    observe=observed.append,
                 )
             )
             service = OrderService(gateway, journal, bus.publish)
@@ -332,6 +383,7 @@ async def _run_tree(
                         publish=partial(_route_user_event, service, bus),
                         on_gap=on_gap,
                         breaker=breakers["ws_api"],
+                        connector=limited_connector(attempts),
                         server_time_ms=gateway.server_time_ms,
                         config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
                     )
@@ -347,6 +399,8 @@ async def _run_tree(
                     heartbeat_interval_s,
                     gateway=gateway,
                     user_stream=user_stream,
+                    prober=market_data,
+                    publish=bus.publish,
                 )
             )
             logger.info("genesis.ready stream_url=%s rest_url=%s", stream_url, rest_url)
@@ -369,6 +423,23 @@ async def _run_tree(
             )
     finally:
         bus.close()
+
+
+def _validate_symbols(gateway: Gateway, symbols: tuple[str, ...]) -> None:
+    info = gateway.cached_exchange_info
+    if info is None:
+        # The gateway logged why (a WARNING); without exchangeInfo the REST URL is wrong or the
+        # exchange is down. Market data can still run; orders fall back to safe limits.
+        logger.error(
+            "genesis.exchange_info_unavailable symbols=%s: not checked against the exchange; "
+            "check the REST URL",
+            ",".join(symbols),
+        )
+        return
+    problems = symbol_problems(info, symbols)
+    if problems:
+        raise ConfigError(problems)
+    logger.info("genesis.symbols_checked symbols=%s", ",".join(symbols))
 
 
 async def _route_user_event(service: OrderService, bus: EventBus, event: UserStreamEvent) -> None:
