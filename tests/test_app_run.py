@@ -24,7 +24,14 @@ import orjson
 import pytest
 import trio
 
-from genesis.app.dashboard import LiveDisplay, PriceBoard, PriceRow, format_table, run_dashboard
+from genesis.app.dashboard import (
+    LiveDisplay,
+    PriceBoard,
+    PriceRow,
+    format_line,
+    format_table,
+    run_dashboard,
+)
 from genesis.app.record import encode_event, run_recorder
 from genesis.app.run import run_genesis
 from genesis.bus import EventBus
@@ -37,7 +44,7 @@ from genesis.exchange.ws_manager import (
     MarketDataStatistics,
     MergerStatistics,
 )
-from genesis.models.events import BreakerState, OrderUpdate
+from genesis.models.events import BreakerState, FeedDown, FeedUp, OrderUpdate
 from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
 from genesis.models.orders import OrderRequest, OrderSide
 from genesis.orders.manager import CancelOrder, PlaceOrder
@@ -655,3 +662,18 @@ async def test_signal_ends_a_genesis_subprocess_within_a_second(tmp_path: Path) 
         assert f"genesis.signal name={name}".encode() in stderr[name]
         assert b"genesis.stop reason=signal" in stderr[name]
         assert b"Traceback" not in stderr[name]
+
+
+def test_board_marks_every_row_stale_with_its_age_while_the_feed_is_down() -> None:
+    board = PriceBoard(("BTCUSDT", "ETHUSDT"))
+    board.apply(trade())
+    assert board.apply(FeedDown(at=100.0, reason="no connection", last_event_age_s=2.0)) is True
+    rows = board.rows(now=110.0)
+    assert [r.stale_s for r in rows] == [12.0, 12.0]  # the prices are 12 s old
+    lines = format_table(rows)
+    assert lines[1].split()[-2:] == ["STALE", "12s"]
+    assert lines[2].split()[-2:] == ["STALE", "12s"]
+    assert format_line(rows[0]).endswith(" stale_s=12")
+    assert board.apply(FeedUp(at=111.0, down_for_s=11.0, role="backup")) is True
+    assert all(r.stale_s is None for r in board.rows(now=112.0))
+    assert "STALE" not in "".join(format_table(board.rows(now=112.0)))

@@ -5,6 +5,10 @@ the close of the current 1-minute kline. Sources, freshest first: last from :cla
 :class:`Ticker`'s ``last_price`` until the first trade), bid/ask/spread from :class:`Depth`
 (the ticker's until the first depth), kline close from 1-minute :class:`Kline` events.
 
+When the feed is down (:class:`~genesis.models.events.FeedDown`: no market-data connection is
+live) every row is marked stale with the age of its prices (``STALE 12s``), until
+:class:`~genesis.models.events.FeedUp`.
+
 Two ways to show it:
 
 - **terminal** (stdout is a TTY): the table is redrawn in place with ANSI cursor movement, at
@@ -26,6 +30,7 @@ import attrs
 import trio
 
 from genesis.app.logging import redirect_console
+from genesis.models.events import FeedDown, FeedUp
 from genesis.models.market import Depth, Kline, Ticker, Trade
 
 if TYPE_CHECKING:
@@ -56,7 +61,7 @@ _CSI: Final = "\x1b["
 _CLEAR_LINE: Final = _CSI + "2K"
 _CLEAR_BELOW: Final = _CSI + "J"
 _BPS_QUANTUM: Final = Decimal("0.01")
-_HEADER: Final = ("SYMBOL", "LAST", "BID", "ASK", "SPREAD bps", "KLINE 1m")
+_HEADER: Final = ("SYMBOL", "LAST", "BID", "ASK", "SPREAD bps", "KLINE 1m", "")
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +76,8 @@ class PriceRow:
     kline_close: Decimal | None = None
     last_from_trade: bool = False
     book_from_depth: bool = False
+    stale_s: float | None = None
+    """The feed is down: how old these prices are (seconds); ``None`` while it is live."""
 
     @property
     def has_data(self) -> bool:
@@ -83,12 +90,20 @@ class PriceBoard:
 
     symbols: tuple[str, ...]
     _rows: dict[str, PriceRow] = attrs.field(init=False)
+    down_since: float | None = None
+    """Trio time the feed went down (``FeedDown.at`` minus the age of the last event)."""
 
     def __attrs_post_init__(self) -> None:
         self._rows = {s: PriceRow(symbol=s) for s in self.symbols}
 
     def apply(self, event: object) -> bool:
         """Fold ``event`` into the board. Returns whether a shown value may have changed."""
+        if isinstance(event, FeedDown):
+            self.down_since = event.at - (event.last_event_age_s or 0.0)
+            return True
+        if isinstance(event, FeedUp):
+            self.down_since = None
+            return True
         if not isinstance(event, Trade | Ticker | Depth | Kline):
             return False
         row = self._rows.get(event.symbol)
@@ -120,8 +135,12 @@ class PriceBoard:
         self._rows[event.symbol] = new
         return new != row
 
-    def rows(self) -> tuple[PriceRow, ...]:
-        return tuple(self._rows[s] for s in self.symbols)
+    def rows(self, now: float | None = None) -> tuple[PriceRow, ...]:
+        """The rows; while the feed is down each carries its age at ``now`` (Trio time)."""
+        if self.down_since is None:
+            return tuple(self._rows[s] for s in self.symbols)
+        age = max(0.0, (trio.current_time() if now is None else now) - self.down_since)
+        return tuple(attrs.evolve(self._rows[s], stale_s=age) for s in self.symbols)
 
 
 def _price(value: Decimal | None) -> str:
@@ -136,6 +155,10 @@ def _bps(value: Decimal | None) -> str:
     return "-" if value is None else format(value.quantize(_BPS_QUANTUM), "f")
 
 
+def _stale(row: PriceRow) -> str:
+    return "" if row.stale_s is None else f"STALE {row.stale_s:.0f}s"
+
+
 def _cells(row: PriceRow) -> tuple[str, ...]:
     return (
         row.symbol,
@@ -144,13 +167,16 @@ def _cells(row: PriceRow) -> tuple[str, ...]:
         _price(row.ask),
         _bps(row.spread_bps),
         _price(row.kline_close),
+        _stale(row),
     )
 
 
 def format_table(rows: Sequence[PriceRow]) -> list[str]:
     """The board as aligned text lines: a header, then one line per symbol."""
     table = [_HEADER, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
+    if all(r.stale_s is None for r in rows):
+        table = [line[:-1] for line in table]  # the STALE column only while the feed is down
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return [
         "  ".join(
             cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
@@ -162,9 +188,10 @@ def format_table(rows: Sequence[PriceRow]) -> list[str]:
 
 def format_line(row: PriceRow) -> str:
     """One compact line for ``row`` (the non-terminal form)."""
+    stale = "" if row.stale_s is None else f" stale_s={row.stale_s:.0f}"
     return (
         f"{row.symbol} last={_price(row.last)} bid={_price(row.bid)} ask={_price(row.ask)} "
-        f"spread_bps={_bps(row.spread_bps)} kline_1m={_price(row.kline_close)}"
+        f"spread_bps={_bps(row.spread_bps)} kline_1m={_price(row.kline_close)}{stale}"
     )
 
 
@@ -238,7 +265,9 @@ async def run_dashboard(
     display = LiveDisplay(board=PriceBoard(tuple(symbols)), out=out, tty=in_place)
     changed = trio.Event()
 
-    async with bus.subscribe(Trade, Ticker, Depth, Kline, buffer_size=DISPLAY_BUFFER) as sub:
+    async with bus.subscribe(
+        Trade, Ticker, Depth, Kline, FeedDown, FeedUp, buffer_size=DISPLAY_BUFFER
+    ) as sub:
 
         async def consume() -> None:
             nonlocal changed
@@ -251,7 +280,11 @@ async def run_dashboard(
             min_gap_s = 1.0 / MAX_REDRAWS_PER_S
             display.redraw()
             while True:
-                await changed.wait()
+                if display.board.down_since is None:
+                    await changed.wait()
+                else:  # the feed is down: redraw each second, so the ages count up
+                    with trio.move_on_after(1.0):
+                        await changed.wait()
                 changed = trio.Event()
                 display.redraw()
                 await trio.sleep(min_gap_s)

@@ -28,6 +28,10 @@ the gateway read over REST: every symbol that is not listed, or not ``TRADING``,
 :class:`~genesis.errors.ConfigError` (the CLI exits 2). One connection-attempt budget (Binance:
 300 per 5 minutes per IP) is shared by the market-data roles and the user data stream.
 
+The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`:
+once started, a crash of either is an ERROR line (with its traceback) and, for the user stream,
+a ``USER_STREAM_DOWN`` alert, and the rest of the tree, market data first, keeps running.
+
 A run that ends (duration, signal) without one market-data event having reached the bus raises
 :class:`~genesis.errors.NoMarketDataError` with the last connection error, so it exits non-zero.
 
@@ -43,8 +47,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from functools import partial
-from typing import TYPE_CHECKING, Final, NoReturn, TextIO
+from typing import TYPE_CHECKING, Final, NoReturn, TextIO, TypeVar
 
 import attrs
 import trio
@@ -59,7 +64,7 @@ from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import limited_connector, run_market_data
-from genesis.models.events import OrderUpdate
+from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.reconcile import reconcile_trigger, run_reconciler
@@ -70,6 +75,7 @@ from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Awaitable, Callable
 
     from genesis.app.dashboard import LiveDisplay
     from genesis.app.record import Recorder, RecordMode
@@ -89,11 +95,14 @@ __all__ = [
     "GenesisHandle",
     "run_genesis",
     "run_simulator_until_stopped",
+    "supervise_order_side",
     "symbol_problems",
     "watch_signals",
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ORDER_CHANNEL_SIZE: Final = 64
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -163,6 +172,61 @@ def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
         else:
             leaves.append(exc)
     return leaves[0] if len(leaves) == 1 else None
+
+
+async def supervise_order_side(  # type: ignore[explicit-any]  # any run_* service, as nursery.start takes
+    bus: EventBus,
+    name: str,
+    run: Callable[..., Awaitable[object]],
+    *,
+    alert: AlertKind | None = None,
+    task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``run`` (a ``run_*`` service) so that, once started, its crash stops only itself.
+
+    This is the supervision boundary between the order side and everything else: market data
+    must never stop because reconciliation or the user data stream failed. A failure before
+    ``started`` is the tree's (a start-up problem); after it, the error is logged at ERROR with
+    its traceback, ``alert`` (if given) goes on the bus, and this task idles until cancelled.
+
+    Args:
+        bus: where the alert goes.
+        name: the service's name in the log line.
+        run: called with ``task_status=``; its ``started`` value is passed on.
+        alert: the kind of the alert published when it fails.
+        task_status: receives what ``run`` passed to its own ``started``.
+    """
+    started = False
+    try:
+        async with trio.open_nursery() as inner:
+            value = await inner.start(run)
+            started = True
+            task_status.started(value)
+    except Exception as group:  # the supervision boundary: logged with its traceback, then idle
+        lone = _lone_error(group) if isinstance(group, BaseExceptionGroup) else group
+        if not started:
+            if lone is not None and lone is not group:
+                raise lone from None
+            raise
+        exc = group if lone is None else lone
+        logger.error(
+            "genesis.order_side_failed task=%s error=%s: %s; market data continues",
+            name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        if alert is not None:
+            await bus.publish(
+                Alert(
+                    kind=alert,
+                    severity=AlertSeverity.ERROR,
+                    message=f"{name} stopped: {type(exc).__name__}: {exc}",
+                    at_ms=int(time.time() * 1000),
+                    subject=name,
+                )
+            )
+    await trio.sleep_forever()
 
 
 def symbol_problems(info: ExchangeInfo, symbols: tuple[str, ...]) -> list[str]:
@@ -292,7 +356,7 @@ def _check_delivered(observed: list[MarketDataHandle]) -> None:
     handle = observed[0]
     if handle.statistics().merger.published > 0:
         return
-    reason = handle.last_error() or "no connection delivered a frame"
+    reason = handle.last_cause() or "no connection delivered a frame"
     logger.error("genesis.no_market_data reason=%s", reason)
     raise NoMarketDataError(reason)
 
@@ -371,21 +435,32 @@ async def _run_tree(
             # user data stream; it never holds up the tree, and retries with backoff.
             on_gap, gaps = reconcile_trigger()
             reconciler = await tree.start(
-                partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps)
+                partial(
+                    supervise_order_side,
+                    bus,
+                    "reconciler",
+                    partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps),
+                )
             )
             user_stream = (
                 await tree.start(
                     partial(
-                        run_user_stream,
-                        ws_api_url,
-                        api_key=ws_key,
-                        signer=ws_signer,
-                        publish=partial(_route_user_event, service, bus),
-                        on_gap=on_gap,
-                        breaker=breakers["ws_api"],
-                        connector=limited_connector(attempts),
-                        server_time_ms=gateway.server_time_ms,
-                        config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
+                        supervise_order_side,
+                        bus,
+                        "user_stream",
+                        partial(
+                            run_user_stream,
+                            ws_api_url,
+                            api_key=ws_key,
+                            signer=ws_signer,
+                            publish=partial(_route_user_event, service, bus),
+                            on_gap=on_gap,
+                            breaker=breakers["ws_api"],
+                            connector=limited_connector(attempts),
+                            server_time_ms=gateway.server_time_ms,
+                            config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
+                        ),
+                        alert=AlertKind.USER_STREAM_DOWN,
                     )
                 )
                 if ws_key is not None and ws_signer is not None and ws_api_url

@@ -75,6 +75,7 @@ import logging
 import math
 import random
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
@@ -251,15 +252,40 @@ class WebSocketConnector(Protocol):
 async def connect_tcp_websocket(
     nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
 ) -> WebSocket:
-    """The default connector: ``trio_websocket.connect_websocket_url`` (``ws://`` or ``wss://``).
+    """The default connector: TCP (TLS for ``wss://``), then trio-websocket's client handshake.
+
+    The same as ``trio_websocket.connect_websocket_url``, except that the TCP stream is closed
+    when the handshake fails (trio-websocket leaves it open when the server rejects it).
 
     ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
     test connectors use it (a simulated address per role). The caller closes the returned
     connection; its reader task lives in ``nursery``.
     """
-    return await trio_websocket.connect_websocket_url(
-        nursery, url, message_queue_size=message_queue_size
-    )
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    stream: trio.SSLStream[trio.SocketStream] | trio.SocketStream
+    if secure:
+        stream = await trio.open_ssl_over_tcp_stream(host, port, https_compatible=True)
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    try:
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,
+            host if port in (80, 443) else f"{host}:{port}",
+            resource,
+            message_queue_size=message_queue_size,
+        )
+    except BaseException:
+        # A rejected handshake is raised by trio-websocket's reader task, which leaves the TCP
+        # stream open (a leaked socket per attempt); it is ours to close.
+        await trio.aclose_forcefully(stream)
+        raise
 
 
 def limited_connector(
@@ -388,6 +414,8 @@ class _Role:
     reconnects: int = 0
     rotations: int = 0
     last_error: str | None = None
+    last_cause: str | None = None
+    """``last_error``, but never the breaker's refusal: what made the connections fail."""
     last_frame_at: float | None = None
     ping_rtt_ms: float | None = None
     ping_timeouts: int = 0
@@ -827,6 +855,8 @@ class _Service:
             reason = error or ("rotated" if session.retired else "cancelled")
             if role.current is session and error is not None:
                 role.last_error = error
+                if not error.startswith(CircuitOpenError.__name__):
+                    role.last_cause = error
             # A person must act on a feed that fails; rotations and our own stop are routine.
             level = logging.WARNING if error is not None else logging.INFO
             if session.connected_at is None:
@@ -1076,10 +1106,12 @@ class MarketDataHandle:
         """Whether at least one connection is live (connected, delivering, depth20 fresh)."""
         return any(role.live for role in self._service.roles)
 
-    def last_error(self) -> str | None:
-        """The newest reason a connection ended or failed to open, of any role."""
-        errors = [role.last_error for role in self._service.roles if role.last_error]
-        return errors[0] if errors else None
+    def last_cause(self) -> str | None:
+        """Why connections end or fail to open: the last error of the first role that has one,
+        past the breaker (while it is open every attempt reads "circuit open"; the cause is
+        what opened it)."""
+        causes = [role.last_cause for role in self._service.roles if role.last_cause]
+        return causes[0] if causes else None
 
     async def probe_connections(self) -> None:
         """Ping every connected connection at once and record each round trip.
@@ -1202,7 +1234,12 @@ async def run_market_data(
         roles=tuple(
             _Role(
                 name=name,
-                backoff=Backoff(config.backoff, rng),
+                # One generator per role, drawn in role order: roles that fail in the same
+                # instant draw in an order Trio may shuffle, and a shared one would then make a
+                # seeded run irreproducible.
+                backoff=Backoff(
+                    config.backoff, None if rng is None else random.Random(rng.getrandbits(64))
+                ),
                 rate=_RateMeter(config.rate_window_s),
             )
             for name in roles
