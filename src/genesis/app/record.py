@@ -51,6 +51,7 @@ __all__ = [
     "FLUSH_BYTES",
     "FLUSH_INTERVAL_S",
     "RECORD_BUFFER",
+    "RECORD_EXISTS_HINT",
     "RecordMode",
     "Recorder",
     "RecorderStatistics",
@@ -66,6 +67,8 @@ MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 RECORD_BUFFER: Final = 65_536
 """Bus subscription size: about a minute of a busy feed for 2 symbols, a few MB of references."""
 CLEANUP_S: Final = 0.5
+
+RECORD_EXISTS_HINT: Final = "exists: add --append to add to it or --force to overwrite it"
 
 RecordMode: TypeAlias = Literal["new", "append", "overwrite"]
 """``new``: refuse an existing file; ``append``: add to it; ``overwrite``: truncate it."""
@@ -170,9 +173,7 @@ async def run_recorder(
     try:
         file = await trio.open_file(name, _OPEN_MODES[mode])
     except FileExistsError:
-        raise ConfigError(
-            [f"--record {name} exists: add --append to add to it or --force to overwrite it"]
-        ) from None
+        raise ConfigError([f"--record {name} {RECORD_EXISTS_HINT}"]) from None
     recorder = Recorder(path=name)
     try:
         try:

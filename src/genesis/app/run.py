@@ -46,6 +46,7 @@ cleanup is bounded by ``move_on_after``, so the whole stop takes well under a se
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from functools import partial
@@ -55,7 +56,7 @@ import attrs
 import trio
 
 from genesis.app.dashboard import run_dashboard
-from genesis.app.record import run_recorder
+from genesis.app.record import RECORD_EXISTS_HINT, run_recorder
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
 from genesis.errors import ConfigError, NoMarketDataError
@@ -74,7 +75,6 @@ from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Awaitable, Callable
 
     from genesis.app.dashboard import LiveDisplay
@@ -287,6 +287,10 @@ async def run_genesis(
         NoMarketDataError: the run ended without one market-data event on the bus.
         Exception: the error of the task that failed, bare when it is the only one.
     """
+    if record_path is not None and record_mode == "new" and await trio.Path(record_path).exists():
+        # Checked again, race-free, when the recorder opens the file ("x" mode); this only
+        # spares starting the simulator and the gateway for nothing.
+        raise ConfigError([f"--record {os.fspath(record_path)} {RECORD_EXISTS_HINT}"])
     logger.info(
         "genesis.start mode=%s symbols=%s duration_s=%s",
         settings.mode.value,
