@@ -313,3 +313,20 @@ async def test_trades_survive_the_liveness_machinery_unchanged(
             nursery.cancel_scope.cancel()
     assert keys_of(drain()) == expected_keys(rounds, DEFAULT_VIRTUAL_EPOCH_MS + 500, 1000)
     assert all(not h.stale and h.last_frame_age_s == 1.5 for h in stats.connections)
+
+
+async def test_a_make_before_break_rotation_is_no_outage(autojump_clock: trio.abc.Clock) -> None:
+    bus, drain = collecting_bus()
+    seen: list[tuple[float, object]] = []
+    config = exact_config(rotate_after_s=20.0, rotation_overlap_s=1.0)
+    with trio.fail_after(120):
+        async with open_memory_sim() as sim, trio.open_nursery() as nursery:
+            await nursery.start(collect_feed_events, bus, seen)
+            nursery.start_soon(functools.partial(feed_rounds, sim, range(50), start=0.5))
+            # One role: while its successor connects, only the predecessor carries the feed.
+            handle = await start_market_data(nursery, sim, bus, config=config, roles=("only",))
+            await handle.wait_rotations("only", 2)
+            await trio.sleep_until(50.0)
+            nursery.cancel_scope.cancel()
+    assert [(t, type(e).__name__) for t, e in seen] == [(0.5, "FeedUp")]
+    assert keys_of(drain()) == expected_keys(range(50), DEFAULT_VIRTUAL_EPOCH_MS + 500, 1000)

@@ -407,6 +407,8 @@ class _Role:
     rate: _RateMeter
     state: ConnectionState = ConnectionState.CONNECTING
     current: _Session | None = None
+    previous: _Session | None = None
+    """The session being replaced by a rotation, while it still relays."""
     newest_receiving: int = -1
     """Id of the newest session that delivered a frame; older sessions retire once it passes."""
     messages: int = 0
@@ -431,9 +433,18 @@ class _Role:
 
     @property
     def live(self) -> bool:
-        """Connected, delivering, and its depth20 frames are fresh."""
+        """Connected, delivering, and its depth20 frames are fresh; during a rotation the
+        predecessor, still relaying until the successor delivers, counts too."""
         current = self.current
-        return self.receiving and current is not None and not current.stale
+        if self.receiving and current is not None and not current.stale:
+            return True
+        previous = self.previous
+        return (
+            previous is not None
+            and previous.receiving
+            and not previous.ended
+            and not previous.stale
+        )
 
     def health(self, now: float, published: int = 0) -> ConnectionHealth:
         connected_at = self.current.connected_at if self.current is not None else None
@@ -454,7 +465,7 @@ class _Role:
             last_frame_age_s=None if self.last_frame_at is None else now - self.last_frame_at,
             ping_rtt_ms=self.ping_rtt_ms,
             first_share=self.first_deliveries / published if published else 0.0,
-            stale=self.receiving and not self.live,
+            stale=self.receiving and self.current is not None and self.current.stale,
         )
 
 
@@ -767,6 +778,7 @@ class _Service:
                 nursery.start_soon(self.run_session, role, session)
                 await session.signal.wait()
                 if session.handover_reason is not None:
+                    role.previous = session
                     role.rotations += 1
                     logger.info("ws.rotate role=%s reason=%s", role.name, session.handover_reason)
                     continue
@@ -852,6 +864,8 @@ class _Service:
         finally:
             session.ended = True
             session.ws = None
+            if role.previous is session:
+                role.previous = None
             reason = error or ("rotated" if session.retired else "cancelled")
             if role.current is session and error is not None:
                 role.last_error = error
