@@ -208,6 +208,11 @@ class FakeHealth:
     """A market-data handle stand-in that records when it was asked."""
 
     asked_at: list[float] = attrs.field(factory=list)
+    probed_at: list[float] = attrs.field(factory=list)
+
+    async def probe_connections(self) -> None:
+        self.probed_at.append(trio.current_time())
+        await trio.sleep(0.5)  # the pongs take a while: the report waits for them
 
     def statistics(self) -> MarketDataStatistics:
         self.asked_at.append(trio.current_time())
@@ -224,6 +229,23 @@ class FakeHealth:
                     rotations=0,
                     last_error=None,
                     receiving=True,
+                    last_frame_age_s=0.25,
+                    ping_rtt_ms=1.5,
+                    first_share=0.75,
+                ),
+                ConnectionHealth(
+                    role="monitoring",
+                    state=ConnectionState.CONNECTED,
+                    uptime_s=29.6,
+                    messages_received=300,
+                    messages_per_s=0.5,
+                    latency_ms=3,
+                    reconnects=0,
+                    rotations=0,
+                    last_error=None,
+                    receiving=True,
+                    last_frame_age_s=0.75,
+                    stale=True,
                 ),
                 ConnectionHealth(
                     role="backup",
@@ -257,32 +279,52 @@ async def test_heartbeat_logs_each_connection_every_30_s(
     caplog.set_level(logging.INFO, logger="genesis.exchange.health_monitor")
     source = FakeHealth()
     bus = EventBus()
+    published = bus.subscribe(ConnectionHealth)
     with trio.fail_after(200):
         async with trio.open_nursery() as nursery:
-            await nursery.start(run_heartbeat, source, bus)
+            await nursery.start(
+                partial(run_heartbeat, source, bus, prober=source, publish=bus.publish)
+            )
             await trio.sleep(95)
             nursery.cancel_scope.cancel()
-    assert source.asked_at == [30.0, 60.0, 90.0]
+    assert source.probed_at == [30.0, 60.0, 90.0]
+    assert source.asked_at == [30.5, 60.5, 90.5]  # the fixed grid is kept despite the probes
+    health = []
+    while True:
+        try:
+            health.append(published.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert [h.role for h in health] == ["execution", "monitoring", "backup"] * 3
+    assert health[0].ping_rtt_ms == 1.5
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert lines[:4] == [
+    assert lines[:5] == [
         (
             logging.INFO,
             "heartbeat.connection role=execution state=connected uptime_s=30 msg_per_s=30.2 "
-            "latency_ms=3 reconnects=0 rotations=0 last_error=-",
+            "latency_ms=3 last_frame_age_s=0.2 ping_rtt_ms=1.5 first_share=0.75 reconnects=0 "
+            "rotations=0 last_error=-",
+        ),
+        (
+            logging.WARNING,
+            "heartbeat.connection role=monitoring state=connected stale uptime_s=30 "
+            "msg_per_s=0.5 latency_ms=3 last_frame_age_s=0.8 ping_rtt_ms=- first_share=0.00 "
+            "reconnects=0 rotations=0 last_error=-",
         ),
         (
             logging.WARNING,
             "heartbeat.connection role=backup state=backoff uptime_s=0 msg_per_s=0.0 "
-            "latency_ms=- reconnects=2 rotations=1 last_error=ConnectError: refused",
+            "latency_ms=- last_frame_age_s=- ping_rtt_ms=- first_share=0.00 reconnects=2 "
+            "rotations=1 last_error=ConnectError: refused",
         ),
         (
             logging.INFO,
             "heartbeat.merger frames=910 published=450 duplicates=460 gaps=0 decode_errors=1 "
             "held=0",
         ),
-        (logging.INFO, "heartbeat.bus published=0 delivered=0 dropped=0 subscribers=0"),
+        (logging.INFO, "heartbeat.bus published=0 delivered=0 dropped=0 subscribers=1"),
     ]
-    assert len(lines) == 12
+    assert len(lines) == 15
 
 
 async def test_heartbeat_refreshes_the_clock_offset_and_reports_the_gateway(

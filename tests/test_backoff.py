@@ -121,3 +121,48 @@ def test_delays_stay_within_bounds(
         assert delay > 0 or jitter == 1.0
         previous_base = base
     assert policy.base_delay_s(attempts) <= policy.max_s
+
+
+# --- the market-data schedule: full jitter, reset after 10 s of frames, never giving up -----
+
+MARKET = BackoffPolicy(jitter=1.0, reset_after_s=10.0)
+
+
+@given(
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    failures=st.integers(min_value=1, max_value=500),
+)
+def test_full_jitter_stays_within_the_schedule_and_never_gives_up(seed: int, failures: int) -> None:
+    backoff = Backoff(MARKET, random.Random(seed))
+    schedule = [1.0, 2.0, 4.0, 8.0, 16.0]
+    for attempt in range(failures):
+        delay = backoff.mark_failed(float(attempt))
+        base = schedule[attempt] if attempt < len(schedule) else 30.0
+        assert 0.0 < delay <= base  # full jitter: (0, base], the cap never exceeded
+    assert backoff.attempt == failures  # still counting, still retrying
+
+
+@given(seeds=st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3, unique=True))
+def test_connections_failing_together_do_not_retry_in_the_same_instant(seeds: list[int]) -> None:
+    delays = [Backoff(MARKET, random.Random(seed)).mark_failed(0.0) for seed in seeds]
+    assert len(set(delays)) == 3
+
+
+@given(
+    healthy_s=st.floats(min_value=0.0, max_value=100.0),
+    silent_tail_s=st.floats(min_value=0.0, max_value=100.0),
+    earlier_failures=st.integers(min_value=1, max_value=10),
+)
+def test_only_the_time_with_frames_counts_towards_the_reset(
+    healthy_s: float, silent_tail_s: float, earlier_failures: int
+) -> None:
+    backoff = Backoff(BackoffPolicy(reset_after_s=10.0))
+    for _ in range(earlier_failures):
+        backoff.mark_failed(0.0)
+    backoff.mark_healthy(100.0)
+    last_frame = 100.0 + healthy_s
+    delay = backoff.mark_failed(last_frame + silent_tail_s, healthy_until=last_frame)
+    if healthy_s >= 10.0:
+        assert delay == 1.0  # reset: the first delay again
+    else:
+        assert delay == BackoffPolicy().base_delay_s(earlier_failures)  # carried on

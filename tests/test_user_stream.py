@@ -150,6 +150,9 @@ class TapSocket:
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         await self.ws.aclose(code, reason)
 
+    async def ping(self, payload: bytes | None = None) -> None:
+        await self.ws.ping(payload)
+
 
 @attrs.define(eq=False)
 class SimConnector:
@@ -925,6 +928,9 @@ async def test_a_connector_whose_sockets_cannot_send_is_a_bug_that_propagates(
             raise AssertionError  # pragma: no cover
 
         async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def ping(self, payload: bytes | None = None) -> None:
             await trio.lowlevel.checkpoint()
 
     async def connector(

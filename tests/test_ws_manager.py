@@ -21,7 +21,7 @@ import logging
 import urllib.parse
 from collections import defaultdict
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
@@ -31,6 +31,7 @@ import trio.testing
 import trio_websocket
 
 from genesis.bus import EventBus
+from genesis.errors import StreamRejectedError
 from genesis.exchange.streams import (
     MAX_STREAMS_PER_CONNECTION,
     StreamKind,
@@ -60,6 +61,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+EXACT_BACKOFF = BackoffPolicy(reset_after_s=10.0)
+"""The market-data schedule without its jitter, for tests that assert exact attempt times."""
+
+
+def exact_config(**kwargs: Any) -> MarketDataConfig:
+    return MarketDataConfig(backoff=EXACT_BACKOFF, **kwargs)
+
+
 SIM_URL = "ws://sim.invalid"  # the memory connector never resolves it
 LOGGER = "genesis.exchange.ws_manager"
 
@@ -297,7 +306,7 @@ async def start_market_data(
             SIM_URL,
             symbols,
             bus,
-            config=config,
+            config=exact_config() if config is None else config,
             roles=roles,
             connector=sim.connector,
             wall_clock_ms=sim.clock.now_ms,
@@ -524,7 +533,7 @@ async def test_stalled_feed_is_detected_and_reconnected(autojump_clock: trio.abc
     bus, drain = collecting_bus()
     rounds = range(45)
     # Longer than the server's 20 s ping interval, to show pings alone do not count as alive.
-    config = MarketDataConfig(stale_after_s=25.0)
+    config = exact_config(stale_after_s=25.0)
     with trio.fail_after(120):
         async with open_memory_sim() as sim, trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(feed_rounds, sim, rounds, start=0.5))
@@ -587,7 +596,7 @@ async def test_rotation_before_the_age_cap_has_no_gap(
     caplog.set_level(logging.INFO, logger=LOGGER)
     bus, drain = collecting_bus()
     rounds = range(90)
-    config = MarketDataConfig(rotate_after_s=60.0, rotation_overlap_s=1.0)
+    config = exact_config(rotate_after_s=60.0, rotation_overlap_s=1.0)
     with trio.fail_after(300):
         async with open_memory_sim() as sim, trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(feed_rounds, sim, rounds, start=0.5))
@@ -652,33 +661,83 @@ async def test_server_shutdown_reconnects_promptly(
     assert stats.merger.gaps == 0
 
 
-async def test_rejected_handshake_backs_off(
+async def test_a_handshake_rejected_on_every_connection_ends_the_feed_with_the_reason(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     bus, _drain = collecting_bus()
     with trio.fail_after(60):
-        async with open_memory_sim() as sim, trio.open_nursery() as nursery:
+        async with open_memory_sim() as sim:
             # XRPUSDT is not listed by this simulator: HTTP 400 on the handshake.
-            nursery.start_soon(
-                functools.partial(
-                    run_market_data,
+            with pytest.raises(StreamRejectedError) as info:
+                await run_market_data(
                     SIM_URL,
                     ["XRPUSDT"],
                     bus,
-                    roles=("execution",),
+                    config=exact_config(),
                     connector=sim.connector,
                 )
+            ended_at = trio.current_time()
+    # Three roles, each rejected at 0, 1 and 3 s: the third time on every role ends it.
+    assert ended_at == 3.0
+    assert sim.connector.attempts == [0.0] * 3 + [1.0] * 3 + [3.0] * 3
+    assert sim.server.statistics().rejected_bad_request == 9
+    assert info.value.status_code == 400
+    assert "Invalid request: invalid stream" in str(info.value)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    for role in ("execution", "monitoring", "backup"):
+        lines = [m for m in errors if m.startswith(f"ws.rejected role={role} ")]
+        assert [m.split(" status=")[1] for m in lines] == [
+            f"400 consecutive={n} reason=Invalid request: invalid stream" for n in (1, 2, 3)
+        ]
+    assert [m for m in errors if m.startswith("ws.rejected_everywhere")] == [
+        "ws.rejected_everywhere attempts=3 roles=3 "
+        "reason=StreamRejectedError: stream handshake rejected with HTTP 400: "
+        "Invalid request: invalid stream"
+    ]
+
+
+async def test_a_rejection_on_some_roles_only_keeps_the_feed_running(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    bus, drain = collecting_bus()
+
+    @attrs.define(eq=False)
+    class OneRoleRejected:
+        inner: MemoryConnector
+
+        async def __call__(
+            self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
+        ) -> WebSocket:
+            if role == "backup":  # a broken path for one role: its handshake gets HTTP 403
+                url = url.replace("/stream?", "/nope?")
+            return await self.inner(nursery, url, message_queue_size=message_queue_size, role=role)
+
+    with trio.fail_after(120):
+        async with open_memory_sim() as sim, trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(feed_rounds, sim, range(20), start=0.5))
+            handle: MarketDataHandle = await nursery.start(
+                functools.partial(
+                    run_market_data,
+                    SIM_URL,
+                    SYMBOLS,
+                    bus,
+                    config=exact_config(),
+                    connector=OneRoleRejected(sim.connector),
+                    wall_clock_ms=sim.clock.now_ms,
+                )
             )
-            await trio.sleep_until(7.5)
+            await trio.sleep_until(20.0)
+            stats = handle.statistics()
             nursery.cancel_scope.cancel()
-    assert sim.connector.attempts == [0.0, 1.0, 3.0, 7.0]
-    assert sim.server.statistics().rejected_bad_request == 4
-    reconnects = [r.getMessage() for r in caplog.records if "ws.reconnect" in r.getMessage()]
-    assert reconnects[0] == (
-        "ws.reconnect role=execution attempt=1 delay_s=1.0 "
-        "reason=ConnectError: handshake rejected with HTTP 400"
+    backup = next(h for h in stats.connections if h.role == "backup")
+    assert backup.state is not ConnectionState.CONNECTED
+    assert backup.reconnects >= 4
+    assert "StreamRejectedError: stream handshake rejected with HTTP 404" in (
+        backup.last_error or ""
     )
+    assert keys_of(drain()) == expected_keys(range(20), DEFAULT_VIRTUAL_EPOCH_MS + 500, 1000)
 
 
 async def test_connect_timeout_is_a_cancel_scope(autojump_clock: trio.abc.Clock) -> None:
@@ -720,6 +779,7 @@ async def test_breaker_opens_on_failed_connects_refuses_fast_and_one_probe_close
                     SIM_URL,
                     SYMBOLS,
                     bus,
+                    config=exact_config(),
                     roles=("execution",),
                     connector=sim.connector,
                     wall_clock_ms=sim.clock.now_ms,
@@ -787,10 +847,6 @@ def test_invalid_arguments_are_refused_before_connecting() -> None:
         bus = EventBus()
         with pytest.raises(ValueError, match="roles"):
             await run_market_data(SIM_URL, SYMBOLS, bus, roles=("a", "a"))
-        with pytest.raises(ValueError, match="rng"):
-            await run_market_data(
-                SIM_URL, SYMBOLS, bus, config=MarketDataConfig(backoff=BackoffPolicy(jitter=0.5))
-            )
         with pytest.raises(ValueError, match="symbol"):
             await run_market_data(SIM_URL, [], bus)
 
@@ -807,6 +863,7 @@ class ScriptedSocket:
     send_chan: trio.MemorySendChannel[str]
     recv_chan: trio.MemoryReceiveChannel[str]
     closed_with: int | None = None
+    mute_pongs: bool = False
 
     @classmethod
     def create(cls) -> ScriptedSocket:
@@ -832,6 +889,11 @@ class ScriptedSocket:
         self.recv_chan.close()
         await trio.lowlevel.checkpoint()
 
+    async def ping(self, payload: bytes | None = None) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.mute_pongs:
+            await trio.sleep_forever()
+
 
 @attrs.define(eq=False)
 class ScriptedConnector:
@@ -846,7 +908,7 @@ class ScriptedConnector:
         return sock
 
 
-SCRIPTED_CONFIG = MarketDataConfig(stale_after_s=1000.0, gap_hold_s=0.2, max_held_trades=3)
+SCRIPTED_CONFIG = exact_config(stale_after_s=1000.0, gap_hold_s=0.2, max_held_trades=3)
 
 
 @asynccontextmanager

@@ -19,7 +19,10 @@ GenesisError
 │   ├── OrderOutcomeUnknownError     a placement may or may not exist (5xx, -1006, -1007, a
 │   │                                timeout or a broken connection after the request left)
 │   ├── RateLimitedError             429: back off for retry_after_s; RetryableError
-│   └── IpBannedError                418: banned until retry_after_s has passed
+│   ├── IpBannedError                418: banned until retry_after_s has passed
+│   ├── StreamRejectedError          a stream handshake answered 4xx (bad stream name,
+│   │                                unknown symbol): not a network error, not retried as one
+│   └── NoMarketDataError            a run ended without delivering one market-data event
 ├── CircuitOpenError                 the breaker refused the call; RetryableError
 ├── PreTradeCheckError               an order broke a symbol filter; rejected before sending
 ├── RecordFormatError                a recorded or bridged event record that does not decode
@@ -46,6 +49,7 @@ __all__ = [
     "ExchangeUnavailableError",
     "GenesisError",
     "IpBannedError",
+    "NoMarketDataError",
     "OrderOutcomeUnknownError",
     "PreTradeCheckError",
     "RateLimitedError",
@@ -53,6 +57,7 @@ __all__ = [
     "RecordFormatError",
     "RetryableError",
     "StreamClosedError",
+    "StreamRejectedError",
     "TransportError",
 ]
 
@@ -156,6 +161,28 @@ class IpBannedError(ExchangeError):
         self.retry_after_s = retry_after_s
         self.until_ms = until_ms
         super().__init__(f"IP banned for {retry_after_s:g} s: {msg}")
+
+
+class StreamRejectedError(ExchangeError):
+    """A market-stream handshake answered HTTP ``status_code`` (4xx): the request is wrong.
+
+    ``reason`` is the server's answer (its body, shortened). Repeating the same request cannot
+    succeed, unlike a network failure; the connection tasks report it at ERROR and end the feed
+    once it persists on every connection.
+    """
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        self.status_code = status_code
+        self.reason = reason
+        super().__init__(f"stream handshake rejected with HTTP {status_code}: {reason}")
+
+
+class NoMarketDataError(ExchangeError):
+    """The run ended without one market-data event reaching the bus; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"no market data was delivered: {reason}")
 
 
 class CircuitOpenError(RetryableError):

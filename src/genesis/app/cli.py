@@ -7,9 +7,12 @@ Exit codes:
 
 - 0: finished (``--duration`` elapsed, Ctrl-C or SIGTERM); ``check``: every step passed;
 - 1: a task of the tree failed (the message names the error; no traceback for Genesis's own
-  errors, a logged traceback for a bug); for ``genesis order``: the exchange said no;
-  ``check``: the exchange is unreachable or a step failed;
-- 2: bad command line or configuration (every problem listed at once).
+  errors, a logged traceback for a bug), the market streams rejected every connection, or the
+  run ended without delivering one market-data event; for ``genesis order``: the exchange
+  said no; ``check``: the exchange is unreachable or a step failed;
+- 2: bad command line or configuration (every problem listed at once), including symbols the
+  exchange does not list or trade, and ``--record`` onto an existing file without
+  ``--append`` or ``--force``.
 
 With ``--log-json`` everything the command writes (log lines, the dashboard's price lines,
 error messages, the check's results) is one JSON object per line.
@@ -144,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
     )
     run.add_argument("--record", metavar="PATH", help="write every bus event to PATH as JSON lines")
+    existing = run.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--append", action="store_true", help="with --record: add to an existing file"
+    )
+    existing.add_argument(
+        "--force", action="store_true", help="with --record: overwrite an existing file"
+    )
     run.add_argument("--env-file", metavar="PATH", help="read settings from PATH (default .env)")
     run.add_argument(
         "--no-display",
@@ -379,6 +389,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             settings,
             duration_s=args.duration,
             record_path=args.record,
+            record_mode="append" if args.append else "overwrite" if args.force else "new",
             display=display,
             capture_logs=display is not None and sys.stderr.isatty(),
             sim_seed=args.sim_seed,

@@ -28,6 +28,18 @@ is opened around the tree nursery, so it outlives every task that uses it. One b
 exchange surface: "rest" wraps every gateway call, "streams" every market-data connect, and
 "ws_api" is kept for the user data stream; each publishes its transitions on the bus.
 
+At start, before any market data, the configured symbols are checked against the exchangeInfo
+the gateway read over REST: every symbol that is not listed, or not ``TRADING``, is named in one
+:class:`~genesis.errors.ConfigError` (the CLI exits 2). One connection-attempt budget (Binance:
+300 per 5 minutes per IP) is shared by the market-data roles and the user data stream.
+
+The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`:
+once started, a crash of either is an ERROR line (with its traceback) and, for the user stream,
+a ``USER_STREAM_DOWN`` alert, and the rest of the tree, market data first, keeps running.
+
+A run that ends (duration, signal) without one market-data event having reached the bus raises
+:class:`~genesis.errors.NoMarketDataError` with the last connection error, so it exits non-zero.
+
 Every task lives in a nursery visible here. A child that fails cancels its siblings and its
 error reaches :func:`run_genesis` (a lone error bare, not wrapped in exception groups), which the
 CLI turns into a message and exit code 1. A stop (``--duration``, Ctrl-C, SIGTERM) cancels the
@@ -39,9 +51,11 @@ cleanup is bounded by ``move_on_after``, so the whole stop takes well under a se
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from functools import partial
-from typing import TYPE_CHECKING, Final, NoReturn, TextIO
+from typing import TYPE_CHECKING, Final, NoReturn, TextIO, TypeVar
 
 import attrs
 import trio
@@ -51,38 +65,40 @@ from genesis.app.dashboard import run_dashboard
 from genesis.app.logging import json_line
 from genesis.app.market_state import run_market_state
 from genesis.app.metrics import MetricsSources, run_metrics
-from genesis.app.record import run_recorder
+from genesis.app.record import RECORD_EXISTS_HINT, run_recorder
 from genesis.app.view import Sources
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
-from genesis.errors import ConfigError
+from genesis.errors import ConfigError, NoMarketDataError
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
-from genesis.exchange.ws_manager import run_market_data
-from genesis.models.events import OrderUpdate
+from genesis.exchange.ws_manager import limited_connector, run_market_data
+from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.reconcile import reconcile_trigger, run_reconciler
 from genesis.orders.service import OrderService
 from genesis.resilience.circuit_breaker import CircuitBreaker
+from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
-    import os
+    from collections.abc import Awaitable, Callable
 
     from genesis.app.alerts import AlertHandle
     from genesis.app.dashboard import LiveDisplay
     from genesis.app.market_state import MarketStateHandle
     from genesis.app.metrics import MetricsHandle
-    from genesis.app.record import Recorder
+    from genesis.app.record import Recorder, RecordMode
     from genesis.bridge import Bridge
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
     from genesis.exchange.signing import Signer
     from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle
     from genesis.exchange.ws_manager import MarketDataHandle
+    from genesis.models.exchange_info import ExchangeInfo
     from genesis.orders.journal import Journal
     from genesis.orders.manager import OrderTaskState
     from genesis.orders.reconcile import ReconcilerHandle
@@ -93,10 +109,14 @@ __all__ = [
     "GenesisHandle",
     "run_genesis",
     "run_simulator_until_stopped",
+    "supervise_order_side",
+    "symbol_problems",
     "watch_signals",
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ORDER_CHANNEL_SIZE: Final = 64
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -177,6 +197,73 @@ def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return leaves[0] if len(leaves) == 1 else None
 
 
+async def supervise_order_side(  # type: ignore[explicit-any]  # any run_* service, as nursery.start takes
+    bus: EventBus,
+    name: str,
+    run: Callable[..., Awaitable[object]],
+    *,
+    alert: AlertKind | None = None,
+    task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``run`` (a ``run_*`` service) so that, once started, its crash stops only itself.
+
+    This is the supervision boundary between the order side and everything else: market data
+    must never stop because reconciliation or the user data stream failed. A failure before
+    ``started`` is the tree's (a start-up problem); after it, the error is logged at ERROR with
+    its traceback, ``alert`` (if given) goes on the bus, and this task idles until cancelled.
+
+    Args:
+        bus: where the alert goes.
+        name: the service's name in the log line.
+        run: called with ``task_status=``; its ``started`` value is passed on.
+        alert: the kind of the alert published when it fails.
+        task_status: receives what ``run`` passed to its own ``started``.
+    """
+    started = False
+    try:
+        async with trio.open_nursery() as inner:
+            value = await inner.start(run)
+            started = True
+            task_status.started(value)
+    except Exception as group:  # the supervision boundary: logged with its traceback, then idle
+        lone = _lone_error(group) if isinstance(group, BaseExceptionGroup) else group
+        if not started:
+            if lone is not None and lone is not group:
+                raise lone from None
+            raise
+        exc = group if lone is None else lone
+        logger.error(
+            "genesis.order_side_failed task=%s error=%s: %s; market data continues",
+            name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        if alert is not None:
+            await bus.publish(
+                Alert(
+                    kind=alert,
+                    severity=AlertSeverity.ERROR,
+                    message=f"{name} stopped: {type(exc).__name__}: {exc}",
+                    at_ms=int(time.time() * 1000),
+                    subject=name,
+                )
+            )
+    await trio.sleep_forever()
+
+
+def symbol_problems(info: ExchangeInfo, symbols: tuple[str, ...]) -> list[str]:
+    """Every configured symbol the exchange does not list, or does not trade now."""
+    problems: list[str] = []
+    for name in symbols:
+        symbol = info.symbol(name)
+        if symbol is None:
+            problems.append(f"GENESIS_SYMBOLS: {name} is not listed by the exchange")
+        elif symbol.status != "TRADING":
+            problems.append(f"GENESIS_SYMBOLS: {name} is not trading (status {symbol.status})")
+    return problems
+
+
 def _sim_config(symbols: tuple[str, ...], seed: int) -> SimConfig:
     try:
         return SimConfig(symbols=symbols, seed=seed)
@@ -189,6 +276,7 @@ async def run_genesis(
     *,
     duration_s: float | None = None,
     record_path: str | os.PathLike[str] | None = None,
+    record_mode: RecordMode = "new",
     display: TextIO | None = None,
     display_tty: bool | None = None,
     capture_logs: bool = False,
@@ -206,6 +294,7 @@ async def run_genesis(
             simulator is started first, on 127.0.0.1 with free ports.
         duration_s: stop cleanly after this many seconds (counted from the call).
         record_path: write every bus event to this JSON-lines file.
+        record_mode: ``new`` (refuse an existing file), ``append`` or ``overwrite``.
         display: show live prices on this stream (e.g. ``sys.stdout``); ``None`` for none.
         display_tty: draw in place; ``None`` asks ``display.isatty()``.
         capture_logs: print console log lines above the in-place table.
@@ -221,9 +310,15 @@ async def run_genesis(
         After an orderly stop (duration elapsed or a signal).
 
     Raises:
-        ConfigError: settings the tree cannot run with (e.g. symbols the simulator rejects).
+        ConfigError: settings the tree cannot run with (symbols the exchange does not list or
+            trade, symbols the simulator rejects, an existing recording without a mode).
+        NoMarketDataError: the run ended without one market-data event on the bus.
         Exception: the error of the task that failed, bare when it is the only one.
     """
+    if record_path is not None and record_mode == "new" and await trio.Path(record_path).exists():
+        # Checked again, race-free, when the recorder opens the file ("x" mode); this only
+        # spares starting the simulator and the gateway for nothing.
+        raise ConfigError([f"--record {os.fspath(record_path)} {RECORD_EXISTS_HINT}"])
     logger.info(
         "genesis.start mode=%s symbols=%s duration_s=%s",
         settings.mode.value,
@@ -231,6 +326,7 @@ async def run_genesis(
         duration_s,
     )
     client_scope = trio.CancelScope()
+    observed: list[MarketDataHandle] = []
     if duration_s is not None:
         client_scope.deadline = trio.current_time() + duration_s
     try:
@@ -259,6 +355,8 @@ async def run_genesis(
                         stream_url=stream_url,
                         simulator=simulator,
                         record_path=record_path,
+                        record_mode=record_mode,
+                        observed=observed,
                         display=display,
                         display_tty=display_tty,
                         capture_logs=capture_logs,
@@ -282,6 +380,19 @@ async def run_genesis(
     else:
         reason = "ended"  # pragma: no cover  # the tree's services run until cancelled
     logger.info("genesis.stop reason=%s", reason)
+    _check_delivered(observed)
+
+
+def _check_delivered(observed: list[MarketDataHandle]) -> None:
+    """A run that never delivered one market-data event is a failure, with the reason."""
+    if not observed:
+        return  # stopped before market data was even created (a config error came first)
+    handle = observed[0]
+    if handle.statistics().merger.published > 0:
+        return
+    reason = handle.last_cause() or "no connection delivered a frame"
+    logger.error("genesis.no_market_data reason=%s", reason)
+    raise NoMarketDataError(reason)
 
 
 async def _run_tree(
@@ -290,6 +401,8 @@ async def _run_tree(
     stream_url: str,
     simulator: SimHandle | None,
     record_path: str | os.PathLike[str] | None,
+    record_mode: RecordMode,
+    observed: list[MarketDataHandle],
     display: TextIO | None,
     display_tty: bool | None,
     capture_logs: bool,
@@ -314,6 +427,7 @@ async def _run_tree(
         ws_api_url = settings.ws_api_url
         ws_key, ws_signer = settings.api_key, load_signer(settings)
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
+    attempts = ConnectAttemptLimiter()
     try:
         async with (
             open_journal(settings.db_path) as journal,
@@ -328,10 +442,13 @@ async def _run_tree(
             order_send,
             trio.open_nursery() as tree,
         ):
+            _validate_symbols(gateway, settings.symbols)
             # Observers subscribe before market data starts, so they see every event.
             recorder = None
             if record_path is not None:
-                recorder = await tree.start(run_recorder, bus, record_path)
+                recorder = await tree.start(
+                    partial(run_recorder, bus, record_path, mode=record_mode)
+                )
             live = None
             if display is not None:
                 live = await tree.start(
@@ -384,6 +501,8 @@ async def _run_tree(
                     bus,
                     breaker=breakers["streams"],
                     backfill=gateway,  # holes no connection filled come from REST
+                    attempt_limiter=attempts,
+                    observe=observed.append,
                 )
             )
             if live is not None:
@@ -394,20 +513,32 @@ async def _run_tree(
             # user data stream; it never holds up the tree, and retries with backoff.
             on_gap, gaps = reconcile_trigger()
             reconciler = await tree.start(
-                partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps)
+                partial(
+                    supervise_order_side,
+                    bus,
+                    "reconciler",
+                    partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps),
+                )
             )
             user_stream = (
                 await tree.start(
                     partial(
-                        run_user_stream,
-                        ws_api_url,
-                        api_key=ws_key,
-                        signer=ws_signer,
-                        publish=partial(_route_user_event, service, bus),
-                        on_gap=on_gap,
-                        breaker=breakers["ws_api"],
-                        server_time_ms=gateway.server_time_ms,
-                        config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
+                        supervise_order_side,
+                        bus,
+                        "user_stream",
+                        partial(
+                            run_user_stream,
+                            ws_api_url,
+                            api_key=ws_key,
+                            signer=ws_signer,
+                            publish=partial(_route_user_event, service, bus),
+                            on_gap=on_gap,
+                            breaker=breakers["ws_api"],
+                            connector=limited_connector(attempts),
+                            server_time_ms=gateway.server_time_ms,
+                            config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
+                        ),
+                        alert=AlertKind.USER_STREAM_DOWN,
                     )
                 )
                 if ws_key is not None and ws_signer is not None and ws_api_url
@@ -421,6 +552,8 @@ async def _run_tree(
                     heartbeat_interval_s,
                     gateway=gateway,
                     user_stream=user_stream,
+                    prober=market_data,
+                    publish=bus.publish,
                 )
             )
             metrics = None
@@ -469,6 +602,23 @@ def _symbol_status(gateway: Gateway, symbol: str) -> str | None:
     info = gateway.cached_exchange_info
     found = info.symbol(symbol) if info is not None else None
     return found.status if found is not None else None
+
+
+def _validate_symbols(gateway: Gateway, symbols: tuple[str, ...]) -> None:
+    info = gateway.cached_exchange_info
+    if info is None:
+        # The gateway logged why (a WARNING); without exchangeInfo the REST URL is wrong or the
+        # exchange is down. Market data can still run; orders fall back to safe limits.
+        logger.error(
+            "genesis.exchange_info_unavailable symbols=%s: not checked against the exchange; "
+            "check the REST URL",
+            ",".join(symbols),
+        )
+        return
+    problems = symbol_problems(info, symbols)
+    if problems:
+        raise ConfigError(problems)
+    logger.info("genesis.symbols_checked symbols=%s", ",".join(symbols))
 
 
 async def _route_user_event(service: OrderService, bus: EventBus, event: UserStreamEvent) -> None:

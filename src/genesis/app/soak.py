@@ -599,7 +599,11 @@ class _MemoryConnector:
         if address is None:
             if len(self._addresses) == self.roles:
                 raise RuntimeError(f"soak connector: more roles than {self.roles}: {role!r}")
-            address = self._addresses[role] = f"10.0.0.{len(self._addresses) + 1}"
+            # A known role gets its fixed address: with jittered backoff each role has a
+            # schedule of its own, so which address it gets must not depend on Trio's order.
+            known = role in DEFAULT_ROLES
+            n = DEFAULT_ROLES.index(role) + 1 if known else len(self._addresses) + 1
+            address = self._addresses[role] = f"10.0.0.{n}"
         return address
 
 
@@ -772,6 +776,7 @@ async def run_virtual_soak(
                     connector=connector,
                     wall_clock_ms=sim.clock.now_ms,
                     backfill=gateway,
+                    rng=random.Random(seed + 1),  # the backoff's jitter, reproducible too
                 )
             )
             # The window (and the once-a-second samples) sit half a step off the feed's grid, so

@@ -1,9 +1,15 @@
 """The heartbeat task: a periodic health report of the market-data connections.
 
 Every ``interval_s`` (30 s by default, on a fixed grid that does not drift) it logs one line per
-connection (role, state, uptime, messages per second, latency, reconnects, rotations, last
-error), one line of merger counters and, when given a bus, one line of bus counters. A
-connection that is not connected is reported at WARNING, the rest at INFO.
+connection (role, state, uptime, messages per second, latency, last-frame age, ping round trip,
+reconnects, rotations, last error), one line of merger counters and, when given a bus, one line
+of bus counters. A connection that is not connected, or stale (its depth20 went silent), is
+reported at WARNING, the rest at INFO.
+
+Given a ``prober`` (the market-data handle), each report is preceded by an active ping of every
+connection (:meth:`~genesis.exchange.ws_manager.MarketDataHandle.probe_connections`), whose
+round trip the report shows. Given ``publish`` (``bus.publish``), every connection's
+:class:`~genesis.models.events.ConnectionHealth` goes on the bus with each report.
 
 Given the REST gateway, each report adds one line of gateway state (breaker, limiter usage,
 clock offset), and every ``time_sync_interval_s`` (5 minutes) the heartbeat refreshes the
@@ -23,6 +29,8 @@ from genesis.exchange.ws_manager import ConnectionState
 from genesis.models.events import BreakerState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from genesis.bus import BusStatistics
     from genesis.exchange.gateway import GatewayStatistics
     from genesis.exchange.time_sync import TimeSyncStatistics
@@ -33,6 +41,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL_S",
     "TIME_SYNC_INTERVAL_S",
     "BusStatisticsSource",
+    "ConnectionProber",
     "GatewaySource",
     "HealthSource",
     "UserStreamSource",
@@ -52,6 +61,12 @@ class HealthSource(Protocol):
     """Anything with market-data statistics, like :class:`.ws_manager.MarketDataHandle`."""
 
     def statistics(self) -> MarketDataStatistics: ...
+
+
+class ConnectionProber(Protocol):
+    """Pings every connection and records the round trips (the market-data handle)."""
+
+    async def probe_connections(self) -> None: ...
 
 
 class BusStatisticsSource(Protocol):
@@ -123,20 +138,32 @@ async def _refresh_time(gateway: GatewaySource) -> None:
         logger.warning("heartbeat.time_sync_failed error=%s: %s", type(exc).__name__, exc)
 
 
-def log_health(source: HealthSource, bus: BusStatisticsSource | None = None) -> None:
-    """Log one health report now (what each heartbeat does)."""
+def _optional(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def log_health(
+    source: HealthSource, bus: BusStatisticsSource | None = None
+) -> MarketDataStatistics:
+    """Log one health report now (what each heartbeat does); returns the statistics logged."""
     stats = source.statistics()
     for conn in stats.connections:
-        level = logging.INFO if conn.state is ConnectionState.CONNECTED else logging.WARNING
+        healthy = conn.state is ConnectionState.CONNECTED and not conn.stale
+        level = logging.INFO if healthy else logging.WARNING
         logger.log(
             level,
-            "heartbeat.connection role=%s state=%s uptime_s=%.0f msg_per_s=%.1f latency_ms=%s "
-            "reconnects=%d rotations=%d last_error=%s",
+            "heartbeat.connection role=%s state=%s%s uptime_s=%.0f msg_per_s=%.1f latency_ms=%s "
+            "last_frame_age_s=%s ping_rtt_ms=%s first_share=%.2f reconnects=%d rotations=%d "
+            "last_error=%s",
             conn.role,
             conn.state.value,
+            " stale" if conn.stale else "",
             conn.uptime_s,
             conn.messages_per_s,
             "-" if conn.latency_ms is None else conn.latency_ms,
+            _optional(conn.last_frame_age_s, ".1f"),
+            _optional(conn.ping_rtt_ms, ".1f"),
+            conn.first_share,
             conn.reconnects,
             conn.rotations,
             conn.last_error or "-",
@@ -160,6 +187,7 @@ def log_health(source: HealthSource, bus: BusStatisticsSource | None = None) -> 
             bus_stats.dropped,
             bus_stats.subscribers,
         )
+    return stats
 
 
 async def run_heartbeat(
@@ -170,6 +198,8 @@ async def run_heartbeat(
     gateway: GatewaySource | None = None,
     user_stream: UserStreamSource | None = None,
     time_sync_interval_s: float = TIME_SYNC_INTERVAL_S,
+    prober: ConnectionProber | None = None,
+    publish: Callable[[object], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Log the health of ``source`` (and ``bus``, ``gateway``) every ``interval_s``.
@@ -185,6 +215,8 @@ async def run_heartbeat(
         gateway: the REST gateway, for its state and time sync; ``None`` for none.
         user_stream: the user data stream, for its state; ``None`` for none.
         time_sync_interval_s: seconds between time syncs.
+        prober: pings every connection before each report (the market-data handle).
+        publish: where each report's ``ConnectionHealth`` events go (``bus.publish``).
         task_status: ``started()`` at once; the task holds no resources.
     """
     if not interval_s > 0:
@@ -203,7 +235,12 @@ async def run_heartbeat(
             await _refresh_time(gateway)
         if now >= next_at:
             next_at += interval_s
-            log_health(source, bus)
+            if prober is not None:
+                await prober.probe_connections()
+            stats = log_health(source, bus)
+            if publish is not None:
+                for conn in stats.connections:
+                    await publish(conn)
             if gateway is not None:
                 log_gateway(gateway)
             if user_stream is not None:

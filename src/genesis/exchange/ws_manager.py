@@ -20,9 +20,26 @@ Per connection (role):
 - connect with a ``connect_timeout_s`` cancel scope; foreign errors are translated here, once,
   into :class:`~genesis.errors.ConnectError`, :class:`~genesis.errors.ConnectionLostError` and
   :class:`~genesis.errors.ReadTimeoutError`;
-- no frame for ``stale_after_s`` (a stalled feed, even while pings flow) → reconnect;
-- reconnect after a failure with exponential backoff (1, 2, 4 … 30 s,
-  :mod:`genesis.resilience.backoff`), reset once a connection stayed healthy;
+- a handshake answered 4xx (an invalid stream, an unknown symbol) is not a network failure:
+  :class:`~genesis.errors.StreamRejectedError`, logged at ERROR with the server's reason, and
+  once every role has been rejected ``max_rejected_handshakes`` times in a row the feed ends
+  with that error (the run stops with a clear message instead of retrying forever). HTTP 429
+  (too many connection attempts) and 418 are rate limits: WARNING, and the next wait is the
+  backoff's cap;
+- every attempt first takes a token from the shared ``attempt_limiter`` (Binance: 300
+  connection attempts per 5 minutes per IP, :mod:`genesis.resilience.connect_limiter`);
+- liveness per stream kind: no frame at all for ``stale_after_s`` (a stalled feed, even while
+  pings flow) → reconnect; no depth20 frame for ``depth_stale_after_s`` (depth20@100ms is a
+  snapshot every 100 ms; a quiet trade stream is normal) → the role is *stale*: not live, a
+  WARNING, live again with the next depth frame;
+- when no role is live, :class:`~genesis.models.events.FeedDown` goes on the bus at once, and
+  :class:`~genesis.models.events.FeedUp` when one is live again (also the first time);
+- :meth:`MarketDataHandle.probe_connections` (the heartbeat's, every 30 s) pings every
+  connection and records the round trip; no pong within ``ping_timeout_s`` ends the connection;
+- reconnect after a failure with exponential backoff (1, 2, 4 … 30 s with full jitter, so
+  roles failing together do not retry in the same instant; :mod:`genesis.resilience.backoff`),
+  reset once a connection delivered frames for ``backoff.reset_after_s`` (10 s); never giving
+  up;
 - with a ``breaker`` (the market-streams
   :class:`~genesis.resilience.circuit_breaker.CircuitBreaker`, shared by every role), each
   connect attempt runs inside its ``guard()``: a connect error or timeout counts as a failure,
@@ -38,8 +55,10 @@ holes held, then backfilled from REST when a ``backfill`` source is given, else 
 ``FeedGap``; sequence resets; hostile input counted by kind). This module feeds it the frames
 with the time, wakes it at its hold deadlines and runs its backfill requests as tasks.
 
-Logs use stable names: ``ws.connect``, ``ws.connected``, ``ws.connect_failed``,
-``ws.disconnect``, ``ws.reconnect``, ``ws.rotate`` (the merger's ``ws.merger.*``); each
+Logs use stable names: ``ws.connect``, ``ws.connected``, ``ws.connect_failed`` (WARNING),
+``ws.rejected`` (ERROR), ``ws.disconnect`` (WARNING unless rotated or cancelled),
+``ws.reconnect``, ``ws.rotate``, ``ws.stale`` (WARNING), ``ws.live``, ``ws.ping_timeout``
+(WARNING), ``ws.feed_down`` (WARNING), ``ws.feed_up`` (the merger's ``ws.merger.*``); each
 connection line names the role, each end line its reason.
 """
 
@@ -48,7 +67,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import random
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
 
@@ -61,8 +82,11 @@ from genesis.errors import (
     CircuitOpenError,
     ConnectError,
     ConnectionLostError,
+    ExchangeError,
+    IpBannedError,
+    RateLimitedError,
     ReadTimeoutError,
-    TransportError,
+    StreamRejectedError,
 )
 from genesis.exchange.backfill import BackfillSource, fetch_klines, fetch_trades
 from genesis.exchange.merger import (
@@ -73,9 +97,11 @@ from genesis.exchange.merger import (
     TradeBackfillRequest,
 )
 from genesis.exchange.streams import (
+    StreamKind,
     combined_stream_url,
     is_server_shutdown,
     market_streams,
+    route_for,
 )
 from genesis.exchange.ws_errors import (
     close_text,
@@ -83,20 +109,21 @@ from genesis.exchange.ws_errors import (
     first_leaf,
     translate_connect_error,
 )
-from genesis.models.events import ConnectionHealth, ConnectionState
+from genesis.models.events import ConnectionHealth, ConnectionState, FeedDown, FeedUp
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
-    import random
     from collections.abc import Sequence
 
     from genesis.bus import EventBus
     from genesis.models.market import Kline, Trade
     from genesis.resilience.circuit_breaker import CircuitBreaker
+    from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
 __all__ = [
     "CLOSE_ON_CANCEL_S",
     "DEFAULT_ROLES",
+    "MARKET_DATA_BACKOFF",
     "ConnectionHealth",
     "ConnectionState",
     "MarketDataConfig",
@@ -108,6 +135,7 @@ __all__ = [
     "WebSocket",
     "WebSocketConnector",
     "connect_tcp_websocket",
+    "limited_connector",
     "run_market_data",
     "system_wall_clock_ms",
 ]
@@ -134,6 +162,12 @@ def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) ->
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+MARKET_DATA_BACKOFF: Final = BackoffPolicy(jitter=1.0, reset_after_s=10.0)
+"""1, 2, 4, 8, 16, 30 s capped, full jitter, reset after 10 s of frames, never giving up."""
+
+_REASON_CHARS: Final = 200
+
+
 @attrs.frozen(kw_only=True)
 class MarketDataConfig:
     """Protocol deadlines and sizes of the market-data connections (one frozen object).
@@ -154,7 +188,14 @@ class MarketDataConfig:
         gap_hold_s: How long trades beyond a missing id are held for the other connections.
         max_held_trades: Held trades per symbol beyond which they are released at once.
         rate_window_s: Window of the messages-per-second figure in the health snapshots.
-        backoff: Reconnect schedule (1, 2, 4 … 30 s by default).
+        depth_stale_after_s: No depth20 frame for this long → the role is stale (not live).
+            depth20@100ms is a snapshot every 100 ms, so its silence means a dead feed, while
+            a quiet trade stream is normal.
+        ping_timeout_s: How long an active ping probe waits for its pong before the connection
+            is declared dead.
+        max_rejected_handshakes: Consecutive 4xx handshake answers per role after which, once
+            every role is there, the feed ends with :class:`~genesis.errors.StreamRejectedError`.
+        backoff: Reconnect schedule (:data:`MARKET_DATA_BACKOFF` by default).
         backfill_timeout_s: How long the merger waits for REST to fill a hole before it gives
             the hole up (a ``FeedGap``) and releases the live trades held behind it.
     """
@@ -169,7 +210,10 @@ class MarketDataConfig:
     gap_hold_s: float = attrs.field(default=0.2, validator=_positive)
     max_held_trades: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     rate_window_s: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    backoff: BackoffPolicy = attrs.field(factory=BackoffPolicy)
+    depth_stale_after_s: float = attrs.field(default=2.0, validator=_positive)
+    ping_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    max_rejected_handshakes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    backoff: BackoffPolicy = MARKET_DATA_BACKOFF
     backfill_timeout_s: float = attrs.field(default=10.0, validator=_positive)
 
 
@@ -182,6 +226,10 @@ class WebSocket(Protocol):
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close handshake, then close the transport."""
+        ...
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for its pong; raises ``trio_websocket.ConnectionClosed``."""
         ...
 
 
@@ -201,15 +249,55 @@ class WebSocketConnector(Protocol):
 async def connect_tcp_websocket(
     nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
 ) -> WebSocket:
-    """The default connector: ``trio_websocket.connect_websocket_url`` (``ws://`` or ``wss://``).
+    """The default connector: TCP (TLS for ``wss://``), then trio-websocket's client handshake.
+
+    The same as ``trio_websocket.connect_websocket_url``, except that the TCP stream is closed
+    when the handshake fails (trio-websocket leaves it open when the server rejects it).
 
     ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
     test connectors use it (a simulated address per role). The caller closes the returned
     connection; its reader task lives in ``nursery``.
     """
-    return await trio_websocket.connect_websocket_url(
-        nursery, url, message_queue_size=message_queue_size
-    )
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    stream: trio.SSLStream[trio.SocketStream] | trio.SocketStream
+    if secure:
+        stream = await trio.open_ssl_over_tcp_stream(host, port, https_compatible=True)
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    try:
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,
+            host if port in (80, 443) else f"{host}:{port}",
+            resource,
+            message_queue_size=message_queue_size,
+        )
+    except BaseException:
+        # A rejected handshake is raised by trio-websocket's reader task, which leaves the TCP
+        # stream open (a leaked socket per attempt); it is ours to close.
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+def limited_connector(
+    limiter: ConnectAttemptLimiter, connector: WebSocketConnector = connect_tcp_websocket
+) -> WebSocketConnector:
+    """``connector``, but every attempt first takes a token of ``limiter`` (for the user stream;
+    :func:`run_market_data` takes the limiter itself, outside its connect timeout)."""
+
+    async def connect(
+        nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
+    ) -> WebSocket:
+        await limiter.acquire(role)
+        return await connector(nursery, url, message_queue_size=message_queue_size, role=role)
+
+    return connect
 
 
 @attrs.frozen(kw_only=True)
@@ -263,6 +351,22 @@ class _Session:
     retired: bool = False
     """Closed on purpose after a successor took over."""
     ended: bool = False
+    ws: WebSocket | None = None
+    stale: bool = False
+    """Connected, but no depth20 frame for ``depth_stale_after_s``."""
+    first_frame_at: float | None = None
+    last_frame_at: float | None = None
+    failure: str | None = None
+    """Set from outside the relay (a ping without pong): the session ends with this reason."""
+    relay_scope: trio.CancelScope | None = None
+    rate_limited: bool = False
+    """The attempt was answered 429/418: the next wait is the backoff's cap."""
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None and not self.ended:
+            self.failure = reason
+            if self.relay_scope is not None:
+                self.relay_scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -274,6 +378,8 @@ class _Role:
     rate: _RateMeter
     state: ConnectionState = ConnectionState.CONNECTING
     current: _Session | None = None
+    previous: _Session | None = None
+    """The session being replaced by a rotation, while it still relays."""
     newest_receiving: int = -1
     """Id of the newest session that delivered a frame; older sessions retire once it passes."""
     messages: int = 0
@@ -282,13 +388,35 @@ class _Role:
     reconnects: int = 0
     rotations: int = 0
     last_error: str | None = None
+    last_cause: str | None = None
+    """``last_error``, but never the breaker's refusal: what made the connections fail."""
+    last_frame_at: float | None = None
+    ping_rtt_ms: float | None = None
+    ping_timeouts: int = 0
+    rejections: int = 0
+    """Consecutive handshakes answered 4xx (reset by a successful connect)."""
 
     @property
     def receiving(self) -> bool:
         current = self.current
         return self.state is ConnectionState.CONNECTED and current is not None and current.receiving
 
-    def health(self, now: float) -> ConnectionHealth:
+    @property
+    def live(self) -> bool:
+        """Connected, delivering, and its depth20 frames are fresh; during a rotation the
+        predecessor, still relaying until the successor delivers, counts too."""
+        current = self.current
+        if self.receiving and current is not None and not current.stale:
+            return True
+        previous = self.previous
+        return (
+            previous is not None
+            and previous.receiving
+            and not previous.ended
+            and not previous.stale
+        )
+
+    def health(self, now: float, published: int = 0) -> ConnectionHealth:
         connected_at = self.current.connected_at if self.current is not None else None
         uptime = 0.0
         if self.state is ConnectionState.CONNECTED and connected_at is not None:
@@ -304,6 +432,10 @@ class _Role:
             rotations=self.rotations,
             last_error=self.last_error,
             receiving=self.receiving,
+            last_frame_age_s=None if self.last_frame_at is None else now - self.last_frame_at,
+            ping_rtt_ms=self.ping_rtt_ms,
+            first_share=self.first_delivered / published if published else 0.0,
+            stale=self.receiving and self.current is not None and self.current.stale,
         )
 
 
@@ -395,11 +527,55 @@ class _Service:
     merger: _MergerLoop
     send_chan: trio.MemorySendChannel[_Frame]
     breaker: CircuitBreaker | None = None
+    attempt_limiter: ConnectAttemptLimiter | None = None
+    watch_depth: bool = True
+    last_rejection: StreamRejectedError | None = None
+    rejected_everywhere: bool = False
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
 
     def notify_state(self) -> None:
         self.state_changed.unpark_all()
+
+    # -- the whole feed -------------------------------------------------------------------------
+
+    def last_frame_at(self) -> float | None:
+        times = [r.last_frame_at for r in self.roles if r.last_frame_at is not None]
+        return max(times, default=None)
+
+    async def watch_feed(self) -> NoReturn:
+        """Publish ``FeedDown`` the moment no role is live, ``FeedUp`` when one is again."""
+        live: bool | None = None  # unknown until the first role is live
+        down_at: float | None = None
+        while True:
+            now = trio.current_time()
+            live_roles = [r for r in self.roles if r.live]
+            if live_roles and live is not True:
+                down_for = 0.0 if down_at is None else now - down_at
+                live, down_at = True, None
+                logger.info("ws.feed_up role=%s down_for_s=%.1f", live_roles[0].name, down_for)
+                await self.bus.publish(FeedUp(at=now, down_for_s=down_for, role=live_roles[0].name))
+                continue
+            if not live_roles and live is True:
+                live, down_at = False, now
+                reason = self._down_reason()
+                last = self.last_frame_at()
+                age = None if last is None else now - last
+                logger.warning(
+                    "ws.feed_down reason=%s last_frame_age_s=%s",
+                    reason,
+                    "-" if age is None else f"{age:.1f}",
+                )
+                await self.bus.publish(FeedDown(at=now, reason=reason, last_event_age_s=age))
+                continue
+            await self.state_changed.park()
+
+    def _down_reason(self) -> str:
+        for role in self.roles:
+            if role.receiving:  # connected and delivering, yet not live: stale
+                return f"no depth20 frame for {self.config.depth_stale_after_s:g} s"
+        errors = [r.last_error for r in self.roles if r.last_error]
+        return errors[0] if errors else "no connection"
 
     # -- one role -------------------------------------------------------------------------------
 
@@ -414,10 +590,17 @@ class _Service:
                 nursery.start_soon(self.run_session, role, session)
                 await session.signal.wait()
                 if session.handover_reason is not None:
+                    role.previous = session
                     role.rotations += 1
                     logger.info("ws.rotate role=%s reason=%s", role.name, session.handover_reason)
                     continue
-                delay = role.backoff.mark_failed(trio.current_time())
+                self._check_rejections()
+                delay = role.backoff.mark_failed(
+                    trio.current_time(), healthy_until=session.last_frame_at
+                )
+                if session.rate_limited:
+                    # Too many connection attempts from this IP: wait the longest we ever do.
+                    delay = max(delay, role.backoff.policy.max_s)
                 role.reconnects += 1
                 role.state = ConnectionState.BACKOFF
                 self.notify_state()
@@ -431,18 +614,59 @@ class _Service:
                 await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _failed(self, role: _Role, session: _Session, exc: BaseException) -> str:
+        """Account for what ended a session (a rejection, a rate limit); its description."""
+        if isinstance(exc, StreamRejectedError):
+            role.rejections += 1
+            self.last_rejection = exc
+            logger.error(
+                "ws.rejected role=%s session=%d status=%d consecutive=%d reason=%s",
+                role.name,
+                session.id,
+                exc.status_code,
+                role.rejections,
+                exc.reason,
+            )
+        elif isinstance(exc, RateLimitedError | IpBannedError):
+            session.rate_limited = True
+        return describe_error(exc)
+
+    def _check_rejections(self) -> None:
+        limit = self.config.max_rejected_handshakes
+        if all(r.rejections >= limit for r in self.roles):
+            last = self.last_rejection
+            assert last is not None
+            if self.rejected_everywhere:  # another role got here first: one line is enough
+                raise StreamRejectedError(last.status_code, last.reason)
+            self.rejected_everywhere = True
+            reasons = sorted({r.last_error or "" for r in self.roles})
+            logger.error(
+                "ws.rejected_everywhere attempts=%d roles=%d reason=%s",
+                limit,
+                len(self.roles),
+                "; ".join(reasons),
+            )
+            raise StreamRejectedError(
+                last.status_code,
+                f"{last.reason} (every connection, {limit} times in a row)",
+            )
+
     async def run_session(self, role: _Role, session: _Session) -> None:
         """One connection: connect, relay, end. Transport failures end it; bugs propagate."""
         error: str | None = None
         try:
             await self._connect_and_relay(role, session)
-        except* (TransportError, CircuitOpenError) as group:
+        except* (ExchangeError, CircuitOpenError) as group:
             # CircuitOpenError: the breaker refused the attempt (nothing was dialled); it ends
             # this session as a failed connect, so the role backs off as after any other.
-            error = describe_error(first_leaf(group))
+            error = self._failed(role, session, first_leaf(group))
         except* (trio_websocket.HandshakeError, OSError) as group:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
-            error = describe_error(translate_connect_error(first_leaf(group)))
+            leaf = first_leaf(group)
+            if isinstance(leaf, trio_websocket.ConnectionRejected):
+                error = self._failed(role, session, _rejection(leaf))
+            else:
+                error = describe_error(translate_connect_error(leaf))
         except* LocalProtocolError as group:
             # trio-websocket#184: a server ping that crosses our close frame (rotation, stale
             # feed) makes trio-websocket's reader task answer with a pong that wsproto refuses
@@ -451,21 +675,38 @@ class _Service:
             error = describe_error(ConnectionLostError(f"closing: {first_leaf(group)}"))
         finally:
             session.ended = True
+            session.ws = None
+            if role.previous is session:
+                role.previous = None
             reason = error or ("rotated" if session.retired else "cancelled")
             if role.current is session and error is not None:
                 role.last_error = error
+                if not error.startswith(CircuitOpenError.__name__):
+                    role.last_cause = error
+            # A person must act on a feed that fails; rotations and our own stop are routine.
+            level = logging.WARNING if error is not None else logging.INFO
             if session.connected_at is None:
-                logger.info(
-                    "ws.connect_failed role=%s session=%d reason=%s", role.name, session.id, reason
+                logger.log(
+                    level,
+                    "ws.connect_failed role=%s session=%d reason=%s",
+                    role.name,
+                    session.id,
+                    reason,
                 )
             else:
-                logger.info(
-                    "ws.disconnect role=%s session=%d reason=%s", role.name, session.id, reason
+                logger.log(
+                    level,
+                    "ws.disconnect role=%s session=%d reason=%s",
+                    role.name,
+                    session.id,
+                    reason,
                 )
             session.signal.set()
             self.notify_state()
 
     async def _connect_and_relay(self, role: _Role, session: _Session) -> None:
+        if self.attempt_limiter is not None:
+            await self.attempt_limiter.acquire(role.name)
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
         async with trio.open_nursery() as nursery:
             if self.breaker is None:
@@ -476,17 +717,23 @@ class _Service:
                 async with self.breaker.guard():
                     ws = await self._dial(nursery, role.name)
             session.connected_at = trio.current_time()
+            session.ws = ws
+            role.rejections = 0
             if role.current is session:
                 role.state = ConnectionState.CONNECTED
             self.notify_state()
             logger.info("ws.connected role=%s session=%d", role.name, session.id)
             try:
                 with trio.CancelScope() as relay_scope:
+                    session.relay_scope = relay_scope
                     nursery.start_soon(self._retire_when_replaced, role, session, relay_scope)
                     await self._relay(ws, role, session)
             finally:
+                session.ws = None
                 await self._close(ws)
                 nursery.cancel_scope.cancel()
+            if session.failure is not None:
+                raise ReadTimeoutError(session.failure)
 
     async def _dial(self, nursery: trio.Nursery, role: str) -> WebSocket:
         """One connect attempt within ``connect_timeout_s``; errors translated to ConnectError."""
@@ -495,6 +742,8 @@ class _Service:
                 return await self.connector(
                     nursery, self.url, message_queue_size=self.config.message_queue_size, role=role
                 )
+            except trio_websocket.ConnectionRejected as exc:
+                raise _rejection(exc) from exc
             except (
                 trio_websocket.HandshakeError,
                 trio_websocket.ConnectionClosed,
@@ -530,11 +779,15 @@ class _Service:
         config = self.config
         assert session.connected_at is not None
         rotate_at = session.connected_at + config.rotate_after_s
-        last_frame_at = session.connected_at
+        last_frame_at = last_depth_at = session.connected_at
+        watch_depth = self.watch_depth
         async with self.send_chan.clone() as send_chan:
             while True:
                 stale_at = last_frame_at + config.stale_after_s
                 deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
+                depth_stale_at = last_depth_at + config.depth_stale_after_s
+                if watch_depth and not session.stale:
+                    deadline = min(deadline, depth_stale_at)
                 message: str | bytes | None = None
                 with trio.move_on_at(deadline):
                     try:
@@ -547,14 +800,25 @@ class _Service:
                 if message is None:
                     if now >= stale_at:
                         raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
+                    if watch_depth and not session.stale and now >= depth_stale_at:
+                        self._mark_stale(role, session, now - last_depth_at)
+                        continue
                     self._request_handover(role, session, "age")
                     continue
                 last_frame_at = now
+                session.last_frame_at = role.last_frame_at = now
                 if is_server_shutdown(message):
                     self._request_handover(role, session, "serverShutdown")
                     continue
+                if watch_depth and _is_depth_frame(message):
+                    last_depth_at = now
+                    if session.stale:
+                        session.stale = False
+                        logger.info("ws.live role=%s session=%d", role.name, session.id)
+                        self.notify_state()
                 if not session.receiving:
                     session.receiving = True
+                    session.first_frame_at = now
                     role.backoff.mark_healthy(now)
                     if session.id > role.newest_receiving:
                         role.newest_receiving = session.id
@@ -563,10 +827,66 @@ class _Service:
                 role.rate.add(now)
                 await send_chan.send(_Frame(role, message, self.wall_clock_ms()))
 
+    def _mark_stale(self, role: _Role, session: _Session, silent_s: float) -> None:
+        session.stale = True
+        logger.warning(
+            "ws.stale role=%s session=%d reason=no depth20 frame for %.1f s",
+            role.name,
+            session.id,
+            silent_s,
+        )
+        self.notify_state()
+
     def _request_handover(self, role: _Role, session: _Session, reason: str) -> None:
         if session.handover_reason is None and not session.ended:
             session.handover_reason = reason
             session.signal.set()
+
+    # -- active probes ----------------------------------------------------------------------------
+
+    async def probe(self, role: _Role, session: _Session, ws: WebSocket) -> None:
+        """Ping one connection; record the round trip, or end the connection without a pong."""
+        started = trio.current_time()
+        with trio.move_on_after(self.config.ping_timeout_s) as scope:
+            try:
+                await ws.ping()
+            except (trio_websocket.ConnectionClosed, LocalProtocolError, ValueError):
+                # Closed under the probe (the relay reports why), or a ping still in flight.
+                return
+        if scope.cancelled_caught:
+            role.ping_timeouts += 1
+            role.ping_rtt_ms = None
+            logger.warning(
+                "ws.ping_timeout role=%s session=%d timeout_s=%g",
+                role.name,
+                session.id,
+                self.config.ping_timeout_s,
+            )
+            session.fail(f"no pong within {self.config.ping_timeout_s:g} s")
+            return
+        role.ping_rtt_ms = (trio.current_time() - started) * 1000.0
+
+
+def _is_depth_frame(message: str | bytes) -> bool:
+    # The combined-stream envelope names its stream first: '{"stream":"btcusdt@depth20@100ms",'.
+    # A bounded find, not a parse: this runs for every frame of every connection.
+    if isinstance(message, str):
+        return message.find("@depth", 10, 60) >= 0
+    return message.find(b"@depth", 10, 60) >= 0
+
+
+def _rejection(exc: trio_websocket.ConnectionRejected) -> ExchangeError:
+    body = exc.body or b""
+    text = body[:_REASON_CHARS].decode("utf-8", "replace")
+    reason = "".join(c if c.isprintable() else " " for c in text).strip() or "(no reason given)"
+    status = exc.status_code
+    if status in (429, 418):
+        return RateLimitedError(
+            f"stream handshake answered HTTP {status}: {reason}", retry_after_s=0.0
+        )
+    if 400 <= status < 500:
+        return StreamRejectedError(status, reason)
+    return translate_connect_error(exc)
 
 
 class MarketDataHandle:
@@ -598,15 +918,41 @@ class MarketDataHandle:
         Raises:
             KeyError: no such role.
         """
-        return self._role(role).health(trio.current_time())
+        return self._role(role).health(trio.current_time(), self._service.merger.published)
 
     def statistics(self) -> MarketDataStatistics:
         """Health of every connection and the merger counters."""
         now = trio.current_time()
+        published = self._service.merger.published
         return MarketDataStatistics(
-            connections=tuple(role.health(now) for role in self._service.roles),
+            connections=tuple(role.health(now, published) for role in self._service.roles),
             merger=self._service.merger.statistics(),
         )
+
+    @property
+    def live(self) -> bool:
+        """Whether at least one connection is live (connected, delivering, depth20 fresh)."""
+        return any(role.live for role in self._service.roles)
+
+    def last_cause(self) -> str | None:
+        """Why connections end or fail to open: the last error of the first role that has one,
+        past the breaker (while it is open every attempt reads "circuit open"; the cause is
+        what opened it)."""
+        causes = [role.last_cause for role in self._service.roles if role.last_cause]
+        return causes[0] if causes else None
+
+    async def probe_connections(self) -> None:
+        """Ping every connected connection at once and record each round trip.
+
+        Returns once every pong arrived or ``ping_timeout_s`` passed; a connection without a
+        pong by then is ended (its role reconnects). Cancelling it abandons the probes.
+        """
+        service = self._service
+        async with trio.open_nursery() as nursery:
+            for role in service.roles:
+                session = role.current
+                if session is not None and session.ws is not None and not session.ended:
+                    nursery.start_soon(service.probe, role, session, session.ws)
 
     async def _wait_state(self, predicate: Callable[[], bool]) -> None:
         await trio.lowlevel.checkpoint()
@@ -663,13 +1009,16 @@ async def run_market_data(
     breaker: CircuitBreaker | None = None,
     backfill: BackfillSource | None = None,
     merger_config: MergerConfig | None = None,
+    attempt_limiter: ConnectAttemptLimiter | None = None,
+    observe: Callable[[MarketDataHandle], object] | None = None,
     task_status: trio.TaskStatus[MarketDataHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep redundant market-data connections and publish each event once to ``bus``.
 
     Every role opens ``<stream_base_url>/stream?streams=...`` with ``@trade``, ``@ticker``,
     ``@depth20@100ms`` and ``@kline_1m`` for every symbol; the merger publishes Trade, Ticker,
-    Depth and Kline events with ``bus.publish_nowait``.
+    Depth and Kline events with ``bus.publish_nowait``. ``FeedUp`` / ``FeedDown`` are published
+    (awaited, never dropped) as the first connection becomes live and when none is.
 
     Args:
         stream_base_url: ``wss://stream.binance.com:9443``, or the simulator's ``ws://...``.
@@ -680,7 +1029,8 @@ async def run_market_data(
         roles: One redundant connection per role name.
         connector: Opens a WebSocket (seam for in-memory tests).
         wall_clock_ms: Epoch-ms clock for receive timestamps and latency.
-        rng: Source of backoff jitter when ``config.backoff.jitter`` is set.
+        rng: Source of backoff jitter (tests inject a seeded one); ``None``: a fresh
+            ``random.Random()`` when ``config.backoff.jitter`` is set.
         breaker: The market-streams circuit breaker; every connect attempt of every role runs
             inside its ``guard()``. While it is open, attempts are refused without dialling and
             back off like failed connects. ``None``: no breaker.
@@ -689,12 +1039,17 @@ async def run_market_data(
             are published as :class:`~genesis.models.events.FeedGap` at once.
         merger_config: The merger's hold times and bounds; by default built from ``config``
             (``gap_hold_s``, ``max_held_trades``, ``backfill_timeout_s``).
+        attempt_limiter: The process's shared connection-attempt budget (Binance: 300 per 5
+            minutes per IP); every attempt of every role takes a token first. ``None``: none.
+        observe: Called with the handle as soon as it exists, before any connection: for a
+            caller that must say why a feed never started.
         task_status: Receives the :class:`MarketDataHandle` once at least one connection is
             connected *and* receiving.
 
     Raises:
-        ValueError: no symbols or roles, duplicate roles, too many streams, or jitter without
-            ``rng``.
+        ValueError: no symbols or roles, duplicate roles, too many streams.
+        StreamRejectedError: every role's handshake was answered 4xx
+            ``config.max_rejected_handshakes`` times in a row (an unknown symbol, a wrong URL).
 
     Runs until cancelled; connections close gracefully (bounded by ``disconnect_timeout_s``)
     on the way out. Transport failures never escape: they are retried forever.
@@ -703,7 +1058,7 @@ async def run_market_data(
     if not roles or len(set(roles)) != len(roles):
         raise ValueError(f"roles must be non-empty and unique: {roles!r}")
     if config.backoff.jitter and rng is None:
-        raise ValueError("backoff jitter needs an injected random.Random (rng=...)")
+        rng = random.Random()  # jitter, not cryptography: unseeded is right
     streams = market_streams(symbols)
     url = combined_stream_url(stream_base_url, streams)
     send_chan, recv_chan = trio.open_memory_channel[_Frame](config.relay_buffer_size)
@@ -731,7 +1086,12 @@ async def run_market_data(
         roles=tuple(
             _Role(
                 name=name,
-                backoff=Backoff(config.backoff, rng),
+                # One generator per role, drawn in role order: roles that fail in the same
+                # instant draw in an order Trio may shuffle, and a shared one would then make a
+                # seeded run irreproducible.
+                backoff=Backoff(
+                    config.backoff, None if rng is None else random.Random(rng.getrandbits(64))
+                ),
                 rate=_RateMeter(config.rate_window_s),
             )
             for name in roles
@@ -741,15 +1101,27 @@ async def run_market_data(
         merger=merger,
         send_chan=send_chan,
         breaker=breaker,
+        attempt_limiter=attempt_limiter,
+        watch_depth=any(
+            (route := route_for(name)) is not None and route.kind is StreamKind.DEPTH
+            for name in streams
+        ),
     )
     handle = MarketDataHandle(service, streams)
+    if observe is not None:
+        observe(handle)
     logger.info(
         "ws.market_data.start url=%s streams=%d roles=%s", url, len(streams), ",".join(roles)
     )
-    async with send_chan, trio.open_nursery() as nursery:
-        nursery.start_soon(service.merger.run, recv_chan)
-        for role in service.roles:
-            nursery.start_soon(service.run_role, role)
-        await handle.wait_receiving()
-        task_status.started(handle)
+    try:
+        async with send_chan, trio.open_nursery() as nursery:
+            nursery.start_soon(service.merger.run, recv_chan)
+            nursery.start_soon(service.watch_feed)
+            for role in service.roles:
+                nursery.start_soon(service.run_role, role)
+            await handle.wait_receiving()
+            task_status.started(handle)
+    except* StreamRejectedError as group:
+        # The one way the feed ends on its own: re-raised bare, as the caller's error.
+        raise first_leaf(group) from None
     raise AssertionError("market data tasks ended")  # pragma: no cover

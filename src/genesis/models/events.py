@@ -242,6 +242,8 @@ class ConnectionHealth:
         last_frame_age_s: Seconds since this role's newest frame (``None`` before any).
         ping_rtt_ms: Round trip of the last active ping probe (``None`` before any answer).
         first_share: Share (0..1) of the published events that this role delivered first.
+        stale: Connected and receiving, but a stream that must tick (depth20) went silent:
+            the role is not live.
     """
 
     role: str
@@ -257,6 +259,7 @@ class ConnectionHealth:
     last_frame_age_s: float | None = None
     ping_rtt_ms: float | None = None
     first_share: float = 0.0
+    stale: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -1,10 +1,15 @@
 """Exponential reconnect backoff: a pure core that takes ``now``, plus a thin Trio wrapper.
 
 The schedule is ``initial_s * multiplier**attempt`` capped at ``max_s``; with the defaults that is
-1, 2, 4, 8, 16, 30, 30 … seconds. Optional jitter draws each delay uniformly from
+1, 2, 4, 8, 16, 30, 30 … seconds, and it never gives up (the attempt count grows without bound,
+the delay stays at the cap). Optional jitter draws each delay uniformly from
 ``[delay * (1 - jitter), delay]`` with an injected :class:`random.Random`, so the cap is never
-exceeded and tests stay reproducible. A connection that stayed healthy for ``reset_after_s``
-resets the schedule: the next failure waits ``initial_s`` again.
+exceeded and tests stay reproducible; ``jitter=1`` is "full jitter" (uniform in ``(0, delay]``),
+what the market-data connections use so that connections failing together do not retry in the
+same instant. A connection that stayed healthy for ``reset_after_s`` resets the schedule: the
+next failure waits ``initial_s`` again. "Healthy" ends at the last sign of life the caller
+reports (``healthy_until``), so a connection that went silent and was declared stale later does
+not count its silent tail.
 
 :class:`BackoffPolicy` is the frozen configuration and :meth:`BackoffPolicy.delay_s` the pure
 function; :class:`Backoff` is the per-connection state (attempt count, healthy-since) whose
@@ -113,15 +118,18 @@ class Backoff:
         if self.healthy_since is None:
             self.healthy_since = now
 
-    def mark_failed(self, now: float) -> float:
+    def mark_failed(self, now: float, *, healthy_until: float | None = None) -> float:
         """A connection attempt or a live connection ended at ``now``.
 
-        Resets the schedule first if the connection had been healthy for ``reset_after_s``.
+        Resets the schedule first if the connection had been healthy for ``reset_after_s``:
+        from :meth:`mark_healthy` until ``healthy_until`` (its last frame; ``now`` when
+        ``None``).
 
         Returns:
             The delay in seconds before the next attempt.
         """
-        if self.healthy_since is not None and now - self.healthy_since >= self.policy.reset_after_s:
+        end = now if healthy_until is None else min(now, healthy_until)
+        if self.healthy_since is not None and end - self.healthy_since >= self.policy.reset_after_s:
             self.attempt = 0
         self.healthy_since = None
         delay = self.policy.delay_s(self.attempt, self.rng)
