@@ -109,6 +109,7 @@ from genesis.exchange.ws_errors import (
     first_leaf,
     translate_connect_error,
 )
+from genesis.models.codec import is_depth_frame
 from genesis.models.events import ConnectionHealth, ConnectionState, FeedDown, FeedUp
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
@@ -810,7 +811,7 @@ class _Service:
                 if is_server_shutdown(message):
                     self._request_handover(role, session, "serverShutdown")
                     continue
-                if watch_depth and _is_depth_frame(message):
+                if watch_depth and is_depth_frame(message):
                     last_depth_at = now
                     if session.stale:
                         session.stale = False
@@ -865,14 +866,6 @@ class _Service:
             session.fail(f"no pong within {self.config.ping_timeout_s:g} s")
             return
         role.ping_rtt_ms = (trio.current_time() - started) * 1000.0
-
-
-def _is_depth_frame(message: str | bytes) -> bool:
-    # The combined-stream envelope names its stream first: '{"stream":"btcusdt@depth20@100ms",'.
-    # A bounded find, not a parse: this runs for every frame of every connection.
-    if isinstance(message, str):
-        return message.find("@depth", 10, 60) >= 0
-    return message.find(b"@depth", 10, 60) >= 0
 
 
 def _rejection(exc: trio_websocket.ConnectionRejected) -> ExchangeError:

@@ -41,6 +41,7 @@ __all__ = [
     "MAX_FRAME_CHARS",
     "FrameKey",
     "frame_key_of",
+    "is_depth_frame",
     "parse_frame",
     "read_event_time",
     "read_stream",
@@ -155,3 +156,14 @@ def parse_frame(raw: str | bytes) -> tuple[str, object]:
             "no stream or data key"
         )
     return stream, obj["data"]
+
+
+def is_depth_frame(message: str | bytes) -> bool:
+    """Whether a combined-stream frame is a depth stream's, without parsing it.
+
+    The envelope names its stream first (``{"stream":"btcusdt@depth20@100ms",...``): a bounded
+    find, for the per-kind liveness check that runs on every frame of every connection.
+    """
+    if isinstance(message, str):
+        return message.find("@depth", 10, 60) >= 0
+    return message.find(b"@depth", 10, 60) >= 0
