@@ -6,7 +6,7 @@ Usage::
                                    [--market-step 0.1] [--symbols BTCUSDT,ETHUSDT]
                                    [--max-wall-minutes 60] [--tracemalloc] [--json PATH]
 
-Runs :func:`genesis.app.soak.run_virtual_soak` under ``MockClock(autojump_threshold=0)``: three
+Runs :func:`genesis.testing.run_virtual_soak` under ``MockClock(autojump_threshold=0)``: three
 redundant connections through an in-memory connector to the simulator, a seeded fault schedule,
 the 24 h age cap, and the exchange's own trades as ground truth. Prints a progress line every
 virtual hour and a summary at the end; ``--json`` also writes the report with the wall time,
@@ -45,10 +45,11 @@ import trio
 import trio.testing
 
 from genesis.app.logging import configure_logging
-from genesis.app.soak import DEFAULT_SOAK_SYMBOLS, SOAK_PROFILES, run_virtual_soak
+from genesis.sim.faults import FAULT_PROFILES
+from genesis.testing import DEFAULT_SOAK_SYMBOLS, run_virtual_soak
 
 if TYPE_CHECKING:
-    from genesis.app.soak import SoakProgress, SoakReport
+    from genesis.testing import SoakProgress, SoakReport
 
 __all__ = ["main"]
 
@@ -110,7 +111,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0, help="virtual hours (default 24)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", choices=sorted(SOAK_PROFILES), default="chaos")
+    parser.add_argument("--profile", choices=sorted(FAULT_PROFILES), default="chaos")
     parser.add_argument(
         "--market-step", type=float, default=0.1, help="market feed step in s (default 0.1)"
     )

@@ -307,10 +307,12 @@ class StreamFaults:
         """:meth:`shutdown` every live connection (drain); returns how many there were."""
         return self._conns.shutdown_all()
 
-    def _register(self, make: Callable[[int], _Connection]) -> _Connection:
+    def register(self, make: Callable[[int], _Connection]) -> _Connection:
+        """Enter a new connection (built by ``make`` from its id) into the registry."""
         return self._conns.register(make)
 
-    def _unregister(self, conn: _Connection) -> None:
+    def unregister(self, conn: _Connection) -> None:
+        """Remove a closed connection and its per-connection fault switches."""
         self._conns.unregister(conn)
         self.stalled_ids.discard(conn.id)
         self.ping_stopped_ids.discard(conn.id)
@@ -497,7 +499,7 @@ class StreamServer:
             return
         ws = await request.accept()
         now = trio.current_time()
-        conn = self.faults._register(
+        conn = self.faults.register(
             lambda conn_id: _Connection(
                 id=conn_id,
                 path=target,
@@ -540,7 +542,7 @@ class StreamServer:
         finally:
             tap.on_frame = None
             self.hub.close_subscriber(sub)
-            self.faults._unregister(conn)
+            self.faults.unregister(conn)
             self._open -= 1
 
     def _canonical_streams(self, names: Iterable[str]) -> list[str] | None:

@@ -1,0 +1,11 @@
+"""The simulator's test kit, as ``trio.testing`` is trio's: what needs only the simulator.
+
+- :class:`MemoryConnector`: ws_manager's connector seam over in-memory streams to the
+  simulator (no sockets; virtual time), with scripted refusals, hangs and lost frames.
+"""
+
+from __future__ import annotations
+
+from genesis.sim.testing._memory import MemoryConnector, MemoryDialer
+
+__all__ = ["MemoryConnector", "MemoryDialer"]
