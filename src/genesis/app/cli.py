@@ -1,5 +1,6 @@
-"""The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator) and
-``genesis order`` (one order call; :mod:`genesis.app.order_cli`).
+"""The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator),
+``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis soak`` (the tree
+against the simulator's faults; :mod:`genesis.app.soak`).
 
 Exit codes:
 
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from genesis.app.order_cli import add_order_parser
 
     add_order_parser(sub)
+    from genesis.app.soak import add_soak_parser
+
+    add_soak_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ check what reached the bus against the simulator's own trade record.
 
 from __future__ import annotations
 
+from genesis.testing._realtime import RealSoakReport, SoakTick, run_soak
 from genesis.testing._virtual import (
     DEFAULT_SOAK_SYMBOLS,
     SoakProgress,
@@ -26,9 +27,12 @@ from genesis.testing._virtual import (
 
 __all__ = [
     "DEFAULT_SOAK_SYMBOLS",
+    "RealSoakReport",
     "SoakProgress",
     "SoakReport",
     "SoakRole",
+    "SoakTick",
     "profile_of",
+    "run_soak",
     "run_virtual_soak",
 ]

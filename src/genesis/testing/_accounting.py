@@ -178,7 +178,7 @@ class Tally:
                 self.on_event(event, trio.current_time())
 
     def on_event(self, event: object, now: float) -> None:
-        if self.window_open:
+        if self.window_open and isinstance(event, Trade | Depth | Ticker | Kline):
             self._gap(now)
         self.events_total += 1
         self._count(self.events, type(event).__name__)
