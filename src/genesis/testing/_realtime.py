@@ -248,6 +248,12 @@ async def run_soak(
     counter = _LogCounter()
     root_logger = logging.getLogger("genesis")
     root_logger.addHandler(counter)
+    # The reconnect delays are INFO records: let them through to the counter (handlers
+    # configured elsewhere keep their own levels).
+    ws_logger = logging.getLogger("genesis.exchange.ws_manager")
+    ws_level = ws_logger.level
+    if ws_logger.getEffectiveLevel() > logging.INFO:
+        ws_logger.setLevel(logging.INFO)
     try:
         return await _soak(
             settings,
@@ -263,6 +269,7 @@ async def run_soak(
         )
     finally:
         root_logger.removeHandler(counter)
+        ws_logger.setLevel(ws_level)
 
 
 async def _soak(
