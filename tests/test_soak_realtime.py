@@ -56,11 +56,13 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
     assert data["trades_delivered"] == data["trades_in_record"]
     assert data["trades_lost"] == 0
     assert data["trades_unrecorded"] == 0
-    assert data["duplicated"] == {} and data["out_of_order"] == {}
+    assert data["duplicated"] == {}
+    assert data["out_of_order"] == {}
     assert {"Trade", "Depth", "Ticker", "Kline"} <= set(data["events_by_kind"])
     assert data["events_by_kind"]["Trade"] >= data["trades_published"]
     assert set(data["reconnects"]) == {"execution", "monitoring", "backup"}
-    assert data["rss_start_mib"] > 0 and data["rss_peak_mib"] >= data["rss_start_mib"]
+    assert data["rss_start_mib"] > 0
+    assert data["rss_peak_mib"] >= data["rss_start_mib"]
     assert data["errors_by_kind"] == {}
 
 
