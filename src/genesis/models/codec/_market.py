@@ -18,7 +18,7 @@ from genesis.models.codec._wire import (
     decimal_to_wire,
     parse_decimal,
 )
-from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
+from genesis.models.market import Depth, DepthUpdate, Kline, PriceLevel, Ticker, Trade
 from genesis.models.streams import parse_stream_name
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "MARKET_EVENT_TYPES",
     "MarketEvent",
     "decode_depth",
+    "decode_depth_update",
     "decode_frame",
     "decode_kline",
     "decode_stream_payload",
@@ -151,6 +152,37 @@ def decode_depth(data: object, *, symbol: str, received_ms: int = 0) -> Depth:
         )
 
     return _guard("depth", build, data)
+
+
+def _depth_update(d: Wire) -> DepthUpdate:
+    if d.get("e") != "depthUpdate":
+        raise ValueError(f"event type is {d.get('e')!r}, not 'depthUpdate'")
+    first, final = _int(d["U"]), _int(d["u"])
+    if final < first:
+        raise ValueError(f"'u' {final} is below 'U' {first}")
+    return DepthUpdate(
+        symbol=_str(d["s"]),
+        first_update_id=first,
+        final_update_id=final,
+        bids=_levels(d["b"]),
+        asks=_levels(d["a"]),
+        event_time_ms=_int(d["E"]),
+    )
+
+
+def decode_depth_update(raw: bytes | str) -> DepthUpdate:
+    """Decode a diff-depth frame: a combined ``{"stream", "data"}`` frame or the bare payload.
+
+    Raises:
+        ExchangeProtocolError: invalid JSON or a malformed ``depthUpdate`` payload.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ExchangeProtocolError(f"invalid JSON frame: {exc}") from exc
+    if isinstance(obj, dict) and "stream" in obj and "data" in obj:
+        obj = obj["data"]
+    return _guard("depthUpdate", _depth_update, obj)
 
 
 def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:
