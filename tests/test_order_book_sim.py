@@ -19,9 +19,13 @@ import itertools
 from typing import TYPE_CHECKING, Final
 
 import orjson
+import pytest
 import trio
 
+from genesis.app.run import run_genesis
 from genesis.bus import EventBus
+from genesis.config import Settings, load_settings
+from genesis.errors import ConfigError
 from genesis.exchange.order_book import BookState, OrderBookConfig, run_order_books
 from genesis.models.codec import decode_depth
 from genesis.models.market import OrderBook, PriceLevel
@@ -31,6 +35,9 @@ from genesis.sim.testing import MemoryConnector
 from tests.gateway_support import T0, memory_gateway
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from genesis.app.run import GenesisHandle
     from genesis.exchange.order_book import OrderBooksHandle
     from genesis.sim.exchange import BookDiff
 
@@ -180,3 +187,45 @@ async def test_a_slow_resync_does_not_hold_up_the_other_books(
     assert len(pauses) == 1
     start, end = pauses[0]
     assert len([t for t in eth_times if start < t < end]) >= 10
+
+
+# --- in the whole tree -------------------------------------------------------------------------
+
+
+async def test_genesis_order_book_puts_books_on_the_bus_and_into_the_recording(
+    tmp_path: Path,
+) -> None:
+    # Real sockets and wall-clock time: the embedded simulator on 127.0.0.1, as `genesis run`.
+    path = tmp_path / "events.jsonl"
+    settings = Settings(symbols=SYMBOLS, order_book=("ETHUSDT",))
+    books: list[OrderBook] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            handle: GenesisHandle = await nursery.start(
+                functools.partial(run_genesis, settings, record_path=path, handle_signals=False)
+            )
+            assert handle.order_books is not None
+            async with handle.bus.subscribe(OrderBook) as subscription:
+                async for book in subscription:
+                    books.append(book)
+                    if len(books) == 3:
+                        break
+            nursery.cancel_scope.cancel()
+    assert {book.symbol for book in books} == {"ETHUSDT"}
+    assert all(b.bids[0].price < b.asks[0].price for b in books)
+    assert [b.last_update_id for b in books] == sorted({b.last_update_id for b in books})
+    recorded = [line for line in path.read_text().splitlines() if "OrderBook" in line]
+    assert recorded
+
+
+def test_genesis_order_book_names_symbols_of_genesis_symbols() -> None:
+    def load(**env: str) -> Settings:
+        return load_settings(env, env_file=None)
+
+    assert load().order_book == ()
+    assert load(GENESIS_ORDER_BOOK="ethusdt, BTCUSDT,ethusdt").order_book == (
+        "ETHUSDT",
+        "BTCUSDT",
+    )
+    with pytest.raises(ConfigError, match="GENESIS_ORDER_BOOK names symbols that are not in"):
+        load(GENESIS_SYMBOLS="BTCUSDT", GENESIS_ORDER_BOOK="BTCUSDT,DOGEUSDT")

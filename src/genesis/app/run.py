@@ -10,6 +10,8 @@ run_genesis
             ├── [--record]  recorder         app/record.py
             ├── [display]   live prices      app/dashboard.py
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
+            ├── [GENESIS_ORDER_BOOK] books   exchange/order_book.py (its own diff-depth
+            │                                connection; snapshots through the gateway)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
             ├── reconciler                   orders/reconcile.py (at start and after each gap)
@@ -48,6 +50,7 @@ from genesis.config import Mode, Secret
 from genesis.errors import ConfigError
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
+from genesis.exchange.order_book import run_order_books
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import run_market_data
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
     from genesis.app.record import Recorder
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
+    from genesis.exchange.order_book import OrderBooksHandle
     from genesis.exchange.signing import Signer
     from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle
     from genesis.exchange.ws_manager import MarketDataHandle
@@ -107,6 +111,7 @@ class GenesisHandle:
         simulator: the embedded simulator's handle in simulator mode, else ``None``.
         recorder: the recording's state with ``record_path``, else ``None``.
         display: the live display when one is shown, else ``None``.
+        order_books: the local order books (``GENESIS_ORDER_BOOK``), else ``None``.
     """
 
     bus: EventBus
@@ -122,6 +127,7 @@ class GenesisHandle:
     simulator: SimHandle | None
     recorder: Recorder | None
     display: LiveDisplay | None
+    order_books: OrderBooksHandle | None = None
 
 
 async def watch_signals(
@@ -314,6 +320,11 @@ async def _run_tree(
                     breaker=breakers["streams"],
                 )
             )
+            order_books = None
+            if settings.order_book:
+                order_books = await tree.start(
+                    partial(run_order_books, stream_url, settings.order_book, bus, gateway.depth)
+                )
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
             # Reconcile at start (the journal against the exchange), then after every gap in the
@@ -365,6 +376,7 @@ async def _run_tree(
                     simulator=simulator,
                     recorder=recorder,
                     display=live,
+                    order_books=order_books,
                 )
             )
     finally:
