@@ -62,7 +62,7 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
     assert data["events_by_kind"]["Trade"] >= data["trades_published"]
     assert set(data["reconnects"]) == {"execution", "monitoring", "backup"}
     assert data["rss_start_mib"] > 0
-    assert data["rss_peak_mib"] >= data["rss_start_mib"]
+    assert data["rss_end_mib"] > 0
     assert data["errors_by_kind"] == {}
 
 

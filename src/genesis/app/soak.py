@@ -19,7 +19,6 @@ tree crashed); 2 for bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,21 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from genesis.app.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, LEVELS, err, positive_float
+from genesis.app.cli import _symbols as symbols_arg  # the --symbols parser of genesis sim
 from genesis.app.logging import configure_logging
 
 if TYPE_CHECKING:
+    import argparse
+
     from genesis.testing import RealSoakReport, SoakTick
 
 __all__ = ["add_soak_parser", "format_summary"]
 
 logger = logging.getLogger(__name__)
-
-
-def _symbols(text: str) -> tuple[str, ...]:
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
-    if not symbols or not all(s.isalnum() for s in symbols):
-        raise argparse.ArgumentTypeError(f"expected comma-separated symbols: {text!r}")
-    return symbols
 
 
 def add_soak_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +58,9 @@ def add_soak_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     soak.add_argument("--faults", choices=sorted(FAULT_PROFILES), default="chaos")
     soak.add_argument("--report", metavar="PATH", help="write the JSON report here")
     soak.add_argument("--seed", type=int, default=1, help="simulator and fault seed")
-    soak.add_argument("--symbols", type=_symbols, default=("BTCUSDT", "ETHUSDT"), metavar="S1,S2")
+    soak.add_argument(
+        "--symbols", type=symbols_arg, default=("BTCUSDT", "ETHUSDT"), metavar="S1,S2"
+    )
     soak.add_argument("--settle", type=float, default=5.0, metavar="SECONDS")
     soak.add_argument("--record", metavar="PATH", help="also record every bus event")
     soak.add_argument("--progress", type=positive_float, default=60.0, metavar="SECONDS")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from genesis.bus import Subscription
+    from genesis.exchange.ws_manager import MergerStatistics
     from genesis.sim.exchange import PublicTrade
     from genesis.sim.server import Simulator
 
@@ -39,6 +40,7 @@ __all__ = [
     "Truth",
     "check_record",
     "losses",
+    "merger_counts",
 ]
 
 LOST_SAMPLES: Final = 20
@@ -330,3 +332,17 @@ def check_record(sim: Simulator, truth: Truth, tally: Tally) -> RecordCheck:
         trades_delivered=delivered_count,
         trades_unrecorded=unrecorded,
     )
+
+
+def merger_counts(merger: MergerStatistics) -> dict[str, int]:
+    """The merger's counters as a report mapping."""
+    return {
+        "frames": merger.frames,
+        "published": merger.published,
+        "duplicates_dropped": merger.duplicates_dropped,
+        "gaps": merger.gaps,
+        "trades_missing": merger.trades_missing,
+        "decode_errors": merger.decode_errors,
+        "held": merger.held,
+        "bus_rejected": merger.bus_rejected,
+    }

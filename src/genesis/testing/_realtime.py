@@ -36,7 +36,15 @@ from genesis.app.run import run_genesis, watch_signals
 from genesis.config import Settings
 from genesis.exchange.streams import market_streams
 from genesis.sim.faults import run_fault_profile
-from genesis.testing._accounting import LOST_SAMPLES, Sampler, Tally, Truth, check_record, losses
+from genesis.testing._accounting import (
+    LOST_SAMPLES,
+    Sampler,
+    Tally,
+    Truth,
+    check_record,
+    losses,
+    merger_counts,
+)
 from genesis.testing._virtual import profile_of
 
 if TYPE_CHECKING:
@@ -381,16 +389,7 @@ async def _soak(
         rss_peak_mib=round(_peak_rss_mib(), 1),
         errors_by_kind=dict(sorted(counter.by_kind.items())),
         faults=dict(sorted(schedule.injected.items())),
-        merger={
-            "frames": merger.frames,
-            "published": merger.published,
-            "duplicates_dropped": merger.duplicates_dropped,
-            "gaps": merger.gaps,
-            "trades_missing": merger.trades_missing,
-            "decode_errors": merger.decode_errors,
-            "held": merger.held,
-            "bus_rejected": merger.bus_rejected,
-        },
+        merger=merger_counts(merger),
         bus_dropped=bus_dropped,
     )
     logger.log(

@@ -63,7 +63,7 @@ from genesis.sim.faults import FAULT_PROFILES, FaultProfile, FaultSchedule
 from genesis.sim.feed import MarketFeed, run_market_feed
 from genesis.sim.server import SimConfig, Simulator, build_simulator
 from genesis.sim.testing import MemoryConnector
-from genesis.testing._accounting import Sampler, Tally, Truth, check_record, losses
+from genesis.testing._accounting import Sampler, Tally, Truth, check_record, losses, merger_counts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -437,16 +437,7 @@ async def run_virtual_soak(
         connections_accepted=sim.streams.statistics().connections_accepted,
         max_connection_age_s=sampler.max_age_ms / 1000,
         faults=dict(sorted(schedule.injected.items())),
-        merger={
-            "frames": merger.frames,
-            "published": merger.published,
-            "duplicates_dropped": merger.duplicates_dropped,
-            "gaps": merger.gaps,
-            "trades_missing": merger.trades_missing,
-            "decode_errors": merger.decode_errors,
-            "held": merger.held,
-            "bus_rejected": merger.bus_rejected,
-        },
+        merger=merger_counts(merger),
     )
     logger.info(
         "soak.done published=%d lost_outage=%d lost_in_flight=%d lost_while_up=%d reconnects=%d",
