@@ -13,10 +13,12 @@ Why a connection of its own: the three market-data connections carry ``depth20``
 that any one of them may deliver first; a diff stream cannot be merged that way (its events
 chain by ``U``/``u`` on one connection), and one lost event means a resync anyway. A book
 costs one extra connection for all its symbols, and a failure of that connection never
-touches the trade feed. When the connection drops, every book resyncs; when a single
-symbol's chain breaks (``U`` > book id + 1), only that symbol does, while the reader goes on
-applying the others' events: the snapshot is fetched by that symbol's resync task, and its
-events are buffered meanwhile.
+touches the trade feed. A book asks for its snapshot once its first event is buffered (so a
+symbol whose book never changes has no book yet). When the connection drops, every book
+resyncs from the new connection's events (a snapshot in flight across the drop is discarded);
+when a single symbol's chain breaks (``U`` > book id + 1), only that symbol does, while the
+reader goes on applying the others' events: the snapshot is fetched by that symbol's resync
+task, and its events are buffered meanwhile.
 
 :class:`LocalBook` is the pure core: no trio, no I/O, driven by :meth:`LocalBook.on_update`
 and :meth:`LocalBook.on_snapshot` (property-tested). The procedure, per FACTS.md §9:
@@ -292,6 +294,8 @@ class _Book:
     core: LocalBook
     wanted: trio.Event = attrs.field(factory=trio.Event)
     """Set when the book needs a snapshot; the resync task clears it (a new Event)."""
+    generation: int = 0
+    """Counts connection losses; a snapshot fetched across one is discarded."""
     snapshots: int = 0
     snapshot_errors: int = 0
     published: int = 0
@@ -396,8 +400,10 @@ async def run_order_books(
             # optional view and must never hold up the tree's start.
             on_connected()
             for book in books.values():
+                # Not live again before the new connection delivers: its first event asks
+                # for the snapshot; one in flight now is stale (``generation``).
                 book.core.reset()
-                book.want_snapshot()
+                book.generation += 1
             handle.reconnects += 1
             delay = backoff.mark_failed(trio.current_time())
             logger.warning("book.reconnect delay_s=%.1f reason=%s", delay, error)
@@ -421,8 +427,6 @@ async def _session(
             ws = await _dial(nursery, url, config, connector)
             try:
                 logger.info("book.connected symbols=%s", ",".join(books))
-                for book in books.values():
-                    book.want_snapshot()
                 on_connected()
                 await _read(ws, books, handle, bus, config, backoff)
             finally:
@@ -487,7 +491,10 @@ async def _on_message(
         handle.bad_frame(f"unknown symbol {update.symbol[:20]!r}")
         return
     verdict = book.core.on_update(update)
-    if verdict is UpdateVerdict.APPLIED:
+    if verdict is UpdateVerdict.BUFFERED and len(book.core.buffer) == 1:
+        # FACTS §9 steps 1-2: the first event is buffered, now the snapshot.
+        book.want_snapshot()
+    elif verdict is UpdateVerdict.APPLIED:
         book.published += 1
         await bus.publish(book.core.top(config.levels))
     elif verdict is UpdateVerdict.GAP:
@@ -512,7 +519,8 @@ async def _resync(
     while True:
         await book.wanted.wait()
         book.wanted = trio.Event()
-        while book.core.state is BookState.SYNCING:
+        while book.core.state is BookState.SYNCING and book.core.buffer:
+            generation = book.generation
             try:
                 snapshot = await fetch_depth(book.core.symbol, config.snapshot_limit)
             except ExchangeError as exc:
@@ -527,6 +535,11 @@ async def _resync(
                 await trio.sleep(delay)
                 continue
             book.snapshots += 1
+            if book.generation != generation:
+                logger.info(
+                    "book.snapshot_discarded symbol=%s reason=reconnected", book.core.symbol
+                )
+                break
             verdict = book.core.on_snapshot(snapshot)
             logger.info(
                 "book.snapshot symbol=%s last_update_id=%d verdict=%s",
