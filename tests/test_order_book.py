@@ -8,15 +8,20 @@ is live it equals the reference at the client's book id, and a lost event is alw
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import attrs
 import orjson
 import pytest
+import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genesis.errors import ExchangeProtocolError
+from genesis.bus import EventBus
+from genesis.errors import ConnectError, ExchangeProtocolError
 from genesis.exchange.order_book import (
     BookState,
     LocalBook,
@@ -24,9 +29,13 @@ from genesis.exchange.order_book import (
     SnapshotVerdict,
     UpdateVerdict,
     order_book_streams,
+    run_order_books,
 )
 from genesis.models.codec import decode_depth_update
-from genesis.models.market import Depth, DepthUpdate, PriceLevel
+from genesis.models.market import Depth, DepthUpdate, OrderBook, PriceLevel
+
+if TYPE_CHECKING:
+    from genesis.exchange.order_book import OrderBooksHandle
 
 SYMBOL = "BTCUSDT"
 
@@ -273,3 +282,97 @@ def test_diff_frames_decode_combined_or_bare_and_bad_ones_are_typed_errors() -> 
     ):
         with pytest.raises(ExchangeProtocolError):
             decode_depth_update(bad)
+
+
+# --- the task, over a scripted connection (exact autojump times) ----------------------------
+
+
+@attrs.define
+class ScriptedWebSocket:
+    """Delivers its messages, then nothing (a silent connection)."""
+
+    messages: list[bytes]
+
+    async def get_message(self) -> bytes:
+        if not self.messages:
+            await trio.sleep_forever()
+        await trio.lowlevel.checkpoint()
+        return self.messages.pop(0)
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@attrs.define
+class ScriptedConnector:
+    sessions: list[list[bytes]]
+    attempts: list[tuple[float, str, str]] = attrs.field(factory=list)
+
+    async def __call__(
+        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str
+    ) -> ScriptedWebSocket:
+        self.attempts.append((trio.current_time(), url, role))
+        await trio.lowlevel.checkpoint()
+        if not self.sessions:
+            raise OSError(111, "Connection refused")
+        return ScriptedWebSocket(self.sessions.pop(0))
+
+
+def _frame(symbol: str, first: int, final: int) -> bytes:
+    data = {"e": "depthUpdate", "E": final, "s": symbol, "U": first, "u": final}
+    data |= {"b": [["99", str(final)]], "a": [["101", "1"]]}
+    return orjson.dumps({"stream": f"{symbol.lower()}@depth@100ms", "data": data})
+
+
+async def test_bad_frames_a_failed_snapshot_and_a_silent_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    connector = ScriptedConnector(
+        [
+            [b"{bad", _frame("DOGEUSDT", 1, 1), _frame(SYMBOL, 11, 12), _frame(SYMBOL, 13, 13)],
+            [_frame(SYMBOL, 20, 21)],
+        ]
+    )
+    fetches: list[float] = []
+
+    async def fetch_depth(symbol: str, limit: int) -> Depth:
+        fetches.append(trio.current_time())
+        assert (symbol, limit) == (SYMBOL, 1000)
+        if len(fetches) == 1:
+            raise ConnectError("REST is down")
+        return _snapshot(11 if len(fetches) == 2 else 20)
+
+    bus = EventBus()
+    config = OrderBookConfig(stale_after_s=5.0)
+    with trio.fail_after(30):
+        async with bus.subscribe(OrderBook) as books, trio.open_nursery() as nursery:
+            handle: OrderBooksHandle = await nursery.start(
+                functools.partial(
+                    run_order_books,
+                    "ws://sim.invalid",
+                    [SYMBOL],
+                    bus,
+                    fetch_depth,
+                    config=config,
+                    connector=connector,
+                )
+            )
+            first = await books.receive()
+            assert (trio.current_time(), first.last_update_id) == (1.0, 13)
+            second = await books.receive()
+            # Silent for 5 s after its last frame (t=0): reconnect after 1 s of backoff.
+            assert (trio.current_time(), second.last_update_id) == (6.0, 21)
+            nursery.cancel_scope.cancel()
+    assert [t for t, _, _ in connector.attempts] == [0.0, 6.0]
+    assert connector.attempts[0][1:] == (
+        "ws://sim.invalid/stream?streams=btcusdt@depth@100ms",
+        "order_book",
+    )
+    assert fetches == [0.0, 1.0, 6.0]  # the failed one retried after 1 s of backoff
+    (row,) = handle.statistics()
+    assert (row.syncs, row.gaps, row.snapshot_errors, row.snapshots) == (2, 0, 1, 2)
+    assert handle.decode_errors == 2  # bad JSON, a symbol without a book
+    assert handle.reconnects == 1
+    book = handle.book(SYMBOL)
+    assert book is not None
+    assert book.bids == (PriceLevel(Decimal(99), Decimal(21)),)
