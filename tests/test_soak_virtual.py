@@ -16,8 +16,10 @@ Rules for these tests:
 
 from __future__ import annotations
 
+import ast
 import functools
 import logging
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -27,6 +29,7 @@ import trio
 import trio.testing
 from wsproto.utilities import LocalProtocolError
 
+import genesis
 from genesis.bus import EventBus
 from genesis.exchange.ws_manager import DEFAULT_ROLES, MarketDataConfig, run_market_data
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
@@ -270,3 +273,31 @@ async def _close_at_the_instant_of_a_ping(
             health = handle.health("execution")
             assert (health.rotations, health.reconnects) == (1, 0)
             server_nursery.cancel_scope.cancel()
+
+
+def test_production_modules_do_not_import_the_test_kit() -> None:
+    # genesis.testing sits above app, exchange and sim; only the `genesis soak` handler loads
+    # it, lazily, when the command runs. genesis.sim.testing stays inside sim's layer (the
+    # import-direction test in test_exports.py).
+    src = Path(genesis.__file__).parent
+    offenders: list[str] = []
+    for path in src.rglob("*.py"):
+        module = ".".join(path.relative_to(src).with_suffix("").parts)
+        if module.startswith("testing"):
+            continue
+        # Imports that run when the module is imported: its top-level statements (a function
+        # body, or an ``if TYPE_CHECKING:`` block, runs later or never).
+        offenders += [
+            module
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.ImportFrom | ast.Import)
+            and any(
+                name.startswith("genesis.testing")
+                for name in (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [alias.name for alias in node.names]
+                )
+            )
+        ]
+    assert offenders == []
