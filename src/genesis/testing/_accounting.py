@@ -322,10 +322,11 @@ def check_record(sim: Simulator, truth: Truth, tally: Tally) -> RecordCheck:
             from_id = page[-1] + 1
         in_record += len(recorded)
         delivered_count += sum(1 for i in recorded if i < len(delivered) and delivered[i])
+        held_from = min(recorded, default=first)  # the history keeps the newest trades only
         unrecorded += sum(
             1
-            for i in range(first, min(last + 1, len(delivered)))
-            if delivered[i] and i not in recorded and i >= min(recorded, default=first)
+            for i in range(held_from, min(last + 1, len(delivered)))
+            if delivered[i] and i not in recorded
         )
     return RecordCheck(
         trades_in_record=in_record,
