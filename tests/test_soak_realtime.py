@@ -40,7 +40,19 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
 ) -> None:
     path = tmp_path / "soak.json"
     code = main(
-        ["soak", "--duration", "2", "--faults", "none", "--settle", "1", "--report", str(path)]
+        [
+            "soak",
+            "--duration",
+            "2",
+            "--faults",
+            "none",
+            "--settle",
+            "1",
+            "--order-book",
+            "ETHUSDT",
+            "--report",
+            str(path),
+        ]
     )
     out = capsys.readouterr().out
     assert code == EXIT_OK, out
@@ -64,6 +76,12 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
     assert data["rss_start_mib"] > 0
     assert data["rss_end_mib"] > 0
     assert data["errors_by_kind"] == {}
+    # The local book of ETHUSDT was soaked too: synced once, no gap, a book per applied event.
+    eth = data["order_books"]["ETHUSDT"]
+    assert (eth["syncs"], eth["gaps"]) == (1, 0)
+    assert eth["published"] == eth["applied"] + 1
+    # (the tally may not have drained the last instant's books when the counts were taken)
+    assert 0 < data["events_by_kind"]["OrderBook"] <= eth["published"]
 
 
 def test_genesis_soak_refuses_bad_arguments(tmp_path: Path) -> None:

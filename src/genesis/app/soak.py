@@ -2,7 +2,8 @@
 
 ```
 genesis soak [--duration 3600] [--faults flaky|chaos|none] [--report PATH] [--seed 1]
-             [--symbols BTCUSDT,ETHUSDT] [--settle 5] [--record PATH] [--log-level WARNING]
+             [--symbols BTCUSDT,ETHUSDT] [--order-book S1,S2] [--settle 5] [--record PATH]
+             [--log-level WARNING]
 └── trio.run
     └── genesis.testing.run_soak     app/run.py's tree + the simulator's fault schedule,
                                      checked against the simulator's own trade record
@@ -63,6 +64,9 @@ def add_soak_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     soak.add_argument("--settle", type=float, default=5.0, metavar="SECONDS")
     soak.add_argument("--record", metavar="PATH", help="also record every bus event")
+    soak.add_argument(
+        "--order-book", type=symbols_arg, default=(), metavar="S1,S2", help="also soak local books"
+    )
     soak.add_argument("--progress", type=positive_float, default=60.0, metavar="SECONDS")
     soak.add_argument("--log-level", choices=LEVELS, default="WARNING", type=str.upper)
     soak.set_defaults(handler=_cmd_soak)
@@ -120,6 +124,7 @@ def _cmd_soak(args: argparse.Namespace) -> int:
                 symbols=args.symbols,
                 settle_s=args.settle,
                 record_path=args.record,
+                order_book=args.order_book,
                 handle_signals=True,
                 progress_every_s=args.progress,
                 on_progress=partial(_progress, sys.stdout),

@@ -115,6 +115,8 @@ class RealSoakReport:
         faults: Faults injected, by action.
         merger: The merger's counters.
         bus_dropped: Events the bus dropped (any subscriber).
+        order_books: Per symbol with a local book (``order_book=``): gaps, syncs, snapshots,
+            events applied and books published (exchange/order_book.py statistics).
     """
 
     started_at: str
@@ -150,6 +152,7 @@ class RealSoakReport:
     faults: Mapping[str, int]
     merger: Mapping[str, int]
     bus_dropped: int
+    order_books: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -218,6 +221,7 @@ async def run_soak(
     profile: str | FaultProfile = "chaos",
     seed: int = 1,
     symbols: Sequence[str] = ("BTCUSDT", "ETHUSDT"),
+    order_book: Sequence[str] = (),
     settle_s: float = 5.0,
     settings: Settings | None = None,
     record_path: str | None = None,
@@ -232,6 +236,7 @@ async def run_soak(
         profile: A name from :data:`~genesis.sim.faults.FAULT_PROFILES` or a profile.
         seed: The simulator's seed (market and fault schedule).
         symbols: The tree's symbols (ignored when ``settings`` is given).
+        order_book: Symbols (of ``symbols``) with a local order book, soaked too.
         settle_s: Fault-free time after the window, for trades still in flight.
         settings: The tree's settings; simulator mode, default ``Settings(symbols=...)``.
         record_path: ``--record`` for the tree (every bus event as JSON lines).
@@ -252,7 +257,7 @@ async def run_soak(
         raise ValueError("duration_s and progress_every_s must be > 0, settle_s >= 0")
     fault_profile = profile_of(profile)
     if settings is None:
-        settings = Settings(symbols=tuple(symbols))
+        settings = Settings(symbols=tuple(symbols), order_book=tuple(order_book))
     counter = _LogCounter()
     root_logger = logging.getLogger("genesis")
     root_logger.addHandler(counter)
@@ -352,6 +357,21 @@ async def _soak(
             lost = losses(truth, tally)
             record = check_record(sim, truth, tally)
             bus_dropped = handle.bus.statistics().dropped
+            order_books = (
+                {}
+                if handle.order_books is None
+                else {
+                    row.symbol: {
+                        "gaps": row.gaps,
+                        "syncs": row.syncs,
+                        "snapshots": row.snapshots,
+                        "snapshot_errors": row.snapshot_errors,
+                        "applied": row.applied,
+                        "published": row.published,
+                    }
+                    for row in handle.order_books.statistics()
+                }
+            )
         finally:
             remove_listener()
         nursery.cancel_scope.cancel()
@@ -391,6 +411,7 @@ async def _soak(
         faults=dict(sorted(schedule.injected.items())),
         merger=merger_counts(merger),
         bus_dropped=bus_dropped,
+        order_books=order_books,
     )
     logger.log(
         logging.INFO if report.ok else logging.WARNING,
