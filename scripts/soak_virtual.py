@@ -133,6 +133,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _invariants_hold(report: SoakReport) -> bool:
     return (
         report.trades_lost_while_up == 0
+        and report.trades_unrecorded == 0
         and not report.duplicates
         and not report.out_of_order
         and report.bus_dropped == 0
@@ -148,7 +149,8 @@ def _summary(report: SoakReport, wall_s: float) -> str:
         + (" (stopped early: wall-time bound)" if report.stopped_early else ""),
         f"  wall time            {wall_s:.1f} s ({report.duration_s / max(wall_s, 1e-9):.0f}x)",
         f"  trades published     {report.trades_published}",
-        f"  trades on the bus    {report.trades_delivered}",
+        f"  exchange's record    {report.trades_in_record} (its history: last 10,000 per symbol)",
+        f"    of them on the bus {report.trades_delivered}",
         f"  lost in outages      {report.trades_lost_in_outage}"
         f" ({report.uncovered_s} s without a delivering connection)",
         f"  lost in flight       {report.trades_lost_in_flight}",
