@@ -342,7 +342,7 @@ class OrderBooksHandle:
         )
 
     def book(self, symbol: str) -> OrderBook | None:
-        """``symbol``'s book now (top ``levels``), or None while it syncs."""
+        """``symbol``'s whole local book now (every level), or None while it syncs."""
         core = self._books[symbol].core
         return core.top(10**9) if core.state is BookState.LIVE else None
 
