@@ -7,7 +7,7 @@ Usage::
                                    [--max-wall-minutes 60] [--tracemalloc] [--json PATH]
                                    [--no-backfill]
 
-Runs :func:`genesis.app.soak.run_virtual_soak` under ``MockClock(autojump_threshold=0)``: three
+Runs :func:`genesis.testing.run_virtual_soak` under ``MockClock(autojump_threshold=0)``: three
 redundant connections through an in-memory connector to the simulator, a seeded fault schedule,
 the 24 h age cap, and the exchange's own trades as ground truth. Prints a progress line every
 virtual hour and a summary at the end; ``--json`` also writes the report with the wall time,
@@ -46,10 +46,11 @@ import trio
 import trio.testing
 
 from genesis.app.logging import configure_logging
-from genesis.app.soak import DEFAULT_SOAK_SYMBOLS, SOAK_PROFILES, run_virtual_soak
+from genesis.sim.faults import FAULT_PROFILES
+from genesis.testing import DEFAULT_SOAK_SYMBOLS, run_virtual_soak
 
 if TYPE_CHECKING:
-    from genesis.app.soak import SoakProgress, SoakReport
+    from genesis.testing import SoakProgress, SoakReport
 
 __all__ = ["main"]
 
@@ -111,7 +112,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0, help="virtual hours (default 24)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", choices=sorted(SOAK_PROFILES), default="chaos")
+    parser.add_argument("--profile", choices=sorted(FAULT_PROFILES), default="chaos")
     parser.add_argument(
         "--market-step", type=float, default=0.1, help="market feed step in s (default 0.1)"
     )
@@ -139,6 +140,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _invariants_hold(report: SoakReport) -> bool:
     return (
         report.trades_lost_while_up == 0
+        and report.trades_unrecorded == 0
         and not report.duplicates
         and not report.out_of_order
         and report.bus_dropped == 0
@@ -154,7 +156,8 @@ def _summary(report: SoakReport, wall_s: float) -> str:
         + (" (stopped early: wall-time bound)" if report.stopped_early else ""),
         f"  wall time            {wall_s:.1f} s ({report.duration_s / max(wall_s, 1e-9):.0f}x)",
         f"  trades published     {report.trades_published}",
-        f"  trades on the bus    {report.trades_delivered}",
+        f"  exchange's record    {report.trades_in_record} (its history: last 10,000 per symbol)",
+        f"    of them on the bus {report.trades_delivered}",
         f"  lost in outages      {report.trades_lost_in_outage}"
         f" ({report.uncovered_s} s without a delivering connection)",
         f"  lost in flight       {report.trades_lost_in_flight}",

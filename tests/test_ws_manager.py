@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import urllib.parse
 from collections import defaultdict
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -56,6 +55,7 @@ from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
 from genesis.sim.hub import StreamHub
 from genesis.sim.streams import StreamServer, StreamServerConfig, serve_market_streams
+from genesis.sim.testing import MemoryConnector
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -228,38 +228,6 @@ def collecting_bus() -> tuple[EventBus, Callable[[], list[object]]]:
 
 
 @attrs.define(eq=False)
-class MemoryConnector:
-    """Connects to the simulator over a memory stream; can refuse or hang scripted attempts."""
-
-    server: StreamServer
-    server_nursery: trio.Nursery
-    attempts: list[float] = attrs.field(factory=list)
-    refuse_next: int = 0
-    hang_next: int = 0
-
-    async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
-    ) -> WebSocket:
-        self.attempts.append(trio.current_time())
-        if self.refuse_next:
-            self.refuse_next -= 1
-            await trio.lowlevel.checkpoint()
-            raise OSError(111, "Connection refused")
-        if self.hang_next:
-            self.hang_next -= 1
-            await trio.sleep_forever()
-        parts = urllib.parse.urlsplit(url)
-        client = self.server.connect_memory_stream(self.server_nursery)
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            client,  # type: ignore[arg-type]  # any trio Stream works; the annotation is narrower
-            parts.hostname or "sim",
-            f"{parts.path}?{parts.query}",
-            message_queue_size=message_queue_size,
-        )
-
-
-@attrs.define(eq=False)
 class MemorySim:
     hub: StreamHub
     clock: SimClock
@@ -278,7 +246,7 @@ async def open_memory_sim(
         hub = StreamHub()
         clock = SimClock.start(DEFAULT_VIRTUAL_EPOCH_MS)
         server = StreamServer(hub, clock, config or StreamServerConfig(symbols=frozenset(SYMBOLS)))
-        yield MemorySim(hub, clock, server, MemoryConnector(server, nursery))
+        yield MemorySim(hub, clock, server, MemoryConnector(server.connect_memory_stream, nursery))
         nursery.cancel_scope.cancel()
 
 

@@ -18,6 +18,8 @@ at startup, by :func:`load_settings`, which reads (environment variables win ove
                               ``ws://127.0.0.1:8081/ws-api/v3``)
 ``RECV_WINDOW``               ``recvWindow`` in ms, an integer in 1..60000 (default 5000)
 ``GENESIS_SYMBOLS``           comma-separated symbols (default ``BTCUSDT,ETHUSDT``)
+``GENESIS_ORDER_BOOK``        comma-separated symbols (of ``GENESIS_SYMBOLS``) that get a local
+                              order book from the diff-depth stream (default none)
 ``GENESIS_DB``                the order journal's SQLite file (default ``./genesis.db`` on the
                               testnet and in production; in simulator mode ``:memory:``, since
                               the embedded simulator's orders end with the process too)
@@ -97,6 +99,7 @@ ENV_VARS: Final = (
     "GENESIS_SYMBOLS",
     "GENESIS_DB",
     "GENESIS_NATS_URL",
+    "GENESIS_ORDER_BOOK",
 )
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -181,6 +184,8 @@ class Settings:
         recv_window_ms: ``recvWindow`` sent with signed requests.
         symbols: upper-case symbols, deduplicated, in the order given.
         db_path: the order journal's SQLite file (``GENESIS_DB``), or ``:memory:``.
+        order_book: symbols with a local order book (``GENESIS_ORDER_BOOK``), a subset of
+            ``symbols``; empty for none.
         live: production trading was explicitly allowed (``--live``).
         nats_url: the NATS server the bus is bridged to (``GENESIS_NATS_URL``), ``None``: none.
         notes: harmless oddities worth a log line at startup (e.g. ignored overrides).
@@ -196,6 +201,7 @@ class Settings:
     recv_window_ms: int = DEFAULT_RECV_WINDOW_MS
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     db_path: str = ":memory:"
+    order_book: tuple[str, ...] = ()
     live: bool = False
     notes: tuple[str, ...] = ()
     nats_url: str | None = None
@@ -436,6 +442,19 @@ def _symbols(raw: str | None, problems: list[str]) -> tuple[str, ...]:
     return tuple(seen) or DEFAULT_SYMBOLS
 
 
+def _order_book(raw: str | None, symbols: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return ()
+    wanted = tuple(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
+    unknown = [s for s in wanted if s not in symbols]
+    if unknown:
+        problems.append(
+            "GENESIS_ORDER_BOOK names symbols that are not in GENESIS_SYMBOLS: "
+            + ", ".join(_shown(s) for s in unknown)
+        )
+    return tuple(s for s in wanted if s in symbols)
+
+
 def _db_path(raw: str | None, problems: list[str]) -> str:
     if raw is None or not raw.strip():
         return DEFAULT_DB_PATH  # simulator mode without GENESIS_DB: in memory (see below)
@@ -500,6 +519,7 @@ def load_settings(
     recv_window_ms = _recv_window(get("RECV_WINDOW"), problems)
     symbols = _symbols(get("GENESIS_SYMBOLS"), problems)
     db_path = _db_path(get("GENESIS_DB"), problems)
+    order_book = _order_book(get("GENESIS_ORDER_BOOK"), symbols, problems)
     db_given = bool((get("GENESIS_DB") or "").strip())
     nats_url = _url("GENESIS_NATS_URL", get("GENESIS_NATS_URL"), ("nats", "tls"), (), problems)
 
@@ -568,6 +588,7 @@ def load_settings(
         recv_window_ms=recv_window_ms,
         symbols=symbols,
         db_path=db_path if db_given or mode is not Mode.SIMULATOR else ":memory:",
+        order_book=order_book,
         live=live,
         notes=tuple(notes),
         nats_url=nats_url,

@@ -17,12 +17,9 @@ Every test has a deadline on the Trio clock.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 import logging
 import math
-import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlencode
@@ -38,7 +35,6 @@ from hypothesis import strategies as st
 
 from genesis.sim.auth import hmac_signature
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS
-from genesis.sim.faults import FAULT_PROFILES, FaultProfile, run_fault_profile
 from genesis.sim.feed import run_market_feed
 from genesis.sim.server import (
     DEFAULT_API_KEY,
@@ -925,94 +921,6 @@ def test_admin_api_never_answers_5xx(method: str, path: str, query: bytes) -> No
         return status
 
     assert trio.run(run) < 500
-
-
-# --- the --faults profile schedule ------------------------------------------------------------
-
-
-class _FaultLog(logging.Handler):
-    """Records ``(trio time, message)`` for each ``sim.fault.inject`` log line."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.entries: list[tuple[float, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("sim.fault.inject"):
-            self.entries.append((trio.current_time(), message))
-
-
-def _profile_schedule(
-    profile: FaultProfile, seed: int, duration_s: float
-) -> list[tuple[float, str]]:
-    """Run ``profile`` on a fresh composed simulator under an autojump MockClock."""
-    log = _FaultLog()
-    faults_logger = logging.getLogger("genesis.sim.faults")
-    faults_logger.addHandler(log)
-    previous_level = faults_logger.level
-    faults_logger.setLevel(logging.INFO)
-
-    async def run() -> None:
-        with trio.fail_after(duration_s + 60):
-            async with open_virtual_sim(SimConfig(epoch_ms=T0, seed=seed)) as v:
-                await v.nursery.start(
-                    functools.partial(run_fault_profile, v.sim.faults, profile, seed=seed)
-                )
-                await trio.sleep(duration_s)
-
-    try:
-        trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
-    finally:
-        faults_logger.removeHandler(log)
-        faults_logger.setLevel(previous_level)
-    return log.entries
-
-
-def test_fault_profile_schedule_is_deterministic_under_a_seed() -> None:
-    chaos = FAULT_PROFILES["chaos"]
-    first = _profile_schedule(chaos, seed=42, duration_s=600)
-    again = _profile_schedule(chaos, seed=42, duration_s=600)
-    other = _profile_schedule(chaos, seed=43, duration_s=600)
-    assert first == again
-    assert first != other
-    assert len(first) >= 600 // 30  # one injection every 5-30 s
-    times = [t for t, _ in first]
-    rng = random.Random(42)
-    assert times[0] == rng.uniform(chaos.min_gap_s, chaos.max_gap_s)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(chaos.min_gap_s - 1e-9 <= gap <= chaos.max_gap_s + 1e-9 for gap in gaps)
-    actions = {message.rsplit("action=", 1)[1] for _, message in first}
-    assert actions <= set(chaos.actions)
-    assert len(actions) >= 4  # the menu is really drawn from
-
-
-def test_fault_profile_none_injects_nothing_and_flaky_only_its_menu() -> None:
-    assert _profile_schedule(FAULT_PROFILES["none"], seed=1, duration_s=3600) == []
-    flaky = _profile_schedule(FAULT_PROFILES["flaky"], seed=1, duration_s=3600)
-    assert {m.rsplit("action=", 1)[1] for _, m in flaky} <= set(FAULT_PROFILES["flaky"].actions)
-    assert all(30 <= b - a <= 120 for (a, _), (b, _) in itertools.pairwise(flaky))
-
-
-@pytest.mark.parametrize(
-    ("action", "undone_by_s"), [("stall", 15), ("clock_skew", 30), ("ignore_pongs", 90)]
-)
-async def test_fault_profile_temporary_faults_are_undone_within_their_span(
-    autojump_clock: trio.testing.MockClock, action: str, undone_by_s: float
-) -> None:
-    every_100_s = FaultProfile(name="one", min_gap_s=100, max_gap_s=100, actions=(action,))
-    with trio.fail_after(300):
-        async with open_virtual_sim() as v:
-            clean = v.sim.faults.snapshot()
-            await v.nursery.start(
-                functools.partial(run_fault_profile, v.sim.faults, every_100_s, seed=5)
-            )
-            await trio.sleep(99.5)
-            assert v.sim.faults.snapshot() == clean
-            await trio.sleep(1)
-            assert v.sim.faults.snapshot() != clean
-            await trio.sleep(undone_by_s)
-            assert v.sim.faults.snapshot() == clean
 
 
 # --- configuration -------------------------------------------------------------------------------

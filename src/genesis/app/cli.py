@@ -1,7 +1,8 @@
 """The ``genesis`` command: ``genesis run`` (the client tree), ``genesis sim`` (the simulator),
 ``genesis check`` (is the configuration ready?), ``genesis replay`` (a recording back onto a
-bus), ``genesis order`` (one order call; :mod:`genesis.app.order_cli`) and ``genesis tail``
-(events bridged to NATS JetStream, :mod:`genesis.bridge`).
+bus), ``genesis order`` (one order call; :mod:`genesis.app.order_cli`), ``genesis tail``
+(events bridged to NATS JetStream, :mod:`genesis.bridge`) and ``genesis soak`` (the tree
+against the simulator's faults; :mod:`genesis.app.soak`).
 
 Exit codes:
 
@@ -83,14 +84,14 @@ def _port(text: str) -> int:
     return value
 
 
-def _symbols(text: str) -> tuple[str, ...]:
+def symbols_arg(text: str) -> tuple[str, ...]:
     symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
     if not symbols or not all(s.isalnum() for s in symbols):
         raise argparse.ArgumentTypeError(f"expected comma-separated symbols: {text!r}")
     return symbols
 
 
-def _add_logging_options(parser: argparse.ArgumentParser, default: str = "INFO") -> None:
+def add_logging_options(parser: argparse.ArgumentParser, default: str = "INFO") -> None:
     parser.add_argument(
         "--log-level",
         choices=LEVELS,
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEED",
         help="embedded simulator's market seed (default 1)",
     )
-    _add_logging_options(run)
+    add_logging_options(run)
     run.add_argument(
         "--metrics-port",
         type=_port,
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
     )
-    _add_logging_options(tail, default="WARNING")
+    add_logging_options(tail, default="WARNING")
     tail.set_defaults(handler=_cmd_tail)
 
     sim = sub.add_parser(
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, metavar="SEED", help="market seed (default 1)")
     sim.add_argument(
         "--symbols",
-        type=_symbols,
+        type=symbols_arg,
         metavar="S1,S2",
         help="symbols (default BTCUSDT,ETHUSDT,BNBUSDT)",
     )
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--duration", type=positive_float, metavar="SECONDS", help="stop cleanly after this long"
     )
-    _add_logging_options(sim)
+    add_logging_options(sim)
     sim.set_defaults(handler=_cmd_sim)
 
     check = sub.add_parser(
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on a step after this long (default 10)",
     )
-    _add_logging_options(check, default="WARNING")
+    add_logging_options(check, default="WARNING")
     check.set_defaults(handler=_cmd_check)
 
     replay = sub.add_parser(
@@ -294,18 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--symbols",
-        type=_symbols,
+        type=symbols_arg,
         metavar="S1,S2",
         help="show only these symbols (default: every symbol in the file)",
     )
     replay.add_argument("--no-display", action="store_true", help="publish only, show nothing")
-    _add_logging_options(replay)
+    add_logging_options(replay)
     replay.set_defaults(handler=_cmd_replay)
 
     # Imported here: order_cli imports this module's exit codes.
     from genesis.app.order_cli import add_order_parser
 
     add_order_parser(sub)
+    from genesis.app.soak import add_soak_parser
+
+    add_soak_parser(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ run_genesis
             ├── [--record]  recorder         app/record.py
             ├── [display]   dashboard        app/dashboard.py (view model: app/view.py)
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
+            ├── [GENESIS_ORDER_BOOK] books   exchange/order_book.py (its own diff-depth
+            │                                connection; snapshots through the gateway)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
             ├── reconciler                   orders/reconcile.py (at start and after each gap)
@@ -72,6 +74,7 @@ from genesis.config import Mode, Secret
 from genesis.errors import ConfigError, NoMarketDataError
 from genesis.exchange.gateway import open_gateway
 from genesis.exchange.health_monitor import HEARTBEAT_INTERVAL_S, run_heartbeat
+from genesis.exchange.order_book import run_order_books
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import limited_connector, run_market_data
@@ -95,6 +98,7 @@ if TYPE_CHECKING:
     from genesis.bridge import Bridge
     from genesis.config import Settings
     from genesis.exchange.gateway import Gateway
+    from genesis.exchange.order_book import OrderBooksHandle
     from genesis.exchange.signing import Signer
     from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle
     from genesis.exchange.ws_manager import MarketDataHandle
@@ -146,6 +150,7 @@ class GenesisHandle:
         metrics: the metrics exporter's handle (``port`` is ``None`` when it could not bind),
             ``None`` without ``metrics_port``.
         bridge: the JetStream bridge when ``settings.nats_url`` is set, else ``None``.
+        order_books: the local order books (``GENESIS_ORDER_BOOK``), else ``None``.
     """
 
     bus: EventBus
@@ -165,6 +170,7 @@ class GenesisHandle:
     market_state: MarketStateHandle | None = None
     metrics: MetricsHandle | None = None
     bridge: Bridge | None = None
+    order_books: OrderBooksHandle | None = None
 
 
 async def watch_signals(
@@ -507,6 +513,11 @@ async def _run_tree(
             )
             if live is not None:
                 live.sources.market_data = market_data
+            order_books = None
+            if settings.order_book:
+                order_books = await tree.start(
+                    partial(run_order_books, stream_url, settings.order_book, bus, gateway.depth)
+                )
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)
             # Reconcile at start (the journal against the exchange), then after every gap in the
@@ -592,6 +603,7 @@ async def _run_tree(
                     market_state=market_state,
                     metrics=metrics,
                     bridge=bridge,
+                    order_books=order_books,
                 )
             )
     finally:

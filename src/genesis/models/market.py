@@ -13,7 +13,7 @@ import attrs
 
 from genesis.models._checks import non_negative_decimal, upper_symbol
 
-__all__ = ["Depth", "Kline", "OrderBook", "PriceLevel", "Ticker", "Trade"]
+__all__ = ["Depth", "DepthUpdate", "Kline", "OrderBook", "PriceLevel", "Ticker", "Trade"]
 
 
 _money = attrs.field(validator=non_negative_decimal)
@@ -138,6 +138,30 @@ class Kline:
     taker_buy_quote_volume: Decimal = _money
     trade_count: int
     closed: bool
+
+
+@attrs.frozen(kw_only=True)
+class DepthUpdate:
+    """One diff-depth event (``<symbol>@depth[@100ms]``): levels changed by updates ``U``..``u``.
+
+    Quantities are absolute (the new total at that price); zero removes the level. Binance
+    may remove a level a local book never had (FACTS.md §9).
+
+    Attributes:
+        symbol: Upper-case symbol.
+        first_update_id: ``U``, the first book update id in this event.
+        final_update_id: ``u``, the last one.
+        bids: Changed bid levels.
+        asks: Changed ask levels.
+        event_time_ms: ``E``.
+    """
+
+    symbol: str = attrs.field(validator=upper_symbol)
+    first_update_id: int
+    final_update_id: int
+    bids: tuple[PriceLevel, ...]
+    asks: tuple[PriceLevel, ...]
+    event_time_ms: int = 0
 
 
 @attrs.frozen(kw_only=True)

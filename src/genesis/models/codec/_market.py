@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import cattrs
+import orjson
 
 from genesis.errors import ExchangeProtocolError
 from genesis.models.codec._frame import parse_frame
@@ -20,7 +21,7 @@ from genesis.models.codec._wire import (
     decimal_to_wire,
     parse_decimal,
 )
-from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
+from genesis.models.market import Depth, DepthUpdate, Kline, PriceLevel, Ticker, Trade
 from genesis.models.streams import parse_stream_name
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "MARKET_EVENT_TYPES",
     "MarketEvent",
     "decode_depth",
+    "decode_depth_update",
     "decode_frame",
     "decode_kline",
     "decode_stream_payload",
@@ -153,6 +155,37 @@ def decode_depth(data: object, *, symbol: str, received_ms: int = 0) -> Depth:
         )
 
     return _guard("depth", build, data)
+
+
+def _depth_update(d: Wire) -> DepthUpdate:
+    if d.get("e") != "depthUpdate":
+        raise ValueError(f"event type is {d.get('e')!r}, not 'depthUpdate'")
+    first, final = _int(d["U"]), _int(d["u"])
+    if final < first:
+        raise ValueError(f"'u' {final} is below 'U' {first}")
+    return DepthUpdate(
+        symbol=_str(d["s"]),
+        first_update_id=first,
+        final_update_id=final,
+        bids=_levels(d["b"]),
+        asks=_levels(d["a"]),
+        event_time_ms=_int(d["E"]),
+    )
+
+
+def decode_depth_update(raw: bytes | str) -> DepthUpdate:
+    """Decode a diff-depth frame: a combined ``{"stream", "data"}`` frame or the bare payload.
+
+    Raises:
+        ExchangeProtocolError: invalid JSON or a malformed ``depthUpdate`` payload.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ExchangeProtocolError(f"invalid JSON frame: {exc}") from exc
+    if isinstance(obj, dict) and "stream" in obj and "data" in obj:
+        obj = obj["data"]
+    return _guard("depthUpdate", _depth_update, obj)
 
 
 def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:

@@ -1,11 +1,14 @@
-"""A test kit for code tested against the simulator, as trio ships ``trio.testing``.
+"""The simulator's test kit, as ``trio.testing`` is trio's: what needs only the simulator.
 
-Everything here needs only the simulator: :class:`SignedRestClient` (REST requests signed as
-Binance wants them, over ``httpx.ASGITransport`` or a real port).
+- :class:`MemoryConnector`: ws_manager's connector seam over in-memory streams to the
+  simulator (no sockets; virtual time), with scripted refusals, hangs and lost frames.
+- :class:`SignedRestClient`: REST requests signed as Binance wants them, over
+  ``httpx.ASGITransport`` or a real port.
 """
 
 from __future__ import annotations
 
+from genesis.sim.testing._memory import MemoryConnector, MemoryDialer
 from genesis.sim.testing._rest import SignedRestClient, open_rest_client, unskewed
 
-__all__ = ["SignedRestClient", "open_rest_client", "unskewed"]
+__all__ = ["MemoryConnector", "MemoryDialer", "SignedRestClient", "open_rest_client", "unskewed"]
