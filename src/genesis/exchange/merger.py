@@ -390,6 +390,16 @@ class Merger:
             self._last_at[stream] = now
             self._publish(event)
 
+    def on_frames(
+        self, source: FrameSource, raws: Sequence[str | bytes], received_ms: int, now: float
+    ) -> None:
+        """:meth:`on_frame` for every frame of one read, then :meth:`on_time` once."""
+        on_frame = self.on_frame
+        for raw in raws:
+            on_frame(source, raw, received_ms, now)
+        if self._holding:
+            self.on_time(now)
+
     def on_close(self, code: int, now: float) -> None:
         """Count a connection closed by the peer with an unexpected close code."""
         if code not in _EXPECTED_CLOSE_CODES:

@@ -49,8 +49,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 import trio
@@ -83,12 +83,12 @@ from genesis.exchange.ws_errors import (
     first_leaf,
     translate_connect_error,
 )
+from genesis.exchange.ws_transport import connect_fast_websocket
 from genesis.models.events import ConnectionHealth, ConnectionState
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Sequence
 
     from genesis.bus import EventBus
     from genesis.models.market import Kline, Trade
@@ -97,6 +97,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_ON_CANCEL_S",
     "DEFAULT_ROLES",
+    "BatchWebSocket",
     "ConnectionHealth",
     "ConnectionState",
     "MarketDataConfig",
@@ -146,8 +147,8 @@ class MarketDataConfig:
         disconnect_timeout_s: Bound on the close handshake (trio-websocket's default is 60 s).
         message_queue_size: trio-websocket's unread-frame queue; the default of 1 stops pong
             replies as soon as one frame is unread.
-        relay_buffer_size: The bounded channel from the connection tasks to the merger. A full
-            channel applies backpressure to the relays (the merger never blocks on the bus).
+        relay_buffer_size: Unused since the connection tasks feed the merger directly, in
+            batches (issue 12); kept so existing configurations still build.
         rotation_overlap_s: After a rotation's successor delivered its first frame, the old
             connection keeps relaying this long before it is closed, so frames it had already
             received but not yet relayed are not lost (the merger drops the overlap's copies).
@@ -183,6 +184,22 @@ class WebSocket(Protocol):
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close handshake, then close the transport."""
         ...
+
+
+@runtime_checkable
+class BatchWebSocket(WebSocket, Protocol):
+    """A :class:`WebSocket` that can hand over every message of one read at once."""
+
+    async def get_messages(self) -> Sequence[str | bytes]:
+        """Every message of the next read (at least one); ``ConnectionClosed`` once closed."""
+        ...
+
+
+def _one_message(ws: WebSocket) -> Callable[[], Awaitable[Sequence[str | bytes]]]:
+    async def receive() -> Sequence[str | bytes]:
+        return (await ws.get_message(),)
+
+    return receive
 
 
 class WebSocketConnector(Protocol):
@@ -232,13 +249,13 @@ class _RateMeter:
         self._seconds = [-1] * (self.window_s + 1)
         self._counts = [0] * (self.window_s + 1)
 
-    def add(self, now: float) -> None:
+    def add(self, now: float, count: int = 1) -> None:
         second = math.floor(now)
         index = second % len(self._seconds)
         if self._seconds[index] != second:
             self._seconds[index] = second
             self._counts[index] = 0
-        self._counts[index] += 1
+        self._counts[index] += count
 
     def rate(self, now: float) -> float:
         current = math.floor(now)
@@ -307,13 +324,6 @@ class _Role:
         )
 
 
-@attrs.frozen
-class _Frame:
-    role: _Role
-    raw: str | bytes
-    received_ms: int
-
-
 @attrs.define(eq=False)
 class _MergerLoop:
     """The thin Trio side of the pure :class:`~genesis.exchange.merger.Merger`.
@@ -341,26 +351,34 @@ class _MergerLoop:
     def published(self) -> int:
         return self.core.published
 
-    async def run(self, recv_chan: trio.MemoryReceiveChannel[_Frame]) -> None:
-        """Process frames until the channel ends, acting on holds at their deadlines."""
+    def feed(
+        self, source: _Role, messages: Sequence[str | bytes], received_ms: int, now: float
+    ) -> None:
+        """Hand one read's frames to the core, synchronously (the connection task calls it).
+
+        The core never blocks (the bus's ``publish_nowait``), so neither does the connection
+        task; the loop in :meth:`run` is woken only when a hold deadline or a backfill request
+        appeared, never per frame.
+        """
         core = self.core
-        async with recv_chan, trio.open_nursery() as nursery:
+        deadline = core.next_deadline()
+        core.on_frames(source, messages, received_ms, now)
+        if (core.backfill_requests or core.next_deadline() != deadline) and self._wait_scope:
+            self._wait_scope.cancel()
+
+    async def run(self) -> NoReturn:
+        """Act on holds at their deadlines and run the backfill requests, until cancelled."""
+        core = self.core
+        async with trio.open_nursery() as nursery:
             while True:
-                frame: _Frame | None = None
-                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
-                    try:
-                        frame = await recv_chan.receive()
-                    except trio.EndOfChannel:
-                        nursery.cancel_scope.cancel()
-                        return
-                self._wait_scope = None
-                now = trio.current_time()
-                if frame is not None:
-                    core.on_frame(frame.role, frame.raw, frame.received_ms, now)
-                core.on_time(now)
                 if core.backfill_requests:
                     for request in core.take_backfill_requests():
                         nursery.start_soon(self._answer, request)
+                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
+                    await trio.sleep_forever()
+                self._wait_scope = None
+                core.on_time(trio.current_time())
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _answer(self, request: TradeBackfillRequest | KlineBackfillRequest) -> None:
         source = self.source
@@ -393,7 +411,6 @@ class _Service:
     connector: WebSocketConnector
     wall_clock_ms: WallClock
     merger: _MergerLoop
-    send_chan: trio.MemorySendChannel[_Frame]
     breaker: CircuitBreaker | None = None
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
@@ -531,37 +548,40 @@ class _Service:
         assert session.connected_at is not None
         rotate_at = session.connected_at + config.rotate_after_s
         last_frame_at = session.connected_at
-        async with self.send_chan.clone() as send_chan:
-            while True:
-                stale_at = last_frame_at + config.stale_after_s
-                deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
-                message: str | bytes | None = None
-                with trio.move_on_at(deadline):
-                    try:
-                        message = await ws.get_message()
-                    except trio_websocket.ConnectionClosed as exc:
-                        if exc.reason is not None:
-                            self.merger.core.on_close(exc.reason.code, trio.current_time())
-                        raise ConnectionLostError(close_text(exc)) from exc
-                now = trio.current_time()
-                if message is None:
-                    if now >= stale_at:
-                        raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
-                    self._request_handover(role, session, "age")
+        # A batching transport (ws_transport) hands over every frame of one read at once.
+        receive = ws.get_messages if isinstance(ws, BatchWebSocket) else _one_message(ws)
+        while True:
+            stale_at = last_frame_at + config.stale_after_s
+            deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
+            messages: Sequence[str | bytes] = ()
+            with trio.move_on_at(deadline):
+                try:
+                    messages = await receive()
+                except trio_websocket.ConnectionClosed as exc:
+                    if exc.reason is not None:
+                        self.merger.core.on_close(exc.reason.code, trio.current_time())
+                    raise ConnectionLostError(close_text(exc)) from exc
+            now = trio.current_time()
+            if not messages:
+                if now >= stale_at:
+                    raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
+                self._request_handover(role, session, "age")
+                continue
+            last_frame_at = now
+            if any(is_server_shutdown(message) for message in messages):
+                self._request_handover(role, session, "serverShutdown")
+                messages = [m for m in messages if not is_server_shutdown(m)]
+                if not messages:
                     continue
-                last_frame_at = now
-                if is_server_shutdown(message):
-                    self._request_handover(role, session, "serverShutdown")
-                    continue
-                if not session.receiving:
-                    session.receiving = True
-                    role.backoff.mark_healthy(now)
-                    if session.id > role.newest_receiving:
-                        role.newest_receiving = session.id
-                    self.notify_state()
-                role.messages += 1
-                role.rate.add(now)
-                await send_chan.send(_Frame(role, message, self.wall_clock_ms()))
+            if not session.receiving:
+                session.receiving = True
+                role.backoff.mark_healthy(now)
+                if session.id > role.newest_receiving:
+                    role.newest_receiving = session.id
+                self.notify_state()
+            role.messages += len(messages)
+            role.rate.add(now, len(messages))
+            self.merger.feed(role, messages, self.wall_clock_ms(), now)
 
     def _request_handover(self, role: _Role, session: _Session, reason: str) -> None:
         if session.handover_reason is None and not session.ended:
@@ -657,7 +677,7 @@ async def run_market_data(
     *,
     config: MarketDataConfig | None = None,
     roles: Sequence[str] = DEFAULT_ROLES,
-    connector: WebSocketConnector = connect_tcp_websocket,
+    connector: WebSocketConnector = connect_fast_websocket,
     wall_clock_ms: WallClock = system_wall_clock_ms,
     rng: random.Random | None = None,
     breaker: CircuitBreaker | None = None,
@@ -678,7 +698,10 @@ async def run_market_data(
             :data:`genesis.bus.MARKET_DATA_POLICIES`).
         config: Deadlines, sizes and the backoff schedule.
         roles: One redundant connection per role name.
-        connector: Opens a WebSocket (seam for in-memory tests).
+        connector: Opens a WebSocket (seam for in-memory tests). The default,
+            :func:`~genesis.exchange.ws_transport.connect_fast_websocket`, reads each
+            connection in its own task in 64 KiB reads and hands every frame of a read over at
+            once; :func:`connect_tcp_websocket` (trio-websocket) remains available.
         wall_clock_ms: Epoch-ms clock for receive timestamps and latency.
         rng: Source of backoff jitter when ``config.backoff.jitter`` is set.
         breaker: The market-streams circuit breaker; every connect attempt of every role runs
@@ -706,7 +729,6 @@ async def run_market_data(
         raise ValueError("backoff jitter needs an injected random.Random (rng=...)")
     streams = market_streams(symbols)
     url = combined_stream_url(stream_base_url, streams)
-    send_chan, recv_chan = trio.open_memory_channel[_Frame](config.relay_buffer_size)
     if merger_config is None:
         merger_config = MergerConfig(
             gap_hold_s=config.gap_hold_s,
@@ -739,15 +761,14 @@ async def run_market_data(
         connector=connector,
         wall_clock_ms=wall_clock_ms,
         merger=merger,
-        send_chan=send_chan,
         breaker=breaker,
     )
     handle = MarketDataHandle(service, streams)
     logger.info(
         "ws.market_data.start url=%s streams=%d roles=%s", url, len(streams), ",".join(roles)
     )
-    async with send_chan, trio.open_nursery() as nursery:
-        nursery.start_soon(service.merger.run, recv_chan)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.merger.run)
         for role in service.roles:
             nursery.start_soon(service.run_role, role)
         await handle.wait_receiving()
