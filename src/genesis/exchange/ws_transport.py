@@ -48,6 +48,7 @@ __all__ = [
     "READ_SIZE",
     "FastWebSocket",
     "connect_fast_websocket",
+    "wrap_client_stream",
 ]
 
 logger = logging.getLogger(__name__)
@@ -306,22 +307,35 @@ async def connect_fast_websocket(
             except trio.BrokenResourceError as exc:
                 raise trio_websocket.HandshakeError(f"TLS failed: {exc.__cause__}") from exc
             stream = tls
-        protocol = ClientProtocol(uri, max_size=MAX_MESSAGE_BYTES)
-        protocol.send_request(protocol.connect())
-        leftover = await _handshake(stream, protocol)
-        ws = FastWebSocket(stream, protocol)
-        ws._take_events(leftover)  # frames that arrived with the handshake's answer
-        return ws
+        return await wrap_client_stream(stream, url)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+
+
+async def wrap_client_stream(stream: trio.abc.Stream, url: str) -> FastWebSocket:
+    """The WebSocket handshake for ``url`` over an open ``stream`` (TCP, TLS or in memory).
+
+    The seam for in-memory tests (``trio.testing.memory_stream_pair()``). The result owns
+    ``stream`` once returned; on failure the caller closes it.
+
+    Raises:
+        trio_websocket.ConnectionRejected: the server answered the upgrade with an HTTP error.
+        trio_websocket.HandshakeError: the connection ended, or the answer was not WebSocket's.
+    """
+    protocol = ClientProtocol(parse_uri(url), max_size=MAX_MESSAGE_BYTES)
+    protocol.send_request(protocol.connect())
+    leftover = await _handshake(stream, protocol)
+    ws = FastWebSocket(stream, protocol)
+    ws._take_events(leftover)  # frames that arrived with the handshake's answer
+    return ws
 
 
 async def _handshake(stream: trio.abc.Stream, protocol: ClientProtocol) -> Sequence[Event]:
     """Send the upgrade request, read the answer; the frames read with it are returned."""
     try:
         await stream.send_all(b"".join(protocol.data_to_send()))
-        while protocol.state is State.CONNECTING:
+        while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
             data = await stream.receive_some(READ_SIZE)
             if data:
                 protocol.receive_data(data)
@@ -329,7 +343,7 @@ async def _handshake(stream: trio.abc.Stream, protocol: ClientProtocol) -> Seque
                 protocol.receive_eof()
                 if protocol.state is State.CONNECTING:
                     break
-    except trio.BrokenResourceError as exc:
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise trio_websocket.HandshakeError(f"connection lost during the handshake: {exc}") from exc
     error = protocol.handshake_exc
     if isinstance(error, InvalidStatus):
