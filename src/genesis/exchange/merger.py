@@ -55,6 +55,7 @@ from genesis.models.codec import (
     KEY_READERS,
     MAX_FRAME_CHARS,
     decode_depth,
+    decode_depth_frame,
     decode_kline,
     decode_ticker,
     decode_trade,
@@ -355,17 +356,22 @@ class Merger:
         if key is not None and self._is_copy(route.route, key, source, now):
             self.duplicates += 1
             return
-        if data is _UNPARSED:
-            try:
-                parsed_stream, data = parse_frame(raw)
-            except ExchangeProtocolError as exc:
-                self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
-                return
-            if parsed_stream != stream:
-                self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
-                return
         try:
-            event = self._decode(route.route, data, received_ms)
+            if data is not _UNPARSED:
+                event = self._decode(route.route, data, received_ms)
+            else:
+                if kind is StreamKind.DEPTH:
+                    # Validated in full now, its levels built when a subscriber reads them.
+                    parsed_stream, event = decode_depth_frame(
+                        raw, symbol=route.route.symbol, received_ms=received_ms
+                    )
+                else:
+                    parsed_stream, data = parse_frame(raw)
+                if parsed_stream != stream:
+                    self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
+                    return
+                if kind is not StreamKind.DEPTH:
+                    event = self._decode(route.route, data, received_ms)
         except ExchangeProtocolError as exc:
             self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
             return

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import cattrs
+import msgspec
 
 from genesis.errors import ExchangeProtocolError
 from genesis.models.codec._frame import parse_frame
@@ -30,6 +32,7 @@ __all__ = [
     "MARKET_EVENT_TYPES",
     "MarketEvent",
     "decode_depth",
+    "decode_depth_frame",
     "decode_frame",
     "decode_kline",
     "decode_stream_payload",
@@ -153,6 +156,78 @@ def decode_depth(data: object, *, symbol: str, received_ms: int = 0) -> Depth:
         )
 
     return _guard("depth", build, data)
+
+
+# -- depth snapshots on the hot path: validated on arrival, levels built on first read ----------
+
+_WIRE_NUMBER: Final = rb'"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"'
+_WIRE_LEVEL: Final = rb"\[" + _WIRE_NUMBER + rb"," + _WIRE_NUMBER + rb"\]"
+_WIRE_SIDE: Final = re.compile(rb"\[(?:" + _WIRE_LEVEL + rb"(?:," + _WIRE_LEVEL + rb")*)?\]")
+"""One book side exactly as Binance writes it: ``[["price","qty"],...]``, non-negative
+fixed-point strings, no spaces. Text that matches can only become finite, non-negative
+Decimals, so building the levels later cannot fail; anything else takes the eager path."""
+
+
+class _DepthPayload(msgspec.Struct, rename={"last_update_id": "lastUpdateId"}):
+    last_update_id: int
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+
+
+class _DepthEnvelope(msgspec.Struct):
+    stream: str
+    data: _DepthPayload
+
+
+_DEPTH_ENVELOPE: Final = msgspec.json.Decoder(_DepthEnvelope)
+_LEVEL_PAIRS: Final = msgspec.json.Decoder(tuple[tuple[Decimal, Decimal], ...])
+
+
+class _WireLevels:
+    """One book side's validated wire text; :meth:`build` makes the :class:`PriceLevel` s."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    def build(self) -> tuple[PriceLevel, ...]:
+        return tuple(PriceLevel(price, qty) for price, qty in _LEVEL_PAIRS.decode(self._raw))
+
+
+def decode_depth_frame(raw: str | bytes, *, symbol: str, received_ms: int = 0) -> tuple[str, Depth]:
+    """Decode a whole partial-depth combined frame, deferring the levels' ``Decimal`` s.
+
+    The envelope and ``lastUpdateId`` are decoded by msgspec, each book side is checked
+    against Binance's exact layout (one regular expression over its text): a frame that
+    passes is valid, and its :class:`PriceLevel` s are built from that text when a
+    subscriber first reads ``bids`` or ``asks`` (the bus conflates depth, so most snapshots
+    are never read). Any other layout is decoded eagerly (:func:`decode_depth`), with the same
+    errors as :func:`decode_frame`.
+
+    Returns:
+        The stream name and the :class:`Depth`.
+
+    Raises:
+        ExchangeProtocolError: invalid JSON, not a combined frame, or a malformed payload.
+    """
+    try:
+        envelope = _DEPTH_ENVELOPE.decode(raw)
+    except msgspec.DecodeError:
+        pass
+    else:
+        payload = envelope.data
+        bids, asks = bytes(payload.bids), bytes(payload.asks)
+        if _WIRE_SIDE.fullmatch(bids) and _WIRE_SIDE.fullmatch(asks):
+            return envelope.stream, Depth(
+                symbol=symbol,
+                last_update_id=payload.last_update_id,
+                bids=_WireLevels(bids),
+                asks=_WireLevels(asks),
+                received_ms=received_ms,
+            )
+    stream, data = parse_frame(raw)
+    return stream, decode_depth(data, symbol=symbol, received_ms=received_ms)
 
 
 def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:
