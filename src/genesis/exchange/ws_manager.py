@@ -1,19 +1,22 @@
 """Redundant market-data connections, the merger that dedups them, and their health.
 
 :func:`run_market_data` keeps three (by default) combined-stream connections to the same URL,
-one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger task::
+one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger loop::
 
-    connection task ──┐   raw frame + receive time   ┌── Merger (exchange/merger.py, pure):
-    connection task ──┼──────► bounded channel ─────►┤   key from the raw text, copies dropped,
-    connection task ──┘                              └── decode once ──► bus.publish_nowait
-                                                           │ holes ▲
-                                                     backfill task (REST, exchange/backfill.py)
+    connection task ──┐  every frame of one read   ┌── Merger (exchange/merger.py, pure):
+    connection task ──┼───── + receive time ──────►┤   key from the raw text, copies dropped,
+    connection task ──┘   (a synchronous call)     └── decode once ──► bus.publish_nowait
+                                                          │ holes ▲
+                             merger loop: hold deadlines, backfill tasks (exchange/backfill.py)
 
-Connection tasks never parse and never touch the bus: trio-websocket only answers pings while
-its own (enlarged) message queue has room, so a frame is timestamped and relayed at once
-(ARCHITECTURE.md §7). The merger reads each copy's key from the raw text (models/codec), drops
-the copies the other connections already delivered unparsed, and parses and decodes only the
-first copy (Decimal, attrs: the expensive part).
+Each connection task reads its socket (the default transport, :mod:`.ws_transport`, in 64 KiB
+reads, answering pings itself before it hands the frames on) and feeds a read's frames to the
+merger core in one synchronous call: no channel and no task hop per frame. The core never
+blocks (the bus's ``publish_nowait`` drops or conflates by kind, counted), so a connection task
+never waits for a subscriber and its pongs never wait for a consumer (ARCHITECTURE.md §7).
+The merger reads each copy's key from the raw text (models/codec), drops the copies the other
+connections already delivered unparsed, and decodes only the first copy. The merger loop is
+woken only when a hold deadline or a backfill request appeared, never per frame.
 
 Per connection (role):
 
@@ -218,7 +221,10 @@ class WebSocketConnector(Protocol):
 async def connect_tcp_websocket(
     nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
 ) -> WebSocket:
-    """The default connector: ``trio_websocket.connect_websocket_url`` (``ws://`` or ``wss://``).
+    """trio-websocket's connector: ``connect_websocket_url`` (``ws://`` or ``wss://``).
+
+    The user stream's default; market data defaults to
+    :func:`~genesis.exchange.ws_transport.connect_fast_websocket` and can use this one.
 
     ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
     test connectors use it (a simulated address per role). The caller closes the returned
