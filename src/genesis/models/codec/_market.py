@@ -160,26 +160,19 @@ def decode_depth(data: object, *, symbol: str, received_ms: int = 0) -> Depth:
 
 # -- depth snapshots on the hot path: validated on arrival, levels built on first read ----------
 
-_WIRE_NUMBER: Final = rb'"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"'
-_WIRE_LEVEL: Final = rb"\[" + _WIRE_NUMBER + rb"," + _WIRE_NUMBER + rb"\]"
-_WIRE_SIDE: Final = re.compile(rb"\[(?:" + _WIRE_LEVEL + rb"(?:," + _WIRE_LEVEL + rb")*)?\]")
-"""One book side exactly as Binance writes it: ``[["price","qty"],...]``, non-negative
-fixed-point strings, no spaces. Text that matches can only become finite, non-negative
-Decimals, so building the levels later cannot fail; anything else takes the eager path."""
+_WIRE_NUMBER: Final = r'"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"'
+_WIRE_LEVEL: Final = r"\[" + _WIRE_NUMBER + "," + _WIRE_NUMBER + r"\]"
+_WIRE_SIDE: Final = r"\[(?:" + _WIRE_LEVEL + "(?:," + _WIRE_LEVEL + r")*+)?+\]"
+_WIRE_DEPTH_FRAME: Final = re.compile(
+    r'\{"stream":"([^"\\]{1,128})","data":\{"lastUpdateId":(0|[1-9][0-9]{0,19}),'
+    r'"bids":(' + _WIRE_SIDE + r'),"asks":(' + _WIRE_SIDE + r")\}\}"
+)
+"""A partial-depth combined frame exactly as Binance writes it: no spaces, this key order,
+book levels ``["price","qty"]`` of non-negative fixed-point strings. A frame that matches is
+valid JSON whose levels can only become finite, non-negative Decimals, so building them later
+cannot fail; one C-level match (possessive, no backtracking) checks and splits it. Any other
+text takes the eager path."""
 
-
-class _DepthPayload(msgspec.Struct, rename={"last_update_id": "lastUpdateId"}):
-    last_update_id: int
-    bids: msgspec.Raw
-    asks: msgspec.Raw
-
-
-class _DepthEnvelope(msgspec.Struct):
-    stream: str
-    data: _DepthPayload
-
-
-_DEPTH_ENVELOPE: Final = msgspec.json.Decoder(_DepthEnvelope)
 _LEVEL_PAIRS: Final = msgspec.json.Decoder(tuple[tuple[Decimal, Decimal], ...])
 
 
@@ -188,7 +181,7 @@ class _WireLevels:
 
     __slots__ = ("_raw",)
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: str) -> None:
         self._raw = raw
 
     def build(self) -> tuple[PriceLevel, ...]:
@@ -198,12 +191,11 @@ class _WireLevels:
 def decode_depth_frame(raw: str | bytes, *, symbol: str, received_ms: int = 0) -> tuple[str, Depth]:
     """Decode a whole partial-depth combined frame, deferring the levels' ``Decimal`` s.
 
-    The envelope and ``lastUpdateId`` are decoded by msgspec, each book side is checked
-    against Binance's exact layout (one regular expression over its text): a frame that
-    passes is valid, and its :class:`PriceLevel` s are built from that text when a
-    subscriber first reads ``bids`` or ``asks`` (the bus conflates depth, so most snapshots
-    are never read). Any other layout is decoded eagerly (:func:`decode_depth`), with the same
-    errors as :func:`decode_frame`.
+    The frame is checked against Binance's exact layout by one regular expression, which also
+    splits it: a frame that passes is valid, and its :class:`PriceLevel` s are built (by
+    msgspec, straight to ``Decimal``) from its text when a subscriber first reads ``bids`` or
+    ``asks``: the bus conflates depth, so most snapshots are never read. Any other layout is
+    decoded eagerly (:func:`decode_depth`), with the same errors as :func:`decode_frame`.
 
     Returns:
         The stream name and the :class:`Depth`.
@@ -211,21 +203,16 @@ def decode_depth_frame(raw: str | bytes, *, symbol: str, received_ms: int = 0) -
     Raises:
         ExchangeProtocolError: invalid JSON, not a combined frame, or a malformed payload.
     """
-    try:
-        envelope = _DEPTH_ENVELOPE.decode(raw)
-    except msgspec.DecodeError:
-        pass
-    else:
-        payload = envelope.data
-        bids, asks = bytes(payload.bids), bytes(payload.asks)
-        if _WIRE_SIDE.fullmatch(bids) and _WIRE_SIDE.fullmatch(asks):
-            return envelope.stream, Depth(
-                symbol=symbol,
-                last_update_id=payload.last_update_id,
-                bids=_WireLevels(bids),
-                asks=_WireLevels(asks),
-                received_ms=received_ms,
-            )
+    match = _WIRE_DEPTH_FRAME.fullmatch(raw) if isinstance(raw, str) else None
+    if match is not None:
+        stream, update_id, bids, asks = match.groups()
+        return stream, Depth(
+            symbol=symbol,
+            last_update_id=int(update_id),
+            bids=_WireLevels(bids),
+            asks=_WireLevels(asks),
+            received_ms=received_ms,
+        )
     stream, data = parse_frame(raw)
     return stream, decode_depth(data, symbol=symbol, received_ms=received_ms)
 
