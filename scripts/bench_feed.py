@@ -347,8 +347,10 @@ class FeedRun:
 
     def cpu_rate(self, client: str, kind: str) -> float:
         """Events per client CPU second: what one free core would reach (robust to load)."""
+        # Genesis: unique events published (its subscriber is handed conflated depth).
         return statistics.median(
-            c.figure("received") / c.figure("cpu_s") for c in self.burst[(client, kind)]
+            _num(c.result, "published", c.figure("received")) / c.figure("cpu_s")
+            for c in self.burst[(client, kind)]
         )
 
     def paced_figure(self, client: str, name: str) -> float:
