@@ -59,6 +59,7 @@ from genesis.models.codec import (
     decode_kline,
     decode_ticker,
     decode_trade,
+    decode_trade_frame,
     fault_kind,
     frame_key_of,
     parse_frame,
@@ -356,8 +357,18 @@ class Merger:
         if key is not None and self._is_copy(route.route, key, source, now):
             self.duplicates += 1
             return
+        event: MarketEvent
         try:
-            if data is not _UNPARSED:
+            fast = None
+            if data is _UNPARSED and kind is StreamKind.TRADE:
+                # Binance's exact layout: checked and split by one match, no JSON parse. Any
+                # other text (or a stream or symbol that disagrees) takes the full path below.
+                fast = decode_trade_frame(raw)
+                if fast is not None and (fast[0] != stream or fast[1].symbol != route.route.symbol):
+                    fast = None
+            if fast is not None:
+                event = fast[1]
+            elif data is not _UNPARSED:
                 event = self._decode(route.route, data, received_ms)
             else:
                 if kind is StreamKind.DEPTH:

@@ -45,6 +45,7 @@ from genesis.models.codec._market import (
     decode_stream_payload,
     decode_ticker,
     decode_trade,
+    decode_trade_frame,
     make_converter,
 )
 from genesis.models.codec._record import RECORD_TYPES, event_to_record, record_to_event
@@ -127,6 +128,7 @@ __all__ = [
     "decode_subscription_id",
     "decode_ticker",
     "decode_trade",
+    "decode_trade_frame",
     "decode_user_event",
     "decode_ws_api_frame",
     "encode_ws_api_request",

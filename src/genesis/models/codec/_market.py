@@ -38,6 +38,7 @@ __all__ = [
     "decode_stream_payload",
     "decode_ticker",
     "decode_trade",
+    "decode_trade_frame",
     "make_converter",
 ]
 
@@ -215,6 +216,49 @@ def decode_depth_frame(raw: str | bytes, *, symbol: str, received_ms: int = 0) -
         )
     stream, data = parse_frame(raw)
     return stream, decode_depth(data, symbol=symbol, received_ms=received_ms)
+
+
+_WIRE_DECIMAL: Final = r'"((?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+)"'
+_WIRE_UINT: Final = r"(0|[1-9][0-9]{0,19})"
+_WIRE_TRADE_FRAME: Final = re.compile(
+    r'\{"stream":"([^"\\]{1,128})","data":\{"e":"trade","E":'
+    + _WIRE_UINT
+    + r',"s":"([A-Z0-9]{1,32})","t":'
+    + _WIRE_UINT
+    + r',"p":'
+    + _WIRE_DECIMAL
+    + r',"q":'
+    + _WIRE_DECIMAL
+    + r',"T":'
+    + _WIRE_UINT
+    + r',"m":(true|false)(?:,"M":(?:true|false))?\}\}'
+)
+"""A trade combined frame exactly as Binance writes it (``<symbol>@trade``, FACTS.md)."""
+
+
+def decode_trade_frame(raw: str) -> tuple[str, Trade] | None:
+    """A whole ``<symbol>@trade`` frame in Binance's exact layout, checked and split by one match.
+
+    The numbers can only be non-negative integers and fixed-point decimals, so the
+    :class:`Trade` is what :func:`decode_frame` would build, without a JSON parse.
+
+    Returns:
+        The stream name and the trade, or ``None`` when the text is in any other layout (then
+        decode it with :func:`decode_frame`, which also names what is wrong with it).
+    """
+    match = _WIRE_TRADE_FRAME.fullmatch(raw)
+    if match is None:
+        return None
+    stream, event_ms, symbol, trade_id, price, qty, trade_ms, maker = match.groups()
+    return stream, Trade(
+        symbol=symbol,
+        trade_id=int(trade_id),
+        price=Decimal(price),
+        quantity=Decimal(qty),
+        trade_time_ms=int(trade_ms),
+        event_time_ms=int(event_ms),
+        buyer_is_maker=maker == "true",
+    )
 
 
 def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:

@@ -1,4 +1,4 @@
-"""Depth snapshots decoded on the hot path: validated on arrival, levels built on first read.
+"""Market frames decoded on the hot path: depth levels built on first read, trades by one match.
 
 ``decode_depth_frame`` must agree with the eager ``decode_frame`` on every input: the same
 event for a valid frame (equal, same hash, same record), the same error kind for a bad one.
@@ -15,6 +15,7 @@ from genesis.errors import ExchangeProtocolError
 from genesis.models.codec import (
     decode_depth_frame,
     decode_frame,
+    decode_trade_frame,
     event_to_record,
     fault_kind,
     record_to_event,
@@ -112,3 +113,49 @@ def test_other_layouts_decode_eagerly_to_the_same_event(raw: str) -> None:
     _, lazy = decode_depth_frame(raw, symbol="BTCUSDT")
     _, eager = decode_frame(raw)
     assert lazy == eager
+
+
+# --- trades: one match over Binance's exact layout, or None (then the full decode) -----------
+
+TRADE = (
+    '{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,'
+    '"p":"0.001","q":"100","T":1672515782135,"m":true,"M":true}}'
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        TRADE,
+        TRADE.replace('"m":true', '"m":false'),
+        TRADE.replace(',"M":true', ""),
+        TRADE.replace('"p":"0.001"', '"p":"0"'),
+    ],
+)
+def test_a_trade_in_binances_layout_decodes_as_the_full_decoder_does(raw: str) -> None:
+    fast = decode_trade_frame(raw)
+    assert fast is not None
+    assert fast == decode_frame(raw)
+    assert type(fast[1].price) is Decimal
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        TRADE.replace('"p":"0.001"', '"p":"-0.001"'),
+        TRADE.replace('"p":"0.001"', '"p":"NaN"'),
+        TRADE.replace('"p":"0.001"', '"p":0.001'),
+        TRADE.replace('"p":"0.001"', '"p":"1e-3"'),
+        TRADE.replace('"t":12345', '"t":"12345"'),
+        TRADE.replace('"t":12345', '"t":-1'),
+        TRADE.replace('"e":"trade"', '"e":"aggTrade"'),
+        TRADE.replace('"s":"BTCUSDT"', '"s":"btcusdt"'),
+        TRADE.replace('"m":true', '"m":1'),
+        TRADE.replace(',"M":true', ',"M":true,"X":1'),
+        TRADE.replace('"q":"100"', '"q" : "100"'),
+        TRADE.replace("}}", "}"),
+        TRADE.replace('"stream":"btcusdt@trade"', '"stream":"btc\\u0075sdt@trade"'),
+    ],
+)
+def test_any_other_layout_is_left_to_the_full_decoder(raw: str) -> None:
+    assert decode_trade_frame(raw) is None
