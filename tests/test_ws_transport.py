@@ -17,6 +17,9 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from genesis.bus import EventBus
 from genesis.exchange.ws_manager import MarketDataHandle, run_market_data
@@ -241,3 +244,95 @@ async def test_pings_are_answered_while_the_subscriber_does_not_read(
         bus.statistics().dropped_by_type["Trade"] > 0
     )  # the bus dropped, the connection did not wait
     assert stuck.receive_nowait().trade_id > 0
+
+
+# --- frames trio-websocket's server does not send: a raw websockets server --------------------
+
+
+@attrs.define(eq=False)
+class RawServer:
+    """websockets' sans-I/O server over the other end of a memory stream, for crafted frames."""
+
+    stream: trio.abc.Stream
+    protocol: ServerProtocol = attrs.field(factory=ServerProtocol)
+
+    async def handshake(self) -> None:
+        while True:
+            self.protocol.receive_data(await self.stream.receive_some(65536))
+            requests = [e for e in self.protocol.events_received() if isinstance(e, Request)]
+            if requests:
+                self.protocol.send_response(self.protocol.accept(requests[0]))
+                await self.flush()
+                return
+
+    async def flush(self) -> None:
+        await self.stream.send_all(b"".join(self.protocol.data_to_send()))
+
+    async def send_frame(self, frame: Frame) -> None:
+        self.protocol.send_frame(frame)
+        await self.flush()
+
+
+@asynccontextmanager
+async def open_raw(nursery: trio.Nursery) -> AsyncIterator[tuple[FastWebSocket, RawServer]]:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = RawServer(server_stream)
+    nursery.start_soon(server.handshake)
+    ws = await wrap_client_stream(client_stream, URL)
+    yield ws, server
+
+
+async def test_fragments_are_joined_and_bad_utf8_is_handed_on_as_bytes() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, open_raw(nursery) as (ws, server):
+            await server.send_frame(Frame(Opcode.TEXT, b"hel", fin=False))
+            await server.send_frame(Frame(Opcode.CONT, b"lo ", fin=False))
+            await server.send_frame(Frame(Opcode.CONT, "wörld".encode(), fin=True))
+            server.protocol.send_text(b"\xff\xfe not utf-8")  # the peer's bug, not ours
+            await server.flush()
+            got: list[str | bytes] = [await ws.get_message()]
+            while len(got) < 2:
+                got.extend(await ws.get_messages())
+            nursery.cancel_scope.cancel()
+    assert got == ["hello wörld", b"\xff\xfe not utf-8"]
+
+
+async def test_a_ping_waiting_when_the_connection_ends_raises_connection_closed() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, open_raw(nursery) as (ws, server):
+            outcome: list[BaseException] = []
+
+            async def probe() -> None:
+                try:
+                    await ws.ping(b"p")
+                except trio_websocket.ConnectionClosed as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(probe)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ValueError, match="already waiting"):
+                await ws.ping(b"p")
+            await server.stream.aclose()  # gone without a pong or a close frame
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await read_until_closed(ws)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.ping()
+            nursery.cancel_scope.cancel()
+    assert len(outcome) == 1
+    assert ws.closed is not None
+    assert ws.closed.code == 1006
+
+
+async def test_a_peer_that_hangs_up_during_the_handshake_is_a_handshake_error() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def hang_up() -> None:
+                await server_stream.receive_some(65536)
+                await server_stream.aclose()
+
+            nursery.start_soon(hang_up)
+            with pytest.raises(trio_websocket.HandshakeError):
+                await wrap_client_stream(client_stream, URL)

@@ -152,7 +152,7 @@ class FastWebSocket:
         await self._send(self._protocol.data_to_send())
         await answered.wait()
         closed = self._closed_error()
-        if closed is not None and payload in self._pings:
+        if closed is not None and self._pings.pop(payload, None) is not None:
             raise closed
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
