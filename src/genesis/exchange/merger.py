@@ -100,6 +100,8 @@ KLINE_INTERVAL_MS: Final = 60_000
 """The subscribed kline stream is ``kline_1m``."""
 _CLOSED_KLINES_KEPT: Final = 8
 _UNPARSED: Final = object()
+_RECENT_FRAMES: Final = 1024
+"""First copies remembered by their text (with their event time) to drop identical copies."""
 
 
 class FrameSource(Protocol):
@@ -271,6 +273,7 @@ class Merger:
     _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
     _last_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _klines: dict[str, _KlineState] = attrs.field(factory=dict, init=False)
+    _recent: dict[str, int | None] = attrs.field(factory=dict, init=False)
     _faults: dict[str, int] = attrs.field(factory=dict, init=False)
     _fault_logged_at: dict[str, float] = attrs.field(factory=dict, init=False)
     frames: int = attrs.field(default=0, init=False)
@@ -328,6 +331,15 @@ class Merger:
                 return
         if len(raw) > MAX_FRAME_CHARS:
             self._frame_fault(source, FAULT_OVERSIZED, f"{len(raw)} characters", "", now)
+            return
+        # The other connections' copies are usually the very same text as a first copy just
+        # taken: one hash lookup drops them, before any key is read.
+        recent = self._recent
+        if raw in recent:
+            event_ms = recent[raw]
+            if event_ms is not None:
+                source.latency_ms = received_ms - event_ms
+            self.duplicates += 1
             return
         data: object = _UNPARSED
         stream = read_stream(raw)
@@ -395,6 +407,9 @@ class Merger:
             self._frame_fault(source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now)
             return
         source.first_delivered += 1
+        recent[raw] = event_ms
+        if len(recent) > _RECENT_FRAMES:
+            del recent[next(iter(recent))]  # the oldest
         if kind is StreamKind.TRADE:
             assert isinstance(event, Trade)
             self._accept_trade(self._trades[stream], event, now)
