@@ -336,3 +336,66 @@ async def test_a_peer_that_hangs_up_during_the_handshake_is_a_handshake_error() 
             nursery.start_soon(hang_up)
             with pytest.raises(trio_websocket.HandshakeError):
                 await wrap_client_stream(client_stream, URL)
+
+
+def server_frames(*frames: Frame) -> bytes:
+    """Frames as a server writes them (unmasked)."""
+    return b"".join(frame.serialize(mask=False, extensions=[]) for frame in frames)
+
+
+async def test_frames_split_across_reads_at_any_byte_arrive_whole_and_in_order() -> None:
+    expected: list[str | bytes] = ["a", "b" * 300, "c" * 70_000, b"\x00\x01", "frag-mented", "z"]
+    wire = server_frames(
+        Frame(Opcode.TEXT, b"a"),
+        Frame(Opcode.TEXT, b"b" * 300),  # 16-bit length
+        Frame(Opcode.PING, b"in-between"),
+        Frame(Opcode.TEXT, b"c" * 70_000),  # 64-bit length: the protocol's path
+        Frame(Opcode.BINARY, b"\x00\x01"),
+        Frame(Opcode.TEXT, b"frag-", fin=False),
+        Frame(Opcode.CONT, b"mented", fin=True),
+        Frame(Opcode.TEXT, b"z"),
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery, open_raw(nursery) as (ws, server):
+            got: list[str | bytes] = []
+
+            async def read() -> None:
+                while len(got) < len(expected):
+                    got.extend(await ws.get_messages())
+
+            nursery.start_soon(read)
+            pos, step = 0, 1
+            while pos < len(wire):  # 1, 2, … 13-byte pieces, each read on its own
+                await server.stream.send_all(wire[pos : pos + step])
+                await trio.testing.wait_all_tasks_blocked()
+                pos += step
+                step = step % 13 + 1 if pos < 200 else 4096
+            while len(got) < len(expected):
+                await trio.testing.wait_all_tasks_blocked()
+            server.protocol.receive_data(await server.stream.receive_some(65536))
+            pongs = [e for e in server.protocol.events_received() if isinstance(e, Frame)]
+            nursery.cancel_scope.cancel()
+    assert got == expected
+    assert [(f.opcode, f.data) for f in pongs] == [(Opcode.PONG, b"in-between")]
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (b"\x81\x85abcd" + bytes(b ^ m for b, m in zip(b"hello", b"abcda", strict=True)), 1002),
+        (b"\xc1\x05hello", 1002),  # RSV1 without a negotiated extension
+        (b"\x83\x01x", 1002),  # reserved opcode
+        (b"\x81\x7f" + (2**21).to_bytes(8, "big"), 1009),  # 2 MiB announced
+    ],
+    ids=["masked", "rsv", "opcode", "too-big"],
+)
+async def test_frames_a_server_must_not_send_fail_the_connection(wire: bytes, code: int) -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, open_raw(nursery) as (ws, server):
+            await server.stream.send_all(server_frames(Frame(Opcode.TEXT, b"ok")) + wire)
+            assert await ws.get_messages() == ["ok"]
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                await read_until_closed(ws)
+            nursery.cancel_scope.cancel()
+    assert info.value.reason is not None
+    assert info.value.reason.code == code

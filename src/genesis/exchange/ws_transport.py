@@ -34,7 +34,6 @@ import trio_websocket
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Close, Frame, Opcode
-from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -60,6 +59,9 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 CONTROL_SEND_TIMEOUT_S: Final = 1.0
 """Bound on writing a pong or close frame; a peer that does not take it within this is lost."""
 _ABNORMAL: Final = 1006
+_FIN_TEXT: Final = 0x81
+_FIN_BINARY: Final = 0x82
+_MAX_HANDSHAKE_BYTES: Final = 65536
 
 
 def _closed(code: int, reason: str | None) -> trio_websocket.ConnectionClosed:
@@ -86,6 +88,10 @@ class FastWebSocket:
         self._pings: dict[bytes, trio.Event] = {}
         self._ping_count = 0
         self._eof = False
+        self._buffer = b""
+        """The start of a frame whose end is in a later read."""
+        self._passthrough = False
+        """After a close frame or a protocol failure every byte goes to the protocol."""
         self._closed: trio_websocket.ConnectionClosed | None = None
         self.messages_received = 0
         """Data messages handed out so far."""
@@ -180,17 +186,85 @@ class FastWebSocket:
             self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
             return
         protocol = self._protocol
-        if data:
+        if not data:
+            self._eof = True
+            protocol.receive_eof()  # a partial frame in our buffer is lost with the connection
+        elif self._passthrough:
             protocol.receive_data(data)
         else:
-            self._eof = True
-            protocol.receive_eof()
+            self._split(bytes(data))
         self._take_events(protocol.events_received())
         writes = protocol.data_to_send()  # pongs, the close reply
         if writes:
             await self._send(writes)
-        if self._eof or protocol.state is State.CLOSED or protocol.close_rcvd is not None:
+        if (
+            self._eof
+            or protocol.state is State.CLOSED
+            or protocol.close_rcvd is not None
+            or protocol.parser_exc is not None  # we failed it (1002, 1007, 1009): over now
+        ):
             self._end(self._close_error())
+
+    def _split(self, data: bytes) -> None:
+        """Cut the read into frames; plain data frames are taken here, the rest by websockets.
+
+        The hot path's frames are complete, unfragmented, unmasked text or binary frames with
+        no RSV bits and at most ``MAX_MESSAGE_BYTES``: their header says where they end, so
+        they are handed on without a generator step per frame. Every other frame (pings,
+        pongs, close, fragments, anything invalid) is handed to the protocol *whole*, so the
+        protocol's parser is always at a frame boundary and applies RFC 6455 to it
+        (answering, closing, failing with the right code). After a close frame or a failure
+        everything goes to the protocol.
+        """
+        buf = self._buffer + data if self._buffer else data
+        size = len(buf)
+        pos = 0
+        pending = self._pending
+        protocol = self._protocol
+        while size - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            length = second & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if second & 0x80:
+                head += 4  # masked (a server must not): the protocol fails it below
+            if length > MAX_MESSAGE_BYTES:
+                self._pass_through(buf[pos:])  # the protocol fails it with 1009 at once
+                return
+            end = pos + head + length
+            if end > size:
+                break  # the rest of this frame is in a later read
+            if first == _FIN_TEXT and head <= 4 and self._fragment_opcode is None:
+                payload = buf[pos + head : end]
+                try:
+                    pending.append(payload.decode())
+                except UnicodeDecodeError:
+                    pending.append(payload)  # the merger counts it (bad_encoding)
+            elif first == _FIN_BINARY and head <= 4 and self._fragment_opcode is None:
+                pending.append(buf[pos + head : end])
+            else:
+                protocol.receive_data(buf[pos:end])
+                self._take_events(protocol.events_received())  # in order with the rest
+                if protocol.close_rcvd is not None or protocol.parser_exc is not None:
+                    self._pass_through(buf[end:])
+                    return
+            pos = end
+        self._buffer = buf[pos:]
+
+    def _pass_through(self, rest: bytes) -> None:
+        self._passthrough = True
+        self._buffer = b""
+        if rest:
+            self._protocol.receive_data(rest)
 
     def _take_events(self, events: Sequence[Event]) -> None:
         pending = self._pending
@@ -327,22 +401,40 @@ async def wrap_client_stream(stream: trio.abc.Stream, url: str) -> FastWebSocket
     protocol.send_request(protocol.connect())
     leftover = await _handshake(stream, protocol)
     ws = FastWebSocket(stream, protocol)
-    ws._take_events(leftover)  # frames that arrived with the handshake's answer
+    if leftover:
+        ws._split(leftover)  # frames that arrived with the handshake's answer
     return ws
 
 
-async def _handshake(stream: trio.abc.Stream, protocol: ClientProtocol) -> Sequence[Event]:
-    """Send the upgrade request, read the answer; the frames read with it are returned."""
+async def _handshake(stream: trio.abc.Stream, protocol: ClientProtocol) -> bytes:
+    """Send the upgrade request, read the answer; the bytes read after it are returned.
+
+    Only the answer's head goes to the protocol when it accepts (a 101 has no body), so the
+    frames behind it start at a frame boundary for :meth:`FastWebSocket._split`.
+    """
+    head: bytes | None = b""
+    leftover = b""
     try:
         await stream.send_all(b"".join(protocol.data_to_send()))
         while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
             data = await stream.receive_some(READ_SIZE)
-            if data:
-                protocol.receive_data(data)
-            else:
+            if not data:
                 protocol.receive_eof()
-                if protocol.state is State.CONNECTING:
-                    break
+                break
+            if head is None:  # a rejection: its body is the protocol's
+                protocol.receive_data(data)
+                continue
+            head += data
+            end = head.find(b"\r\n\r\n")
+            if end < 0 and len(head) < _MAX_HANDSHAKE_BYTES:
+                continue
+            cut = len(head) if end < 0 else end + 4
+            protocol.receive_data(head[:cut])
+            if _state(protocol) is State.OPEN:
+                leftover = head[cut:]
+            elif head[cut:]:
+                protocol.receive_data(head[cut:])
+            head = None
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise trio_websocket.HandshakeError(f"connection lost during the handshake: {exc}") from exc
     error = protocol.handshake_exc
@@ -355,4 +447,5 @@ async def _handshake(stream: trio.abc.Stream, protocol: ClientProtocol) -> Seque
         ) from error
     if error is not None or protocol.state is not State.OPEN:
         raise trio_websocket.HandshakeError(f"WebSocket handshake failed: {error}") from error
-    return [event for event in protocol.events_received() if not isinstance(event, Response)]
+    protocol.events_received()  # the Response, checked above
+    return leftover
