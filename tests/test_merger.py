@@ -392,3 +392,27 @@ def test_a_bus_refusing_an_event_is_counted() -> None:
     merger = Merger(refuse)
     merger.on_frame(A, trade_frame(1), 0, 0.0)
     assert (merger.statistics().bus_rejected, merger.statistics().published) == (1, 0)
+
+
+def test_identical_copies_are_dropped_and_still_time_their_connection() -> None:
+    merger, out = collector()
+    first, late = Source("execution"), Source("backup")
+    merger.on_frames(first, [trade_frame(1), trade_frame(2)], 1_010, 0.0)
+    # The same text from another connection, 30 ms later (new str objects, as from a socket).
+    merger.on_frames(late, ["".join(trade_frame(1)), "".join(trade_frame(2))], 1_040, 0.0)
+    assert ids(out) == [1, 2]
+    assert merger.statistics().duplicates_dropped == 2
+    assert (first.first_delivered, late.first_delivered) == (2, 0)
+    assert first.latency_ms == 1_010 - 1_002  # event time E of trade 2
+    assert late.latency_ms == 1_040 - 1_002
+
+
+def test_a_refused_copy_is_not_remembered_as_a_first_copy() -> None:
+    merger, out = collector()
+    bad = trade_frame(1).replace('"p":"0.00100000"', '"p":"-1"')
+    merger.on_frame(Source("execution"), bad, 0, 0.0)
+    merger.on_frame(Source("backup"), "".join(bad), 0, 0.0)
+    merger.on_frame(Source("monitoring"), trade_frame(1), 0, 0.0)
+    assert ids(out) == [1]
+    assert merger.statistics().decode_errors == 2  # both bad copies refused, none "duplicate"
+    assert merger.statistics().duplicates_dropped == 0

@@ -55,9 +55,11 @@ from genesis.models.codec import (
     KEY_READERS,
     MAX_FRAME_CHARS,
     decode_depth,
+    decode_depth_frame,
     decode_kline,
     decode_ticker,
     decode_trade,
+    decode_trade_frame,
     fault_kind,
     frame_key_of,
     parse_frame,
@@ -98,6 +100,8 @@ KLINE_INTERVAL_MS: Final = 60_000
 """The subscribed kline stream is ``kline_1m``."""
 _CLOSED_KLINES_KEPT: Final = 8
 _UNPARSED: Final = object()
+_RECENT_FRAMES: Final = 1024
+"""First copies remembered by their text (with their event time) to drop identical copies."""
 
 
 class FrameSource(Protocol):
@@ -269,6 +273,7 @@ class Merger:
     _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
     _last_at: dict[str, float] = attrs.field(factory=dict, init=False)
     _klines: dict[str, _KlineState] = attrs.field(factory=dict, init=False)
+    _recent: dict[str, int | None] = attrs.field(factory=dict, init=False)
     _faults: dict[str, int] = attrs.field(factory=dict, init=False)
     _fault_logged_at: dict[str, float] = attrs.field(factory=dict, init=False)
     frames: int = attrs.field(default=0, init=False)
@@ -327,6 +332,15 @@ class Merger:
         if len(raw) > MAX_FRAME_CHARS:
             self._frame_fault(source, FAULT_OVERSIZED, f"{len(raw)} characters", "", now)
             return
+        # The other connections' copies are usually the very same text as a first copy just
+        # taken: one hash lookup drops them, before any key is read.
+        recent = self._recent
+        if raw in recent:
+            event_ms = recent[raw]
+            if event_ms is not None:
+                source.latency_ms = received_ms - event_ms
+            self.duplicates += 1
+            return
         data: object = _UNPARSED
         stream = read_stream(raw)
         if stream is None:
@@ -355,17 +369,32 @@ class Merger:
         if key is not None and self._is_copy(route.route, key, source, now):
             self.duplicates += 1
             return
-        if data is _UNPARSED:
-            try:
-                parsed_stream, data = parse_frame(raw)
-            except ExchangeProtocolError as exc:
-                self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
-                return
-            if parsed_stream != stream:
-                self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
-                return
+        event: MarketEvent
         try:
-            event = self._decode(route.route, data, received_ms)
+            fast = None
+            if data is _UNPARSED and kind is StreamKind.TRADE:
+                # Binance's exact layout: checked and split by one match, no JSON parse. Any
+                # other text (or a stream or symbol that disagrees) takes the full path below.
+                fast = decode_trade_frame(raw)
+                if fast is not None and (fast[0] != stream or fast[1].symbol != route.route.symbol):
+                    fast = None
+            if fast is not None:
+                event = fast[1]
+            elif data is not _UNPARSED:
+                event = self._decode(route.route, data, received_ms)
+            else:
+                if kind is StreamKind.DEPTH:
+                    # Validated in full now, its levels built when a subscriber reads them.
+                    parsed_stream, event = decode_depth_frame(
+                        raw, symbol=route.route.symbol, received_ms=received_ms
+                    )
+                else:
+                    parsed_stream, data = parse_frame(raw)
+                if parsed_stream != stream:
+                    self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
+                    return
+                if kind is not StreamKind.DEPTH:
+                    event = self._decode(route.route, data, received_ms)
         except ExchangeProtocolError as exc:
             self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
             return
@@ -378,6 +407,9 @@ class Merger:
             self._frame_fault(source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now)
             return
         source.first_delivered += 1
+        recent[raw] = event_ms
+        if len(recent) > _RECENT_FRAMES:
+            del recent[next(iter(recent))]  # the oldest
         if kind is StreamKind.TRADE:
             assert isinstance(event, Trade)
             self._accept_trade(self._trades[stream], event, now)
@@ -389,6 +421,16 @@ class Merger:
             self._last_key[stream] = decoded_key
             self._last_at[stream] = now
             self._publish(event)
+
+    def on_frames(
+        self, source: FrameSource, raws: Sequence[str | bytes], received_ms: int, now: float
+    ) -> None:
+        """:meth:`on_frame` for every frame of one read, then :meth:`on_time` once."""
+        on_frame = self.on_frame
+        for raw in raws:
+            on_frame(source, raw, received_ms, now)
+        if self._holding:
+            self.on_time(now)
 
     def on_close(self, code: int, now: float) -> None:
         """Count a connection closed by the peer with an unexpected close code."""

@@ -1,19 +1,22 @@
 """Redundant market-data connections, the merger that dedups them, and their health.
 
 :func:`run_market_data` keeps three (by default) combined-stream connections to the same URL,
-one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger task::
+one task per *role* (``execution``, ``monitoring``, ``backup``), and one merger loop::
 
-    connection task ──┐   raw frame + receive time   ┌── Merger (exchange/merger.py, pure):
-    connection task ──┼──────► bounded channel ─────►┤   key from the raw text, copies dropped,
-    connection task ──┘                              └── decode once ──► bus.publish_nowait
-                                                           │ holes ▲
-                                                     backfill task (REST, exchange/backfill.py)
+    connection task ──┐  every frame of one read   ┌── Merger (exchange/merger.py, pure):
+    connection task ──┼───── + receive time ──────►┤   key from the raw text, copies dropped,
+    connection task ──┘   (a synchronous call)     └── decode once ──► bus.publish_nowait
+                                                          │ holes ▲
+                             merger loop: hold deadlines, backfill tasks (exchange/backfill.py)
 
-Connection tasks never parse and never touch the bus: trio-websocket only answers pings while
-its own (enlarged) message queue has room, so a frame is timestamped and relayed at once
-(ARCHITECTURE.md §7). The merger reads each copy's key from the raw text (models/codec), drops
-the copies the other connections already delivered unparsed, and parses and decodes only the
-first copy (Decimal, attrs: the expensive part).
+Each connection task reads its socket (the default transport, :mod:`.ws_transport`, in 64 KiB
+reads, answering pings itself before it hands the frames on) and feeds a read's frames to the
+merger core in one synchronous call: no channel and no task hop per frame. The core never
+blocks (the bus's ``publish_nowait`` drops or conflates by kind, counted), so a connection task
+never waits for a subscriber and its pongs never wait for a consumer (ARCHITECTURE.md §7).
+The merger reads each copy's key from the raw text (models/codec), drops the copies the other
+connections already delivered unparsed, and decodes only the first copy. The merger loop is
+woken only when a hold deadline or a backfill request appeared, never per frame.
 
 Per connection (role):
 
@@ -70,8 +73,8 @@ import math
 import random
 import time
 import urllib.parse
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 import trio
@@ -109,13 +112,12 @@ from genesis.exchange.ws_errors import (
     first_leaf,
     translate_connect_error,
 )
+from genesis.exchange.ws_transport import connect_fast_websocket
 from genesis.models.codec import is_depth_frame
 from genesis.models.events import ConnectionHealth, ConnectionState, FeedDown, FeedUp
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from genesis.bus import EventBus
     from genesis.models.market import Kline, Trade
     from genesis.resilience.circuit_breaker import CircuitBreaker
@@ -125,6 +127,7 @@ __all__ = [
     "CLOSE_ON_CANCEL_S",
     "DEFAULT_ROLES",
     "MARKET_DATA_BACKOFF",
+    "BatchWebSocket",
     "ConnectionHealth",
     "ConnectionState",
     "MarketDataConfig",
@@ -181,8 +184,8 @@ class MarketDataConfig:
         disconnect_timeout_s: Bound on the close handshake (trio-websocket's default is 60 s).
         message_queue_size: trio-websocket's unread-frame queue; the default of 1 stops pong
             replies as soon as one frame is unread.
-        relay_buffer_size: The bounded channel from the connection tasks to the merger. A full
-            channel applies backpressure to the relays (the merger never blocks on the bus).
+        relay_buffer_size: Unused since the connection tasks feed the merger directly, in
+            batches (issue 12); kept so existing configurations still build.
         rotation_overlap_s: After a rotation's successor delivered its first frame, the old
             connection keeps relaying this long before it is closed, so frames it had already
             received but not yet relayed are not lost (the merger drops the overlap's copies).
@@ -234,6 +237,22 @@ class WebSocket(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchWebSocket(WebSocket, Protocol):
+    """A :class:`WebSocket` that can hand over every message of one read at once."""
+
+    async def get_messages(self) -> Sequence[str | bytes]:
+        """Every message of the next read (at least one); ``ConnectionClosed`` once closed."""
+        ...
+
+
+def _one_message(ws: WebSocket) -> Callable[[], Awaitable[Sequence[str | bytes]]]:
+    async def receive() -> Sequence[str | bytes]:
+        return (await ws.get_message(),)
+
+    return receive
+
+
 class WebSocketConnector(Protocol):
     """Opens a client WebSocket whose background tasks run in ``nursery``.
 
@@ -250,10 +269,12 @@ class WebSocketConnector(Protocol):
 async def connect_tcp_websocket(
     nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
 ) -> WebSocket:
-    """The default connector: TCP (TLS for ``wss://``), then trio-websocket's client handshake.
+    """trio-websocket's connector: TCP (TLS for ``wss://``), then its client handshake.
 
-    The same as ``trio_websocket.connect_websocket_url``, except that the TCP stream is closed
-    when the handshake fails (trio-websocket leaves it open when the server rejects it).
+    The user stream's default; market data defaults to
+    :func:`~genesis.exchange.ws_transport.connect_fast_websocket` and can use this one. The same
+    as ``trio_websocket.connect_websocket_url``, except that the TCP stream is closed when the
+    handshake fails (trio-websocket leaves it open when the server rejects it).
 
     ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
     test connectors use it (a simulated address per role). The caller closes the returned
@@ -321,13 +342,13 @@ class _RateMeter:
         self._seconds = [-1] * (self.window_s + 1)
         self._counts = [0] * (self.window_s + 1)
 
-    def add(self, now: float) -> None:
+    def add(self, now: float, count: int = 1) -> None:
         second = math.floor(now)
         index = second % len(self._seconds)
         if self._seconds[index] != second:
             self._seconds[index] = second
             self._counts[index] = 0
-        self._counts[index] += 1
+        self._counts[index] += count
 
     def rate(self, now: float) -> float:
         current = math.floor(now)
@@ -440,13 +461,6 @@ class _Role:
         )
 
 
-@attrs.frozen
-class _Frame:
-    role: _Role
-    raw: str | bytes
-    received_ms: int
-
-
 @attrs.define(eq=False)
 class _MergerLoop:
     """The thin Trio side of the pure :class:`~genesis.exchange.merger.Merger`.
@@ -474,26 +488,34 @@ class _MergerLoop:
     def published(self) -> int:
         return self.core.published
 
-    async def run(self, recv_chan: trio.MemoryReceiveChannel[_Frame]) -> None:
-        """Process frames until the channel ends, acting on holds at their deadlines."""
+    def feed(
+        self, source: _Role, messages: Sequence[str | bytes], received_ms: int, now: float
+    ) -> None:
+        """Hand one read's frames to the core, synchronously (the connection task calls it).
+
+        The core never blocks (the bus's ``publish_nowait``), so neither does the connection
+        task; the loop in :meth:`run` is woken only when a hold deadline or a backfill request
+        appeared, never per frame.
+        """
         core = self.core
-        async with recv_chan, trio.open_nursery() as nursery:
+        deadline = core.next_deadline()
+        core.on_frames(source, messages, received_ms, now)
+        if (core.backfill_requests or core.next_deadline() != deadline) and self._wait_scope:
+            self._wait_scope.cancel()
+
+    async def run(self) -> NoReturn:
+        """Act on holds at their deadlines and run the backfill requests, until cancelled."""
+        core = self.core
+        async with trio.open_nursery() as nursery:
             while True:
-                frame: _Frame | None = None
-                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
-                    try:
-                        frame = await recv_chan.receive()
-                    except trio.EndOfChannel:
-                        nursery.cancel_scope.cancel()
-                        return
-                self._wait_scope = None
-                now = trio.current_time()
-                if frame is not None:
-                    core.on_frame(frame.role, frame.raw, frame.received_ms, now)
-                core.on_time(now)
                 if core.backfill_requests:
                     for request in core.take_backfill_requests():
                         nursery.start_soon(self._answer, request)
+                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
+                    await trio.sleep_forever()
+                self._wait_scope = None
+                core.on_time(trio.current_time())
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _answer(self, request: TradeBackfillRequest | KlineBackfillRequest) -> None:
         source = self.source
@@ -526,7 +548,6 @@ class _Service:
     connector: WebSocketConnector
     wall_clock_ms: WallClock
     merger: _MergerLoop
-    send_chan: trio.MemorySendChannel[_Frame]
     breaker: CircuitBreaker | None = None
     attempt_limiter: ConnectAttemptLimiter | None = None
     watch_depth: bool = True
@@ -782,51 +803,54 @@ class _Service:
         rotate_at = session.connected_at + config.rotate_after_s
         last_frame_at = last_depth_at = session.connected_at
         watch_depth = self.watch_depth
-        async with self.send_chan.clone() as send_chan:
-            while True:
-                stale_at = last_frame_at + config.stale_after_s
-                deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
-                depth_stale_at = last_depth_at + config.depth_stale_after_s
-                if watch_depth and not session.stale:
-                    deadline = min(deadline, depth_stale_at)
-                message: str | bytes | None = None
-                with trio.move_on_at(deadline):
-                    try:
-                        message = await ws.get_message()
-                    except trio_websocket.ConnectionClosed as exc:
-                        if exc.reason is not None:
-                            self.merger.core.on_close(exc.reason.code, trio.current_time())
-                        raise ConnectionLostError(close_text(exc)) from exc
-                now = trio.current_time()
-                if message is None:
-                    if now >= stale_at:
-                        raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
-                    if watch_depth and not session.stale and now >= depth_stale_at:
-                        self._mark_stale(role, session, now - last_depth_at)
-                        continue
-                    self._request_handover(role, session, "age")
+        # A batching transport (ws_transport) hands over every frame of one read at once.
+        receive = ws.get_messages if isinstance(ws, BatchWebSocket) else _one_message(ws)
+        while True:
+            stale_at = last_frame_at + config.stale_after_s
+            deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
+            depth_stale_at = last_depth_at + config.depth_stale_after_s
+            if watch_depth and not session.stale:
+                deadline = min(deadline, depth_stale_at)
+            messages: Sequence[str | bytes] = ()
+            with trio.move_on_at(deadline):
+                try:
+                    messages = await receive()
+                except trio_websocket.ConnectionClosed as exc:
+                    if exc.reason is not None:
+                        self.merger.core.on_close(exc.reason.code, trio.current_time())
+                    raise ConnectionLostError(close_text(exc)) from exc
+            now = trio.current_time()
+            if not messages:
+                if now >= stale_at:
+                    raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
+                if watch_depth and not session.stale and now >= depth_stale_at:
+                    self._mark_stale(role, session, now - last_depth_at)
                     continue
-                last_frame_at = now
-                session.last_frame_at = role.last_frame_at = now
-                if is_server_shutdown(message):
-                    self._request_handover(role, session, "serverShutdown")
+                self._request_handover(role, session, "age")
+                continue
+            last_frame_at = now
+            session.last_frame_at = role.last_frame_at = now
+            if any(is_server_shutdown(message) for message in messages):
+                self._request_handover(role, session, "serverShutdown")
+                messages = [m for m in messages if not is_server_shutdown(m)]
+                if not messages:
                     continue
-                if watch_depth and is_depth_frame(message):
-                    last_depth_at = now
-                    if session.stale:
-                        session.stale = False
-                        logger.info("ws.live role=%s session=%d", role.name, session.id)
-                        self.notify_state()
-                if not session.receiving:
-                    session.receiving = True
-                    session.first_frame_at = now
-                    role.backoff.mark_healthy(now)
-                    if session.id > role.newest_receiving:
-                        role.newest_receiving = session.id
+            if watch_depth and any(is_depth_frame(message) for message in messages):
+                last_depth_at = now
+                if session.stale:
+                    session.stale = False
+                    logger.info("ws.live role=%s session=%d", role.name, session.id)
                     self.notify_state()
-                role.messages += 1
-                role.rate.add(now)
-                await send_chan.send(_Frame(role, message, self.wall_clock_ms()))
+            if not session.receiving:
+                session.receiving = True
+                session.first_frame_at = now
+                role.backoff.mark_healthy(now)
+                if session.id > role.newest_receiving:
+                    role.newest_receiving = session.id
+                self.notify_state()
+            role.messages += len(messages)
+            role.rate.add(now, len(messages))
+            self.merger.feed(role, messages, self.wall_clock_ms(), now)
 
     def _mark_stale(self, role: _Role, session: _Session, silent_s: float) -> None:
         session.stale = True
@@ -996,7 +1020,7 @@ async def run_market_data(
     *,
     config: MarketDataConfig | None = None,
     roles: Sequence[str] = DEFAULT_ROLES,
-    connector: WebSocketConnector = connect_tcp_websocket,
+    connector: WebSocketConnector = connect_fast_websocket,
     wall_clock_ms: WallClock = system_wall_clock_ms,
     rng: random.Random | None = None,
     breaker: CircuitBreaker | None = None,
@@ -1020,7 +1044,10 @@ async def run_market_data(
             :data:`genesis.bus.MARKET_DATA_POLICIES`).
         config: Deadlines, sizes and the backoff schedule.
         roles: One redundant connection per role name.
-        connector: Opens a WebSocket (seam for in-memory tests).
+        connector: Opens a WebSocket (seam for in-memory tests). The default,
+            :func:`~genesis.exchange.ws_transport.connect_fast_websocket`, reads each
+            connection in its own task in 64 KiB reads and hands every frame of a read over at
+            once; :func:`connect_tcp_websocket` (trio-websocket) remains available.
         wall_clock_ms: Epoch-ms clock for receive timestamps and latency.
         rng: Source of backoff jitter (tests inject a seeded one); ``None``: a fresh
             ``random.Random()`` when ``config.backoff.jitter`` is set.
@@ -1054,7 +1081,6 @@ async def run_market_data(
         rng = random.Random()  # jitter, not cryptography: unseeded is right
     streams = market_streams(symbols)
     url = combined_stream_url(stream_base_url, streams)
-    send_chan, recv_chan = trio.open_memory_channel[_Frame](config.relay_buffer_size)
     if merger_config is None:
         merger_config = MergerConfig(
             gap_hold_s=config.gap_hold_s,
@@ -1092,7 +1118,6 @@ async def run_market_data(
         connector=connector,
         wall_clock_ms=wall_clock_ms,
         merger=merger,
-        send_chan=send_chan,
         breaker=breaker,
         attempt_limiter=attempt_limiter,
         watch_depth=any(
@@ -1107,8 +1132,8 @@ async def run_market_data(
         "ws.market_data.start url=%s streams=%d roles=%s", url, len(streams), ",".join(roles)
     )
     try:
-        async with send_chan, trio.open_nursery() as nursery:
-            nursery.start_soon(service.merger.run, recv_chan)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.merger.run)
             nursery.start_soon(service.watch_feed)
             for role in service.roles:
                 nursery.start_soon(service.run_role, role)

@@ -8,12 +8,22 @@ Binance's wire format into them.
 from __future__ import annotations
 
 from decimal import Decimal  # noqa: TC003  # cattrs resolves these annotations at run time
+from typing import Protocol, TypeAlias
 
 import attrs
 
 from genesis.models._checks import non_negative_decimal, upper_symbol
 
-__all__ = ["Depth", "DepthUpdate", "Kline", "OrderBook", "PriceLevel", "Ticker", "Trade"]
+__all__ = [
+    "DeferredLevels",
+    "Depth",
+    "DepthUpdate",
+    "Kline",
+    "OrderBook",
+    "PriceLevel",
+    "Ticker",
+    "Trade",
+]
 
 
 _money = attrs.field(validator=non_negative_decimal)
@@ -83,19 +93,75 @@ class Ticker:
         return (self.best_ask - self.best_bid) / mid * 10_000
 
 
-@attrs.frozen(kw_only=True)
+class DeferredLevels(Protocol):
+    """Book levels checked on arrival whose :class:`PriceLevel` objects are built on first read.
+
+    The codec's validated slice of the wire text (:mod:`genesis.models.codec`): building cannot
+    fail, so a :class:`Depth` is as valid on arrival as one built eagerly.
+    """
+
+    def build(self) -> tuple[PriceLevel, ...]:
+        """The levels, best first (called at most once per side)."""
+        ...
+
+
+_Levels: TypeAlias = "tuple[PriceLevel, ...] | DeferredLevels"
+
+
+def _levels_repr(levels: _Levels) -> str:
+    return repr(levels if isinstance(levels, tuple) else levels.build())
+
+
+@attrs.frozen(kw_only=True, eq=False)
 class Depth:
     """A partial book snapshot, best levels first (``<symbol>@depth<N>[@100ms]``).
 
     Binance's partial-depth payload carries neither symbol nor event time: the symbol comes from
     the stream name and ``received_ms`` is when Genesis received the frame.
+
+    ``bids`` and ``asks`` are always ``tuple[PriceLevel, ...]`` to a reader. The feed builds
+    them lazily (issue 12): the bus conflates depth snapshots, so most are replaced before a
+    subscriber takes them, and turning 80 strings into ``Decimal`` levels was most of a
+    snapshot's decode. The frame is validated in full on arrival (``bids=``/``asks=`` may be a
+    :class:`DeferredLevels` that cannot fail); the levels are built on the first read of a
+    side and kept. Equality, hashing and repr see the built levels.
     """
 
     symbol: str = attrs.field(validator=upper_symbol)
     last_update_id: int
-    bids: tuple[PriceLevel, ...]
-    asks: tuple[PriceLevel, ...]
+    _bids: _Levels = attrs.field(alias="bids", repr=_levels_repr)
+    _asks: _Levels = attrs.field(alias="asks", repr=_levels_repr)
     received_ms: int = 0
+
+    @property
+    def bids(self) -> tuple[PriceLevel, ...]:
+        levels = self._bids
+        if isinstance(levels, tuple):
+            return levels
+        built = levels.build()
+        object.__setattr__(self, "_bids", built)  # a cache of the same value: still frozen
+        return built
+
+    @property
+    def asks(self) -> tuple[PriceLevel, ...]:
+        levels = self._asks
+        if isinstance(levels, tuple):
+            return levels
+        built = levels.build()
+        object.__setattr__(self, "_asks", built)
+        return built
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.symbol, self.last_update_id, self.bids, self.asks, self.received_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Depth)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def best_bid(self) -> PriceLevel | None:

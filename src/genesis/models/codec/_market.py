@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import cattrs
+import msgspec
 import orjson
 
 from genesis.errors import ExchangeProtocolError
@@ -31,12 +33,14 @@ __all__ = [
     "MARKET_EVENT_TYPES",
     "MarketEvent",
     "decode_depth",
+    "decode_depth_frame",
     "decode_depth_update",
     "decode_frame",
     "decode_kline",
     "decode_stream_payload",
     "decode_ticker",
     "decode_trade",
+    "decode_trade_frame",
     "make_converter",
 ]
 
@@ -186,6 +190,108 @@ def decode_depth_update(raw: bytes | str) -> DepthUpdate:
     if isinstance(obj, dict) and "stream" in obj and "data" in obj:
         obj = obj["data"]
     return _guard("depthUpdate", _depth_update, obj)
+
+
+# -- depth snapshots on the hot path: validated on arrival, levels built on first read ----------
+
+_WIRE_NUMBER: Final = r'"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"'
+_WIRE_LEVEL: Final = r"\[" + _WIRE_NUMBER + "," + _WIRE_NUMBER + r"\]"
+_WIRE_SIDE: Final = r"\[(?:" + _WIRE_LEVEL + "(?:," + _WIRE_LEVEL + r")*+)?+\]"
+_WIRE_DEPTH_FRAME: Final = re.compile(
+    r'\{"stream":"([^"\\]{1,128})","data":\{"lastUpdateId":(0|[1-9][0-9]{0,19}),'
+    r'"bids":(' + _WIRE_SIDE + r'),"asks":(' + _WIRE_SIDE + r")\}\}"
+)
+"""A partial-depth combined frame exactly as Binance writes it: no spaces, this key order,
+book levels ``["price","qty"]`` of non-negative fixed-point strings. A frame that matches is
+valid JSON whose levels can only become finite, non-negative Decimals, so building them later
+cannot fail; one C-level match (possessive, no backtracking) checks and splits it. Any other
+text takes the eager path."""
+
+_LEVEL_PAIRS: Final = msgspec.json.Decoder(tuple[tuple[Decimal, Decimal], ...])
+
+
+class _WireLevels:
+    """One book side's validated wire text; :meth:`build` makes the :class:`PriceLevel` s."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: str) -> None:
+        self._raw = raw
+
+    def build(self) -> tuple[PriceLevel, ...]:
+        return tuple(PriceLevel(price, qty) for price, qty in _LEVEL_PAIRS.decode(self._raw))
+
+
+def decode_depth_frame(raw: str | bytes, *, symbol: str, received_ms: int = 0) -> tuple[str, Depth]:
+    """Decode a whole partial-depth combined frame, deferring the levels' ``Decimal`` s.
+
+    The frame is checked against Binance's exact layout by one regular expression, which also
+    splits it: a frame that passes is valid, and its :class:`PriceLevel` s are built (by
+    msgspec, straight to ``Decimal``) from its text when a subscriber first reads ``bids`` or
+    ``asks``: the bus conflates depth, so most snapshots are never read. Any other layout is
+    decoded eagerly (:func:`decode_depth`), with the same errors as :func:`decode_frame`.
+
+    Returns:
+        The stream name and the :class:`Depth`.
+
+    Raises:
+        ExchangeProtocolError: invalid JSON, not a combined frame, or a malformed payload.
+    """
+    match = _WIRE_DEPTH_FRAME.fullmatch(raw) if isinstance(raw, str) else None
+    if match is not None:
+        stream, update_id, bids, asks = match.groups()
+        return stream, Depth(
+            symbol=symbol,
+            last_update_id=int(update_id),
+            bids=_WireLevels(bids),
+            asks=_WireLevels(asks),
+            received_ms=received_ms,
+        )
+    stream, data = parse_frame(raw)
+    return stream, decode_depth(data, symbol=symbol, received_ms=received_ms)
+
+
+_WIRE_DECIMAL: Final = r'"((?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+)"'
+_WIRE_UINT: Final = r"(0|[1-9][0-9]{0,19})"
+_WIRE_TRADE_FRAME: Final = re.compile(
+    r'\{"stream":"([^"\\]{1,128})","data":\{"e":"trade","E":'
+    + _WIRE_UINT
+    + r',"s":"([A-Z0-9]{1,32})","t":'
+    + _WIRE_UINT
+    + r',"p":'
+    + _WIRE_DECIMAL
+    + r',"q":'
+    + _WIRE_DECIMAL
+    + r',"T":'
+    + _WIRE_UINT
+    + r',"m":(true|false)(?:,"M":(?:true|false))?\}\}'
+)
+"""A trade combined frame exactly as Binance writes it (``<symbol>@trade``, FACTS.md)."""
+
+
+def decode_trade_frame(raw: str) -> tuple[str, Trade] | None:
+    """A whole ``<symbol>@trade`` frame in Binance's exact layout, checked and split by one match.
+
+    The numbers can only be non-negative integers and fixed-point decimals, so the
+    :class:`Trade` is what :func:`decode_frame` would build, without a JSON parse.
+
+    Returns:
+        The stream name and the trade, or ``None`` when the text is in any other layout (then
+        decode it with :func:`decode_frame`, which also names what is wrong with it).
+    """
+    match = _WIRE_TRADE_FRAME.fullmatch(raw)
+    if match is None:
+        return None
+    stream, event_ms, symbol, trade_id, price, qty, trade_ms, maker = match.groups()
+    return stream, Trade(
+        symbol=symbol,
+        trade_id=int(trade_id),
+        price=Decimal(price),
+        quantity=Decimal(qty),
+        trade_time_ms=int(trade_ms),
+        event_time_ms=int(event_ms),
+        buyer_is_maker=maker == "true",
+    )
 
 
 def decode_stream_payload(stream: str, data: object, *, received_ms: int = 0) -> MarketEvent:

@@ -24,7 +24,7 @@ from genesis.models import market as _market
 from genesis.models import state as _state
 from genesis.models.account import Balance
 from genesis.models.codec._wire import decimal_to_wire, parse_decimal
-from genesis.models.market import PriceLevel
+from genesis.models.market import DeferredLevels, PriceLevel
 from genesis.models.orders import Fill, Order
 
 __all__ = ["RECORD_TYPES", "event_to_record", "record_to_event"]
@@ -68,7 +68,7 @@ def _unstructure(value: object) -> object:
         return {str(k): _unstructure(v) for k, v in value.items()}
     cls = type(value)
     if attrs.has(cls):
-        return {f.name: _unstructure(getattr(value, f.name)) for f in attrs.fields(cls)}
+        return {f.alias: _unstructure(getattr(value, f.alias)) for f in attrs.fields(cls)}
     return value
 
 
@@ -83,7 +83,8 @@ def event_to_record(event: object) -> dict[str, object]:
         raise TypeError(f"not an attrs event: {cls.__name__}")
     record: dict[str, object] = {"type": cls.__name__}
     for field in attrs.fields(cls):
-        record[field.name] = _unstructure(getattr(event, field.name))
+        # The alias: a private field's public name (Depth's ``bids`` property over ``_bids``).
+        record[field.alias] = _unstructure(getattr(event, field.alias))
     return record
 
 
@@ -99,6 +100,12 @@ def _structure_level(value: object, _type: object) -> PriceLevel:
     return PriceLevel(_structure_decimal(value[0], None), _structure_decimal(value[1], None))
 
 
+def _structure_levels(value: object, _type: object) -> tuple[PriceLevel, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError("book levels must be a list of [price, quantity] pairs")
+    return tuple(_structure_level(level, None) for level in value)
+
+
 def _structure_uuid(value: object, _type: object) -> uuid.UUID:
     if not isinstance(value, str):
         raise ValueError("a UUID must be a string")
@@ -106,9 +113,10 @@ def _structure_uuid(value: object, _type: object) -> uuid.UUID:
 
 
 def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter = cattrs.Converter(forbid_extra_keys=True, use_alias=True)
     converter.register_structure_hook(Decimal, _structure_decimal)
     converter.register_structure_hook(PriceLevel, _structure_level)
+    converter.register_structure_hook(tuple[PriceLevel, ...] | DeferredLevels, _structure_levels)
     converter.register_structure_hook(uuid.UUID, _structure_uuid)
     return converter
 
