@@ -6,11 +6,26 @@ market-data connections (:mod:`.ws_manager`) and the user data stream (:mod:`.us
 
 from __future__ import annotations
 
+from typing import Final
+
 import trio_websocket
 
-from genesis.errors import ConnectError
+from genesis.errors import (
+    ConnectError,
+    ExchangeError,
+    RateLimitedError,
+    StreamRejectedError,
+)
 
-__all__ = ["close_text", "describe_error", "first_leaf", "translate_connect_error"]
+__all__ = [
+    "close_text",
+    "describe_error",
+    "first_leaf",
+    "translate_connect_error",
+    "translate_rejection",
+]
+
+_REASON_CHARS: Final = 200
 
 
 def close_text(exc: trio_websocket.ConnectionClosed) -> str:
@@ -37,3 +52,20 @@ def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def translate_rejection(exc: trio_websocket.ConnectionRejected) -> ExchangeError:
+    """A handshake the server answered with an HTTP status: 429/418 rate limits, other 4xx a
+    :class:`~genesis.errors.StreamRejectedError` with the server's reason, else a connect
+    error."""
+    body = exc.body or b""
+    text = body[:_REASON_CHARS].decode("utf-8", "replace")
+    reason = "".join(c if c.isprintable() else " " for c in text).strip() or "(no reason given)"
+    status = exc.status_code
+    if status in (429, 418):
+        return RateLimitedError(
+            f"stream handshake answered HTTP {status}: {reason}", retry_after_s=0.0
+        )
+    if 400 <= status < 500:
+        return StreamRejectedError(status, reason)
+    return translate_connect_error(exc)

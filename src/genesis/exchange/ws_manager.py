@@ -72,9 +72,8 @@ import logging
 import math
 import random
 import time
-import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, NoReturn, TypeAlias
 
 import attrs
 import trio
@@ -106,12 +105,22 @@ from genesis.exchange.streams import (
     market_streams,
     route_for,
 )
+from genesis.exchange.ws_connect import (
+    BatchWebSocket,
+    WebSocket,
+    WebSocketConnector,
+    connect_tcp_websocket,
+    limited_connector,
+    one_message,
+)
 from genesis.exchange.ws_errors import (
     close_text,
     describe_error,
     first_leaf,
     translate_connect_error,
+    translate_rejection,
 )
+from genesis.exchange.ws_role import RateMeter, RoleState, Session
 from genesis.exchange.ws_transport import connect_fast_websocket
 from genesis.models.codec import is_depth_frame
 from genesis.models.events import ConnectionHealth, ConnectionState, FeedDown, FeedUp
@@ -169,8 +178,6 @@ def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) ->
 MARKET_DATA_BACKOFF: Final = BackoffPolicy(jitter=1.0, reset_after_s=10.0)
 """1, 2, 4, 8, 16, 30 s capped, full jitter, reset after 10 s of frames, never giving up."""
 
-_REASON_CHARS: Final = 200
-
 
 @attrs.frozen(kw_only=True)
 class MarketDataConfig:
@@ -221,244 +228,12 @@ class MarketDataConfig:
     backfill_timeout_s: float = attrs.field(default=10.0, validator=_positive)
 
 
-class WebSocket(Protocol):
-    """The part of :class:`trio_websocket.WebSocketConnection` a connection task uses."""
-
-    async def get_message(self) -> str | bytes:
-        """Next message; raises ``trio_websocket.ConnectionClosed`` once closed."""
-        ...
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close handshake, then close the transport."""
-        ...
-
-    async def ping(self, payload: bytes | None = None) -> None:
-        """Send a ping and wait for its pong; raises ``trio_websocket.ConnectionClosed``."""
-        ...
-
-
-@runtime_checkable
-class BatchWebSocket(WebSocket, Protocol):
-    """A :class:`WebSocket` that can hand over every message of one read at once."""
-
-    async def get_messages(self) -> Sequence[str | bytes]:
-        """Every message of the next read (at least one); ``ConnectionClosed`` once closed."""
-        ...
-
-
-def _one_message(ws: WebSocket) -> Callable[[], Awaitable[Sequence[str | bytes]]]:
-    async def receive() -> Sequence[str | bytes]:
-        return (await ws.get_message(),)
-
-    return receive
-
-
-class WebSocketConnector(Protocol):
-    """Opens a client WebSocket whose background tasks run in ``nursery``.
-
-    The seam for tests: the default :func:`connect_tcp_websocket` dials TCP; a fake can wrap one
-    end of ``trio.testing.memory_stream_pair()``. May raise ``OSError`` or
-    ``trio_websocket.HandshakeError``; the connection task translates them.
-    """
-
-    async def __call__(
-        self, nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str
-    ) -> WebSocket: ...
-
-
-async def connect_tcp_websocket(
-    nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
-) -> WebSocket:
-    """trio-websocket's connector: TCP (TLS for ``wss://``), then its client handshake.
-
-    The user stream's default; market data defaults to
-    :func:`~genesis.exchange.ws_transport.connect_fast_websocket` and can use this one. The same
-    as ``trio_websocket.connect_websocket_url``, except that the TCP stream is closed when the
-    handshake fails (trio-websocket leaves it open when the server rejects it).
-
-    ``role`` names the caller (``execution``, ``user_stream``...); the TCP connector ignores it,
-    test connectors use it (a simulated address per role). The caller closes the returned
-    connection; its reader task lives in ``nursery``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    secure = parts.scheme == "wss"
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    stream: trio.SSLStream[trio.SocketStream] | trio.SocketStream
-    if secure:
-        stream = await trio.open_ssl_over_tcp_stream(host, port, https_compatible=True)
-    else:
-        stream = await trio.open_tcp_stream(host, port)
-    try:
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,
-            host if port in (80, 443) else f"{host}:{port}",
-            resource,
-            message_queue_size=message_queue_size,
-        )
-    except BaseException:
-        # A rejected handshake is raised by trio-websocket's reader task, which leaves the TCP
-        # stream open (a leaked socket per attempt); it is ours to close.
-        await trio.aclose_forcefully(stream)
-        raise
-
-
-def limited_connector(
-    limiter: ConnectAttemptLimiter, connector: WebSocketConnector = connect_tcp_websocket
-) -> WebSocketConnector:
-    """``connector``, but every attempt first takes a token of ``limiter`` (for the user stream;
-    :func:`run_market_data` takes the limiter itself, outside its connect timeout)."""
-
-    async def connect(
-        nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str = ""
-    ) -> WebSocket:
-        await limiter.acquire(role)
-        return await connector(nursery, url, message_queue_size=message_queue_size, role=role)
-
-    return connect
-
-
 @attrs.frozen(kw_only=True)
 class MarketDataStatistics:
     """Health of every connection plus the merger's counters."""
 
     connections: tuple[ConnectionHealth, ...]
     merger: MergerStatistics
-
-
-@attrs.define
-class _RateMeter:
-    """Messages per second over the last ``window_s`` complete seconds (1 s buckets)."""
-
-    window_s: int
-    _seconds: list[int] = attrs.field(init=False)
-    _counts: list[int] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._seconds = [-1] * (self.window_s + 1)
-        self._counts = [0] * (self.window_s + 1)
-
-    def add(self, now: float, count: int = 1) -> None:
-        second = math.floor(now)
-        index = second % len(self._seconds)
-        if self._seconds[index] != second:
-            self._seconds[index] = second
-            self._counts[index] = 0
-        self._counts[index] += count
-
-    def rate(self, now: float) -> float:
-        current = math.floor(now)
-        total = sum(
-            count
-            for second, count in zip(self._seconds, self._counts, strict=True)
-            if current - self.window_s <= second < current
-        )
-        return total / self.window_s
-
-
-@attrs.define(eq=False)
-class _Session:
-    """One connection attempt of a role and, if it connects, its life."""
-
-    id: int
-    signal: trio.Event = attrs.field(factory=trio.Event)
-    """Set when the role task should act: a handover was requested, or the session ended."""
-    handover_reason: str | None = None
-    connected_at: float | None = None
-    receiving: bool = False
-    retired: bool = False
-    """Closed on purpose after a successor took over."""
-    ended: bool = False
-    ws: WebSocket | None = None
-    stale: bool = False
-    """Connected, but no depth20 frame for ``depth_stale_after_s``."""
-    first_frame_at: float | None = None
-    last_frame_at: float | None = None
-    failure: str | None = None
-    """Set from outside the relay (a ping without pong): the session ends with this reason."""
-    relay_scope: trio.CancelScope | None = None
-    rate_limited: bool = False
-    """The attempt was answered 429/418: the next wait is the backoff's cap."""
-
-    def fail(self, reason: str) -> None:
-        if self.failure is None and not self.ended:
-            self.failure = reason
-            if self.relay_scope is not None:
-                self.relay_scope.cancel()
-
-
-@attrs.define(eq=False)
-class _Role:
-    """Mutable state of one role; read through :meth:`MarketDataHandle.statistics`."""
-
-    name: str
-    backoff: Backoff
-    rate: _RateMeter
-    state: ConnectionState = ConnectionState.CONNECTING
-    current: _Session | None = None
-    previous: _Session | None = None
-    """The session being replaced by a rotation, while it still relays."""
-    newest_receiving: int = -1
-    """Id of the newest session that delivered a frame; older sessions retire once it passes."""
-    messages: int = 0
-    latency_ms: int | None = None
-    first_delivered: int = 0  # frames whose copy was the first (the merger counts them)
-    reconnects: int = 0
-    rotations: int = 0
-    last_error: str | None = None
-    last_cause: str | None = None
-    """``last_error``, but never the breaker's refusal: what made the connections fail."""
-    last_frame_at: float | None = None
-    ping_rtt_ms: float | None = None
-    ping_timeouts: int = 0
-    rejections: int = 0
-    """Consecutive handshakes answered 4xx (reset by a successful connect)."""
-
-    @property
-    def receiving(self) -> bool:
-        current = self.current
-        return self.state is ConnectionState.CONNECTED and current is not None and current.receiving
-
-    @property
-    def live(self) -> bool:
-        """Connected, delivering, and its depth20 frames are fresh; during a rotation the
-        predecessor, still relaying until the successor delivers, counts too."""
-        current = self.current
-        if self.receiving and current is not None and not current.stale:
-            return True
-        previous = self.previous
-        return (
-            previous is not None
-            and previous.receiving
-            and not previous.ended
-            and not previous.stale
-        )
-
-    def health(self, now: float, published: int = 0) -> ConnectionHealth:
-        connected_at = self.current.connected_at if self.current is not None else None
-        uptime = 0.0
-        if self.state is ConnectionState.CONNECTED and connected_at is not None:
-            uptime = now - connected_at
-        return ConnectionHealth(
-            role=self.name,
-            state=self.state,
-            uptime_s=uptime,
-            messages_received=self.messages,
-            messages_per_s=self.rate.rate(now),
-            latency_ms=self.latency_ms,
-            reconnects=self.reconnects,
-            rotations=self.rotations,
-            last_error=self.last_error,
-            receiving=self.receiving,
-            last_frame_age_s=None if self.last_frame_at is None else now - self.last_frame_at,
-            ping_rtt_ms=self.ping_rtt_ms,
-            first_share=self.first_delivered / published if published else 0.0,
-            stale=self.receiving and self.current is not None and self.current.stale,
-        )
 
 
 @attrs.define(eq=False)
@@ -489,7 +264,7 @@ class _MergerLoop:
         return self.core.published
 
     def feed(
-        self, source: _Role, messages: Sequence[str | bytes], received_ms: int, now: float
+        self, source: RoleState, messages: Sequence[str | bytes], received_ms: int, now: float
     ) -> None:
         """Hand one read's frames to the core, synchronously (the connection task calls it).
 
@@ -544,7 +319,7 @@ class _Service:
     url: str
     bus: EventBus
     config: MarketDataConfig
-    roles: tuple[_Role, ...]
+    roles: tuple[RoleState, ...]
     connector: WebSocketConnector
     wall_clock_ms: WallClock
     merger: _MergerLoop
@@ -601,11 +376,11 @@ class _Service:
 
     # -- one role -------------------------------------------------------------------------------
 
-    async def run_role(self, role: _Role) -> NoReturn:
+    async def run_role(self, role: RoleState) -> NoReturn:
         """Keep one connection of ``role`` alive: reconnect with backoff, rotate on request."""
         async with trio.open_nursery() as nursery:
             while True:
-                session = _Session(id=next(self.session_ids))
+                session = Session(id=next(self.session_ids))
                 role.current = session
                 role.state = ConnectionState.CONNECTING
                 self.notify_state()
@@ -636,7 +411,7 @@ class _Service:
                 await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _failed(self, role: _Role, session: _Session, exc: BaseException) -> str:
+    def _failed(self, role: RoleState, session: Session, exc: BaseException) -> str:
         """Account for what ended a session (a rejection, a rate limit); its description."""
         if isinstance(exc, StreamRejectedError):
             role.rejections += 1
@@ -673,7 +448,7 @@ class _Service:
                 f"{last.reason} (every connection, {limit} times in a row)",
             )
 
-    async def run_session(self, role: _Role, session: _Session) -> None:
+    async def run_session(self, role: RoleState, session: Session) -> None:
         """One connection: connect, relay, end. Transport failures end it; bugs propagate."""
         error: str | None = None
         try:
@@ -686,7 +461,7 @@ class _Service:
             # Raised by trio-websocket's reader task (a rejected handshake), not by our code.
             leaf = first_leaf(group)
             if isinstance(leaf, trio_websocket.ConnectionRejected):
-                error = self._failed(role, session, _rejection(leaf))
+                error = self._failed(role, session, translate_rejection(leaf))
             else:
                 error = describe_error(translate_connect_error(leaf))
         except* LocalProtocolError as group:
@@ -726,7 +501,7 @@ class _Service:
             session.signal.set()
             self.notify_state()
 
-    async def _connect_and_relay(self, role: _Role, session: _Session) -> None:
+    async def _connect_and_relay(self, role: RoleState, session: Session) -> None:
         if self.attempt_limiter is not None:
             await self.attempt_limiter.acquire(role.name)
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
@@ -765,7 +540,7 @@ class _Service:
                     nursery, self.url, message_queue_size=self.config.message_queue_size, role=role
                 )
             except trio_websocket.ConnectionRejected as exc:
-                raise _rejection(exc) from exc
+                raise translate_rejection(exc) from exc
             except (
                 trio_websocket.HandshakeError,
                 trio_websocket.ConnectionClosed,
@@ -788,7 +563,7 @@ class _Service:
             await ws.aclose()
 
     async def _retire_when_replaced(
-        self, role: _Role, session: _Session, relay_scope: trio.CancelScope
+        self, role: RoleState, session: Session, relay_scope: trio.CancelScope
     ) -> None:
         while role.newest_receiving <= session.id:
             await self.state_changed.park()
@@ -796,7 +571,7 @@ class _Service:
         session.retired = True
         relay_scope.cancel()
 
-    async def _relay(self, ws: WebSocket, role: _Role, session: _Session) -> None:
+    async def _relay(self, ws: WebSocket, role: RoleState, session: Session) -> None:
         """Timestamp and forward every frame; detect stale feeds, age and serverShutdown."""
         config = self.config
         assert session.connected_at is not None
@@ -804,7 +579,7 @@ class _Service:
         last_frame_at = last_depth_at = session.connected_at
         watch_depth = self.watch_depth
         # A batching transport (ws_transport) hands over every frame of one read at once.
-        receive = ws.get_messages if isinstance(ws, BatchWebSocket) else _one_message(ws)
+        receive = ws.get_messages if isinstance(ws, BatchWebSocket) else one_message(ws)
         while True:
             stale_at = last_frame_at + config.stale_after_s
             deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
@@ -852,7 +627,7 @@ class _Service:
             role.rate.add(now, len(messages))
             self.merger.feed(role, messages, self.wall_clock_ms(), now)
 
-    def _mark_stale(self, role: _Role, session: _Session, silent_s: float) -> None:
+    def _mark_stale(self, role: RoleState, session: Session, silent_s: float) -> None:
         session.stale = True
         logger.warning(
             "ws.stale role=%s session=%d reason=no depth20 frame for %.1f s",
@@ -862,14 +637,14 @@ class _Service:
         )
         self.notify_state()
 
-    def _request_handover(self, role: _Role, session: _Session, reason: str) -> None:
+    def _request_handover(self, role: RoleState, session: Session, reason: str) -> None:
         if session.handover_reason is None and not session.ended:
             session.handover_reason = reason
             session.signal.set()
 
     # -- active probes ----------------------------------------------------------------------------
 
-    async def probe(self, role: _Role, session: _Session, ws: WebSocket) -> None:
+    async def probe(self, role: RoleState, session: Session, ws: WebSocket) -> None:
         """Ping one connection; record the round trip, or end the connection without a pong."""
         started = trio.current_time()
         with trio.move_on_after(self.config.ping_timeout_s) as scope:
@@ -892,20 +667,6 @@ class _Service:
         role.ping_rtt_ms = (trio.current_time() - started) * 1000.0
 
 
-def _rejection(exc: trio_websocket.ConnectionRejected) -> ExchangeError:
-    body = exc.body or b""
-    text = body[:_REASON_CHARS].decode("utf-8", "replace")
-    reason = "".join(c if c.isprintable() else " " for c in text).strip() or "(no reason given)"
-    status = exc.status_code
-    if status in (429, 418):
-        return RateLimitedError(
-            f"stream handshake answered HTTP {status}: {reason}", retry_after_s=0.0
-        )
-    if 400 <= status < 500:
-        return StreamRejectedError(status, reason)
-    return translate_connect_error(exc)
-
-
 class MarketDataHandle:
     """What :func:`run_market_data` hands to ``nursery.start``: statistics and waits.
 
@@ -923,7 +684,7 @@ class MarketDataHandle:
     def roles(self) -> tuple[str, ...]:
         return tuple(role.name for role in self._service.roles)
 
-    def _role(self, name: str) -> _Role:
+    def _role(self, name: str) -> RoleState:
         for role in self._service.roles:
             if role.name == name:
                 return role
@@ -1103,7 +864,7 @@ async def run_market_data(
         bus=bus,
         config=config,
         roles=tuple(
-            _Role(
+            RoleState(
                 name=name,
                 # One generator per role, drawn in role order: roles that fail in the same
                 # instant draw in an order Trio may shuffle, and a shared one would then make a
@@ -1111,7 +872,7 @@ async def run_market_data(
                 backoff=Backoff(
                     config.backoff, None if rng is None else random.Random(rng.getrandbits(64))
                 ),
-                rate=_RateMeter(config.rate_window_s),
+                rate=RateMeter(config.rate_window_s),
             )
             for name in roles
         ),
