@@ -217,13 +217,35 @@ class Listeners:
 
         return remove
 
-    def dispatch(
-        self,
-        op: _Op,
-        diffs: list[BookDiff],
-        user_events: list[tuple[str, JsonObject]],
-        first_fills: list[tuple[str, Order]],
-    ) -> None:
+    def dispatch(self, op: _Op, symbols: dict[str, SymbolState], ledger: Ledger) -> None:
+        """Bump the update id of every book ``op`` touched and tell the listeners what it did:
+        public trades, book diffs, user events (executionReports, then one
+        ``outboundAccountPosition`` per account whose balances changed), first fills."""
+        diffs: list[BookDiff] = []
+        for sym, (bid_prices, ask_prices) in op.touched.items():
+            st = symbols[sym]
+            st.update_id += 1
+            diffs.append(
+                BookDiff(
+                    symbol=sym,
+                    first_update_id=st.update_id,
+                    last_update_id=st.update_id,
+                    bids=tuple(
+                        (p, st.bids.qty.get(p, _ZERO)) for p in sorted(bid_prices, reverse=True)
+                    ),
+                    asks=tuple((p, st.asks.qty.get(p, _ZERO)) for p in sorted(ask_prices)),
+                    time_ms=op.now_ms,
+                )
+            )
+        user_events = list(op.user_events)
+        changed, ledger.changed = ledger.changed, {}
+        for api_key, assets in changed.items():
+            acct = ledger.accounts[api_key]
+            rows = [(a, acct.free.get(a, _ZERO), acct.locked.get(a, _ZERO)) for a in sorted(assets)]
+            user_events.append(
+                (api_key, account_position_event(op.now_ms, acct.update_time_ms, rows))
+            )
+        first_fills = [(o.api_key, o.snapshot()) for o in op.first_fills]
         for sym, trades in op.trades.items():
             batch = tuple(trades)
             for trade_cb in list(self.trade):
@@ -429,24 +451,6 @@ class Engine:
             snapshot.status.value,
         )
         return snapshot, fills, first_fill
-
-    def find_open(
-        self, api_key: str, st: SymbolState, order_id: int | None, orig_cid: str | None
-    ) -> OrderState:
-        """The open order to cancel; -2011 "Unknown order sent." when there is none."""
-        acct = self.ledger.account(api_key)
-        sym = st.spec.symbol
-        order: OrderState | None
-        if order_id is not None:
-            order = acct.open_orders.get((sym, order_id))
-            if order is not None and orig_cid is not None and order.client_order_id != orig_cid:
-                order = None
-        else:
-            oid = acct.client_open.get((sym, orig_cid or ""))
-            order = acct.open_orders.get((sym, oid)) if oid is not None else None
-        if order is None:
-            raise SimReject(CANCEL_REJECTED, MSG_UNKNOWN_ORDER)
-        return order
 
     def cancel(
         self,
@@ -716,29 +720,4 @@ class Engine:
             self._execute_market(st, order)
 
     def _finish(self, op: _Op) -> None:
-        diffs: list[BookDiff] = []
-        for sym, (bid_prices, ask_prices) in op.touched.items():
-            st = self.symbols[sym]
-            st.update_id += 1
-            diffs.append(
-                BookDiff(
-                    symbol=sym,
-                    first_update_id=st.update_id,
-                    last_update_id=st.update_id,
-                    bids=tuple(
-                        (p, st.bids.qty.get(p, _ZERO)) for p in sorted(bid_prices, reverse=True)
-                    ),
-                    asks=tuple((p, st.asks.qty.get(p, _ZERO)) for p in sorted(ask_prices)),
-                    time_ms=op.now_ms,
-                )
-            )
-        user_events = list(op.user_events)
-        changed, self.ledger.changed = self.ledger.changed, {}
-        for api_key, assets in changed.items():
-            acct = self.ledger.accounts[api_key]
-            rows = [(a, acct.free.get(a, _ZERO), acct.locked.get(a, _ZERO)) for a in sorted(assets)]
-            user_events.append(
-                (api_key, account_position_event(op.now_ms, acct.update_time_ms, rows))
-            )
-        first_fills = [(o.api_key, o.snapshot()) for o in op.first_fills]
-        self.listeners.dispatch(op, diffs, user_events, first_fills)
+        self.listeners.dispatch(op, self.symbols, self.ledger)

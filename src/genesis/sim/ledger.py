@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import attrs
 
 from genesis.sim.errors import (
+    CANCEL_REJECTED,
     CLIENT_ORDER_ID_INVALID,
+    MSG_UNKNOWN_ORDER,
     NO_SUCH_ORDER,
     OPTIONAL_PARAMS_BAD_COMBO,
     REJECTED_MBX_KEY,
@@ -355,6 +357,24 @@ class Ledger:
         return rows[0], rows[1]
 
     # --- queries ---------------------------------------------------------------------------
+
+    def find_open(
+        self, api_key: str, symbol: str, order_id: int | None, orig_cid: str | None
+    ) -> OrderState:
+        """The open order to cancel; -2011 "Unknown order sent." when there is none."""
+        acct = self.account(api_key)
+        sym = symbol
+        order: OrderState | None
+        if order_id is not None:
+            order = acct.open_orders.get((sym, order_id))
+            if order is not None and orig_cid is not None and order.client_order_id != orig_cid:
+                order = None
+        else:
+            oid = acct.client_open.get((sym, orig_cid or ""))
+            order = acct.open_orders.get((sym, oid)) if oid is not None else None
+        if order is None:
+            raise SimReject(CANCEL_REJECTED, MSG_UNKNOWN_ORDER)
+        return order
 
     def query_order(
         self, api_key: str, symbol: str, order_id: int | None, orig_client_order_id: str | None
