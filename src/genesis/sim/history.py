@@ -201,16 +201,17 @@ class _RollingWindow:
     volume: Decimal = _ZERO
     quote_volume: Decimal = _ZERO
     count: int = 0
-    stale: bool = True
+    built: bool = False
 
     def on_trade(self, trade: PublicTrade, bucket: Bucket, new: bool) -> None:
-        if self.stale:
+        if not self.built:
             return
         if new:
             self.buckets.append(bucket)
         elif not self.buckets or self.buckets[-1] is not bucket:
-            # Folded into a bucket the window already slid past (clock skew): rebuild later.
-            self.stale = True
+            # The window holds every bucket from its start on, so the newest bucket is its
+            # last one unless the window already slid past it: a trade folded into that
+            # bucket (the clock went back) is outside the window.
             return
         self.volume = _EXACT.add(self.volume, trade.qty)
         self.quote_volume = _EXACT.add(self.quote_volume, trade.quote_qty)
@@ -237,8 +238,8 @@ class _RollingWindow:
         newest = self.series.buckets[-1].open_ms if self.series.buckets else None
         if newest is not None and newest > now_ms:
             return False
-        if self.stale:
-            self._rebuild(start)
+        if not self.built:
+            self._build(start)
             return True
         if start < self.start_ms:
             return False
@@ -255,12 +256,7 @@ class _RollingWindow:
         self.start_ms = start
         return True
 
-    def _rebuild(self, start: int) -> None:
-        self.buckets.clear()
-        self.highs.clear()
-        self.lows.clear()
-        self.volume = self.quote_volume = _ZERO
-        self.count = 0
+    def _build(self, start: int) -> None:
         for b in self.series.span(start, self.series.opens[-1] + 1 if self.series.opens else 0):
             self.buckets.append(b)
             self.volume = _EXACT.add(self.volume, b.volume)
@@ -268,7 +264,7 @@ class _RollingWindow:
             self.count += b.count
             self._push_extremes(b)
         self.start_ms = start
-        self.stale = False
+        self.built = True
 
     def merged(self, open_ms: int, flat_price: Decimal) -> Bucket:
         """The window as one bucket (taker-buy sums are not tracked: 0)."""
