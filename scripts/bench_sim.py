@@ -425,47 +425,67 @@ def _ticker_history(hours: int) -> tuple[SymbolHistory, int, int]:
     return history, trade_id, t
 
 
-def _ticker_rate(hours: int, seconds: float, *, sliding: bool) -> float:
-    """Queries/s over a history of ``hours``, one query per virtual second."""
-    history, trade_id, now = _ticker_history(hours)
-    calls = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while True:
-        for _ in range(100):
-            now += 1000
-            if now % TICKER_TRADE_EVERY_MS == 0:
-                trade_id += 1
-                history.record(_ticker_trade(trade_id, now))
-            if sliding:
-                history.rolling_day(now)
-            else:
-                first = (now - DAY_MS) // 60_000 * 60_000
-                merge_buckets(
-                    history.minutes.span(first, now + 1), now - DAY_MS, flat_price=Decimal(0)
-                )
-        calls += 100
-        elapsed = time.perf_counter() - started
-        if started + elapsed >= deadline:
-            return calls / elapsed
+@attrs.define
+class _TickerRun:
+    """One history under test, queried once per virtual second from where it left off."""
+
+    history: SymbolHistory
+    trade_id: int
+    now_ms: int
+    sliding: bool
+
+    def rate(self, seconds: float) -> float:
+        """Queries/s over about ``seconds`` of wall time."""
+        history = self.history
+        calls = 0
+        started = time.perf_counter()
+        while True:
+            for _ in range(100):
+                self.now_ms += 1000
+                if self.now_ms % TICKER_TRADE_EVERY_MS == 0:
+                    self.trade_id += 1
+                    history.record(_ticker_trade(self.trade_id, self.now_ms))
+                if self.sliding:
+                    history.rolling_day(self.now_ms)
+                else:
+                    first = (self.now_ms - DAY_MS) // 60_000 * 60_000
+                    merge_buckets(
+                        history.minutes.span(first, self.now_ms + 1),
+                        self.now_ms - DAY_MS,
+                        flat_price=Decimal(0),
+                    )
+            calls += 100
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                return calls / elapsed
+
+
+TICKER_ROUNDS: Final = 5
 
 
 def bench_ticker(seconds: float) -> list[Figure]:
-    """The sliding 24 h window against merging the window's buckets, at 1 h and 24 h."""
-    phase = max(0.5, seconds / 2)
-    rates = {
-        (hours, sliding): _ticker_rate(hours, phase, sliding=sliding)
+    """The sliding 24 h window against merging the window's buckets, at 1 h and 24 h.
+
+    The four runs take turns in :data:`TICKER_ROUNDS` short rounds and each keeps its best
+    rate, so a burst of load on a shared machine does not land on one run only.
+    """
+    runs = {
+        (hours, sliding): _TickerRun(*_ticker_history(hours), sliding=sliding)
         for hours in (1, 24)
         for sliding in (True, False)
     }
-    flat = rates[(24, True)] / rates[(1, True)]
-    merge = rates[(24, False)] / rates[(1, False)]
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(TICKER_ROUNDS):
+        for key, run in runs.items():
+            best[key] = max(best[key], run.rate(seconds / TICKER_ROUNDS))
+    flat = best[(24, True)] / best[(1, True)]
+    merge = best[(24, False)] / best[(1, False)]
     return [
         Figure(
             name=f"24 h ticker queries/s, {hours} h of trades",
-            value=rates[(hours, True)],
+            value=best[(hours, True)],
             unit="queries/s",
-            baseline=rates[(hours, False)],
+            baseline=best[(hours, False)],
             detail="baseline: merge the window's minute buckets"
             + (f"; 24h/1h rate: window {flat:.2f}, merge {merge:.2f}" if hours == 24 else ""),
         )

@@ -165,7 +165,8 @@ KNOWN_DEVIATIONS: Final = (
     "TRAILING_DELTA are listed, with nothing to apply them to).",
     "Self-trade prevention is always NONE (self-trades execute, as on Binance with NONE).",
     "Filters enforced: PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, PERCENT_PRICE_BY_SIDE, NOTIONAL, "
-    "MAX_NUM_ORDERS, MAX_NUM_ALGO_ORDERS (open STOP_LOSS/TAKE_PROFIT[_LIMIT] orders).",
+    "MAX_NUM_ORDERS, MAX_NUM_ALGO_ORDERS (counting open STOP_LOSS/TAKE_PROFIT[_LIMIT] orders, "
+    "triggered or not).",
     "PERCENT_PRICE_BY_SIDE and NOTIONAL use the volume-weighted average price over avgPriceMins; "
     "with no trade in that window, the last trade price; before the symbol's first trade they "
     "are not evaluated. There is no reference price (referencePrice, 2026-05).",
