@@ -11,7 +11,7 @@ import pytest
 
 from genesis.models.codec import decode_exchange_info
 from genesis.sim.errors import CATALOG, SimReject
-from genesis.sim.exchange import Exchange
+from genesis.sim.exchange import Exchange, OrderResult
 from genesis.sim.symbols import default_symbols, exchange_info_symbol, spec_for
 
 if TYPE_CHECKING:
@@ -29,37 +29,43 @@ def make_exchange(*keys: str) -> Exchange:
     return ex
 
 
-def trade_at(ex: Exchange, price: str, now_ms: int) -> None:
-    """One public trade of 0.001 at ``price`` between two fresh accounts."""
-    ex.add_account("maker")
-    ex.add_account("taker")
-    for key, side in (("maker", "SELL"), ("taker", "BUY")):
-        ex.place_order(
-            key,
-            symbol=SYM,
-            side=side,
-            type="LIMIT",
-            time_in_force="GTC",
-            quantity="0.001",
-            price=price,
-            now_ms=now_ms,
-        )
+def limit_order(
+    ex: Exchange,
+    side: str,
+    price: str,
+    *,
+    key: str = "user",
+    qty: str = "0.001",
+    now_ms: int,
+    test: bool = False,
+    **extra: str,
+) -> OrderResult:
+    """A GTC LIMIT order (``extra``: more wire parameters, such as ``type``/``stop_price``)."""
+    params = {"type": "LIMIT", "time_in_force": "GTC", **extra}
+    return ex.place_order(
+        key,
+        symbol=SYM,
+        side=side,
+        quantity=qty,
+        price=price,
+        now_ms=now_ms,
+        test=test,
+        **params,
+    )
 
 
 def place_limit(
     ex: Exchange, side: str, price: str, *, qty: str = "0.001", now_ms: int, test: bool = False
 ) -> None:
-    ex.place_order(
-        "user",
-        symbol=SYM,
-        side=side,
-        type="LIMIT",
-        time_in_force="GTC",
-        quantity=qty,
-        price=price,
-        now_ms=now_ms,
-        test=test,
-    )
+    limit_order(ex, side, price, qty=qty, now_ms=now_ms, test=test)
+
+
+def trade_at(ex: Exchange, price: str, now_ms: int) -> None:
+    """One public trade of 0.001 at ``price`` between two fresh accounts."""
+    ex.add_account("maker")
+    ex.add_account("taker")
+    limit_order(ex, "SELL", price, key="maker", now_ms=now_ms)
+    limit_order(ex, "BUY", price, key="taker", now_ms=now_ms)
 
 
 def rejection(fn: Callable[..., object], *args: object, **kwargs: object) -> tuple[int, str]:
@@ -170,16 +176,7 @@ def test_percent_price_by_side_does_not_bound_market_orders() -> None:
     ex = make_exchange("user")
     trade_at(ex, "60000", T0)
     ex.add_account("far")
-    ex.place_order(
-        "far",
-        symbol=SYM,
-        side="SELL",
-        type="LIMIT",
-        time_in_force="GTC",
-        quantity="0.001",
-        price="200000",
-        now_ms=T0,
-    )
+    limit_order(ex, "SELL", "200000", key="far", now_ms=T0)
     result = ex.place_order(
         "user", symbol=SYM, side="BUY", type="MARKET", quantity="0.001", now_ms=T0 + 1
     )
@@ -190,17 +187,10 @@ def test_percent_price_by_side_does_not_bound_market_orders() -> None:
 
 
 def _stop(ex: Exchange, now_ms: int) -> int:
-    return ex.place_order(
-        "user",
-        symbol=SYM,
-        side="SELL",
-        type="STOP_LOSS_LIMIT",
-        time_in_force="GTC",
-        quantity="0.001",
-        price="50000",
-        stop_price="50000",
-        now_ms=now_ms,
-    ).order.order_id
+    result = limit_order(
+        ex, "SELL", "50000", type="STOP_LOSS_LIMIT", stop_price="50000", now_ms=now_ms
+    )
+    return result.order.order_id
 
 
 def test_max_num_algo_orders_caps_open_stop_orders_at_five() -> None:
@@ -233,27 +223,8 @@ def test_every_engine_rejection_is_worded_as_the_catalog_words_it() -> None:
     trade_at(ex, "60000", T0)
     ex.add_account("poor", {"USDT": Decimal(1)})
     ex.add_account("ask")
-    ex.place_order(
-        "ask",
-        symbol=SYM,
-        side="SELL",
-        type="LIMIT",
-        time_in_force="GTC",
-        quantity="0.001",
-        price="60500",
-        now_ms=T0,
-    )
-    resting = ex.place_order(
-        "user",
-        symbol=SYM,
-        side="BUY",
-        type="LIMIT",
-        time_in_force="GTC",
-        quantity="0.001",
-        price="59000",
-        new_client_order_id="dup",
-        now_ms=T0,
-    ).order
+    limit_order(ex, "SELL", "60500", key="ask", now_ms=T0)
+    resting = limit_order(ex, "BUY", "59000", new_client_order_id="dup", now_ms=T0).order
 
     def order(key: str = "user", **params: str) -> None:
         base = {"symbol": SYM, "side": "BUY", "type": "LIMIT", "time_in_force": "GTC"}

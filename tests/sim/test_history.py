@@ -10,12 +10,16 @@ series folds such a trade into its newest bucket, and the oracle models exactly 
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
+from typing import TYPE_CHECKING
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from genesis.sim.history import DAY_MS, SymbolHistory
 from genesis.sim.model import PublicTrade
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 T0 = 1_767_225_600_000
 MIN_MS = 60_000
@@ -96,10 +100,11 @@ def _vwap_oracle(trades: list[PublicTrade], mins: int, now_ms: int) -> Decimal:
     return (quote / qty).quantize(Decimal("0.00000001"), rounding=ROUND_DOWN)
 
 
-@given(_steps)
-def test_rolling_day_matches_the_trades_in_the_window(
+def _replay(
     steps: list[tuple[int, int, int, int]],
-) -> None:
+) -> Iterator[tuple[SymbolHistory, list[PublicTrade], int, int]]:
+    """Record each step's trade; yield the history, the trades so far, now and the query
+    offset after each."""
     history = SymbolHistory()
     trades: list[PublicTrade] = []
     now = T0
@@ -108,6 +113,14 @@ def test_rolling_day_matches_the_trades_in_the_window(
         trade = _trade(i, now, ticks, qty_steps)
         history.record(trade)
         trades.append(trade)
+        yield history, trades, now, query_offset
+
+
+@given(_steps)
+def test_rolling_day_matches_the_trades_in_the_window(
+    steps: list[tuple[int, int, int, int]],
+) -> None:
+    for history, trades, now, query_offset in _replay(steps):
         for query_ms in (now, now + query_offset, now + query_offset + MIN_MS):
             day, traded = history.rolling_day(query_ms)
             expected = _day_oracle(trades, query_ms)
@@ -122,7 +135,7 @@ def test_rolling_day_matches_the_trades_in_the_window(
                 "first": day.first_id,
                 "last": day.last_id,
             }
-            assert got == expected, (i, query_ms - T0)
+            assert got == expected, (len(trades), query_ms - T0)
             assert traded == (expected["count"] != 0)
             assert day.open_ms == query_ms - DAY_MS
 
@@ -131,15 +144,8 @@ def test_rolling_day_matches_the_trades_in_the_window(
 def test_avg_price_matches_the_vwap_of_the_last_minutes(
     steps: list[tuple[int, int, int, int]], mins: int
 ) -> None:
-    history = SymbolHistory()
-    assert history.avg_price(mins, T0) is None
-    trades: list[PublicTrade] = []
-    now = T0
-    for i, (dt_ms, ticks, qty_steps, query_offset) in enumerate(steps):
-        now += dt_ms
-        trade = _trade(i, now, ticks, qty_steps)
-        history.record(trade)
-        trades.append(trade)
+    assert SymbolHistory().avg_price(mins, T0) is None
+    for history, trades, now, query_offset in _replay(steps):
         for query_ms in (now, now + query_offset // 100):
             assert history.avg_price(mins, query_ms) == _vwap_oracle(trades, mins, query_ms)
 
