@@ -21,6 +21,13 @@ figure is reported next to a raw baseline served the same way in the same run:
    rate limits are raised out of the way first. Baseline: a trivial ASGI app that answers ``{}``
    on the same hypercorn server (:func:`genesis.sim.rest.serve_rest`), same clients.
 
+3. **Rolling 24 h ticker queries/s** (in process, no sockets): a symbol with 1 h and with 24 h of
+   history (a trade every 10 s, so every minute bucket is filled), queried once per virtual
+   second as the market feed does, with a trade recorded every 10 s. Baseline: the same
+   queries answered the old way, by merging every minute bucket of the window. The figure to
+   read is the flat cost: the 24 h and 1 h rates of the sliding window are about equal, while
+   the merge slows down with the window.
+
 Each phase lasts ``--seconds`` (counted from the first answer); the whole run takes well under
 a minute. A table goes to stdout; ``--json`` also writes the figures as JSON.
 """
@@ -37,6 +44,7 @@ import os
 import platform
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlencode
@@ -46,6 +54,8 @@ import httpx
 import trio
 import trio_websocket
 
+from genesis.sim.history import DAY_MS, SymbolHistory, merge_buckets
+from genesis.sim.model import PublicTrade
 from genesis.sim.rest import serve_rest
 from genesis.sim.server import SimConfig, SimHandle, run_simulator
 
@@ -385,6 +395,104 @@ async def bench_rest(handle: SimHandle, seconds: float, concurrency: int) -> lis
     ]
 
 
+# --- rolling 24 h ticker (in process) ---------------------------------------------------------
+
+TICKER_T0_MS: Final = 1_767_225_600_000
+TICKER_TRADE_EVERY_MS: Final = 10_000
+
+
+def _ticker_trade(trade_id: int, t_ms: int) -> PublicTrade:
+    return PublicTrade(
+        symbol="BTCUSDT",
+        trade_id=trade_id,
+        agg_id=trade_id,
+        price=Decimal(60_000 + trade_id % 997),
+        qty=Decimal("0.001") * (1 + trade_id % 7),
+        time_ms=t_ms,
+        is_buyer_maker=trade_id % 2 == 0,
+    )
+
+
+def _ticker_history(hours: int) -> tuple[SymbolHistory, int, int]:
+    history = SymbolHistory()
+    trade_id = 0
+    t = TICKER_T0_MS
+    end = TICKER_T0_MS + hours * 3_600_000
+    while t < end:
+        trade_id += 1
+        history.record(_ticker_trade(trade_id, t))
+        t += TICKER_TRADE_EVERY_MS
+    return history, trade_id, t
+
+
+@attrs.define
+class _TickerRun:
+    """One history under test, queried once per virtual second from where it left off."""
+
+    history: SymbolHistory
+    trade_id: int
+    now_ms: int
+    sliding: bool
+
+    def rate(self, seconds: float) -> float:
+        """Queries/s over about ``seconds`` of wall time."""
+        history = self.history
+        calls = 0
+        started = time.perf_counter()
+        while True:
+            for _ in range(100):
+                self.now_ms += 1000
+                if self.now_ms % TICKER_TRADE_EVERY_MS == 0:
+                    self.trade_id += 1
+                    history.record(_ticker_trade(self.trade_id, self.now_ms))
+                if self.sliding:
+                    history.rolling_day(self.now_ms)
+                else:
+                    first = (self.now_ms - DAY_MS) // 60_000 * 60_000
+                    merge_buckets(
+                        history.minutes.span(first, self.now_ms + 1),
+                        self.now_ms - DAY_MS,
+                        flat_price=Decimal(0),
+                    )
+            calls += 100
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                return calls / elapsed
+
+
+TICKER_ROUNDS: Final = 5
+
+
+def bench_ticker(seconds: float) -> list[Figure]:
+    """The sliding 24 h window against merging the window's buckets, at 1 h and 24 h.
+
+    The four runs take turns in :data:`TICKER_ROUNDS` short rounds and each keeps its best
+    rate, so a burst of load on a shared machine does not land on one run only.
+    """
+    runs = {
+        (hours, sliding): _TickerRun(*_ticker_history(hours), sliding=sliding)
+        for hours in (1, 24)
+        for sliding in (True, False)
+    }
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(TICKER_ROUNDS):
+        for key, run in runs.items():
+            best[key] = max(best[key], run.rate(seconds / TICKER_ROUNDS))
+    flat = best[(24, True)] / best[(1, True)]
+    merge = best[(24, False)] / best[(1, False)]
+    return [
+        Figure(
+            name=f"24 h ticker queries/s, {hours} h of trades",
+            value=best[(hours, True)],
+            unit="queries/s",
+            baseline=best[(hours, False)],
+            detail="baseline: merge the window's minute buckets"
+            + (f"; 24h/1h rate: window {flat:.2f}, merge {merge:.2f}" if hours == 24 else ""),
+        )
+        for hours in (1, 24)
+    ]
+
+
 # --- driver ---------------------------------------------------------------------------------
 
 
@@ -395,6 +503,7 @@ async def run_benchmarks(seconds: float, concurrency: int) -> list[Figure]:
         figures = await bench_streams(handle, seconds)
         figures += await bench_rest(handle, seconds, concurrency)
         nursery.cancel_scope.cancel()
+    figures += bench_ticker(seconds)
     return figures
 
 

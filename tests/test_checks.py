@@ -781,7 +781,14 @@ SIM_TICK: Final = Decimal("0.01")
 SIM_STEP: Final = Decimal("0.00001")
 SIM_QUOTE_UNIT: Final = Decimal("0.00000001")
 SHARED_FILTERS: Final = frozenset(
-    {"PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "NOTIONAL", "MAX_NUM_ORDERS"}
+    {
+        "PRICE_FILTER",
+        "LOT_SIZE",
+        "MARKET_LOT_SIZE",
+        "PERCENT_PRICE_BY_SIDE",
+        "NOTIONAL",
+        "MAX_NUM_ORDERS",
+    }
 )
 """The filters both prepare_order and the simulator's engine evaluate."""
 

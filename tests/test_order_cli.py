@@ -299,7 +299,8 @@ async def test_test_validates_the_order_and_places_nothing(sim: Sim) -> None:
     status = await order(sim, "status", "--symbol", "BTCUSDT", "--id", "t-test")
     assert status.code == EXIT_FAILURE
     assert "-2013 Order does not exist." in status.err
-    rejected = await order(sim, "test", *RESTING[:-1], "0.01")  # 0.001 × 0.01 < NOTIONAL 5
+    # 0.0001 × 30000 = 3 < NOTIONAL 5 (a tiny price would meet PERCENT_PRICE_BY_SIDE first).
+    rejected = await order(sim, "test", *RESTING[:-3], "0.0001", *RESTING[-2:])
     assert (rejected.code, rejected.out) == (EXIT_FAILURE, "")
     assert "genesis: exchange rejected the order: -1013 Filter failure: NOTIONAL" in rejected.err
 

@@ -30,32 +30,47 @@ __all__ = [
     "BAD_PRECISION",
     "BAD_RECV_WINDOW",
     "BAD_SYMBOL",
+    "CANCEL_REJECTED",
     "CATALOG",
+    "CLIENT_ORDER_ID_INVALID",
     "DISCONNECTED",
     "DUPLICATE_SYMBOLS",
     "ILLEGAL_CHARS",
+    "INVALID_CANCEL_RESTRICTIONS",
     "INVALID_JSON",
+    "INVALID_MESSAGE",
+    "INVALID_ORDER_TYPE",
     "INVALID_PARAMETER",
+    "INVALID_SIDE",
     "INVALID_SIGNATURE",
     "INVALID_SYMBOLSTATUS",
     "INVALID_TICKER_TYPE",
+    "INVALID_TIF",
     "INVALID_TIMESTAMP",
     "INVALID_TIME_UNIT",
     "MANDATORY_PARAM_EMPTY_OR_MALFORMED",
     "MAXIMUM_SUBSCRIPTION_IDS",
+    "MORE_THAN_XX_HOURS",
     "MSG_BAD_RECV_WINDOW",
     "MSG_BOTH_PARAMS_EMPTY",
+    "MSG_CANCEL_RESTRICTIONS",
+    "MSG_DUPLICATE_ORDER",
     "MSG_DUPLICATE_PARAM",
+    "MSG_FILTER_FAILURE",
     "MSG_ILLEGAL_CHARS",
     "MSG_ILLEGAL_CHARS_PARAM",
+    "MSG_INSUFFICIENT_BALANCE",
     "MSG_INVALID_ID",
     "MSG_INVALID_JSON",
     "MSG_INVALID_PARAMETER",
     "MSG_INVALID_PARAMS",
     "MSG_INVALID_TIME_UNIT",
     "MSG_IP_BANNED",
+    "MSG_LIQUIDITY_BELOW_MIN",
     "MSG_MANDATORY_PARAM",
+    "MSG_MARKET_CLOSED",
     "MSG_MAX_SUBSCRIPTION_IDS",
+    "MSG_MORE_THAN_HOURS",
     "MSG_NOT_AUTHORIZED",
     "MSG_PARAM_EMPTY",
     "MSG_PARAM_NOT_REQUIRED",
@@ -69,8 +84,13 @@ __all__ = [
     "MSG_TOO_MUCH_PRECISION",
     "MSG_TOO_MUCH_WEIGHT",
     "MSG_UNKNOWN_METHOD",
+    "MSG_UNKNOWN_ORDER",
     "MSG_UNREAD_PARAMETERS",
     "MSG_UNSUPPORTED",
+    "MSG_WOULD_MATCH",
+    "MSG_WOULD_TRIGGER",
+    "NEW_ORDER_REJECTED",
+    "NO_SUCH_ORDER",
     "OPTIONAL_PARAMS_BAD_COMBO",
     "PARAM_EMPTY",
     "PARAM_NOT_REQUIRED",
@@ -155,6 +175,18 @@ MSG_INVALID_TIME_UNIT: Final = (
 MSG_SUBSCRIPTION_ACTIVE: Final = "User Data Stream subscription already active."
 MSG_SUBSCRIPTION_INACTIVE: Final = "User Data Stream subscription not active."
 MSG_MAX_SUBSCRIPTION_IDS: Final = "Maximum subscription ID reached for this connection."
+MSG_MORE_THAN_HOURS: Final = "More than %s hours between startTime and endTime."
+MSG_FILTER_FAILURE: Final = "Filter failure: %s"
+# Matching-engine texts: errors.md "Messages for -1010 ERROR_MSG_RECEIVED, -2010
+# NEW_ORDER_REJECTED, and -2011 CANCEL_REJECTED".
+MSG_MARKET_CLOSED: Final = "Market is closed."
+MSG_DUPLICATE_ORDER: Final = "Duplicate order sent."
+MSG_INSUFFICIENT_BALANCE: Final = "Account has insufficient balance for requested action."
+MSG_WOULD_MATCH: Final = "Order would immediately match and take."
+MSG_WOULD_TRIGGER: Final = "Order would trigger immediately."
+MSG_LIQUIDITY_BELOW_MIN: Final = "Order book liquidity is less than symbol minimum quantity."
+MSG_UNKNOWN_ORDER: Final = "Unknown order sent."
+MSG_CANCEL_RESTRICTIONS: Final = "Order was not canceled due to cancel restrictions."
 
 # WS API texts errors.md does not list (so CATALOG does not carry them); why each is used is
 # in genesis.sim.ws_api's docstring.
@@ -202,6 +234,16 @@ REJECTED_MBX_KEY: Final = -2015
 SUBSCRIPTION_ACTIVE: Final = -2035
 SUBSCRIPTION_INACTIVE: Final = -2036
 MAXIMUM_SUBSCRIPTION_IDS: Final = -2042
+INVALID_MESSAGE: Final = -1013
+INVALID_TIF: Final = -1115
+INVALID_ORDER_TYPE: Final = -1116
+INVALID_SIDE: Final = -1117
+MORE_THAN_XX_HOURS: Final = -1127
+INVALID_CANCEL_RESTRICTIONS: Final = -1145
+NEW_ORDER_REJECTED: Final = -2010
+CANCEL_REJECTED: Final = -2011
+NO_SUCH_ORDER: Final = -2013
+CLIENT_ORDER_ID_INVALID: Final = -2039
 
 CATALOG: Final[dict[int, ErrorCode]] = _entries(
     (-1000, "UNKNOWN", ("An unknown error occurred while processing the request.",)),
@@ -236,6 +278,7 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
         (
             "The request is rejected by the API. "
             "(i.e. The request didn't reach the Matching Engine.)",
+            MSG_FILTER_FAILURE,
         ),
     ),
     (-1014, "UNKNOWN_ORDER_COMPOSITION", ("Unsupported order combination.",)),
@@ -287,7 +330,7 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
     (
         -1127,
         "MORE_THAN_XX_HOURS",
-        ("Lookup interval is too big.", "More than %s hours between startTime and endTime."),
+        ("Lookup interval is too big.", MSG_MORE_THAN_HOURS),
     ),
     (-1128, "OPTIONAL_PARAMS_BAD_COMBO", ("Combination of optional parameters invalid.",)),
     (-1130, "INVALID_PARAMETER", ("Invalid data sent for a parameter.", MSG_INVALID_PARAMETER)),
@@ -303,8 +346,20 @@ CATALOG: Final[dict[int, ErrorCode]] = _entries(
         "SYMBOL_DOES_NOT_MATCH_STATUS",
         ("The symbol's status does not match the requested symbolStatus.",),
     ),
-    (-2010, "NEW_ORDER_REJECTED", ("NEW_ORDER_REJECTED",)),
-    (-2011, "CANCEL_REJECTED", ("CANCEL_REJECTED", "Unknown order sent.")),
+    (
+        -2010,
+        "NEW_ORDER_REJECTED",
+        (
+            "NEW_ORDER_REJECTED",
+            MSG_MARKET_CLOSED,
+            MSG_DUPLICATE_ORDER,
+            MSG_INSUFFICIENT_BALANCE,
+            MSG_WOULD_MATCH,
+            MSG_WOULD_TRIGGER,
+            MSG_LIQUIDITY_BELOW_MIN,
+        ),
+    ),
+    (-2011, "CANCEL_REJECTED", ("CANCEL_REJECTED", MSG_UNKNOWN_ORDER, MSG_CANCEL_RESTRICTIONS)),
     (-2013, "NO_SUCH_ORDER", ("Order does not exist.",)),
     (-2014, "BAD_API_KEY_FMT", ("API-key format invalid.",)),
     (-2015, "REJECTED_MBX_KEY", ("Invalid API-key, IP, or permissions for action.",)),

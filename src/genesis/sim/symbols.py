@@ -2,8 +2,10 @@
 
 A :class:`SymbolSpec` is the simulator's view of one entry of ``exchangeInfo.symbols``: assets,
 precisions, trading status and the filters the matching engine enforces (``PRICE_FILTER``,
-``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``NOTIONAL``, ``MAX_NUM_ORDERS``; see FACTS.md §3 "Filter
-formats and rules"). :func:`exchange_info_symbol` renders the exact wire object, with decimals
+``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``PERCENT_PRICE_BY_SIDE``, ``NOTIONAL``, ``MAX_NUM_ORDERS``,
+``MAX_NUM_ALGO_ORDERS``; see FACTS.md §3 "Filter formats and rules") plus the ones it only
+lists because the features behind them are not simulated (``ICEBERG_PARTS``,
+``TRAILING_DELTA``). :func:`exchange_info_symbol` renders the exact wire object, with decimals
 formatted as Binance does (``"0.01000000"``: 8 decimals).
 
 Defaults follow the live BTCUSDT/ETHUSDT/BNBUSDT filters (tick 0.01; steps 0.00001 / 0.0001 /
@@ -20,13 +22,16 @@ import attrs
 
 __all__ = [
     "DEFAULT_SYMBOLS",
+    "ICEBERG_PARTS_LIMIT",
     "KNOWN_QUOTE_ASSETS",
     "ORDER_TYPES",
     "SYMBOL_STATUSES",
     "LotSizeFilter",
     "NotionalFilter",
+    "PercentPriceBySideFilter",
     "PriceFilter",
     "SymbolSpec",
+    "TrailingDeltaFilter",
     "default_symbols",
     "exchange_info_symbol",
     "fmt_decimal",
@@ -103,6 +108,36 @@ class NotionalFilter:
 
 
 @attrs.frozen(kw_only=True)
+class PercentPriceBySideFilter:
+    """``PERCENT_PRICE_BY_SIDE``: a BUY needs ``avg × bidMultiplierDown <= price <= avg ×
+    bidMultiplierUp``, a SELL the same with the ask multipliers, where ``avg`` is the
+    volume-weighted average trade price over the last ``avg_price_mins`` minutes (filters.md).
+
+    Defaults are live BTCUSDT's."""
+
+    bid_multiplier_up: Decimal = Decimal(5)
+    bid_multiplier_down: Decimal = Decimal("0.2")
+    ask_multiplier_up: Decimal = Decimal(5)
+    ask_multiplier_down: Decimal = Decimal("0.2")
+    avg_price_mins: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class TrailingDeltaFilter:
+    """``TRAILING_DELTA`` in basis points (listed only: the simulator has no trailing stops)."""
+
+    min_above: int = 10
+    max_above: int = 2000
+    min_below: int = 10
+    max_below: int = 2000
+
+
+ICEBERG_PARTS_LIMIT: Final = 100
+"""``ICEBERG_PARTS.limit``: 10 in filters.md's example, raised on every symbol to 25, 50 and
+(2026-03-12) 100 (FACTS.md changelog 2025-12-02)."""
+
+
+@attrs.frozen(kw_only=True)
 class SymbolSpec:
     """One tradable symbol: assets, precisions, status and filters.
 
@@ -120,7 +155,13 @@ class SymbolSpec:
     lot_size: LotSizeFilter
     market_lot_size: LotSizeFilter
     notional: NotionalFilter
+    percent_price_by_side: PercentPriceBySideFilter | None = attrs.field(
+        factory=PercentPriceBySideFilter
+    )
+    iceberg_parts: int = ICEBERG_PARTS_LIMIT
+    trailing_delta: TrailingDeltaFilter = attrs.field(factory=TrailingDeltaFilter)
     max_num_orders: int = 200
+    max_num_algo_orders: int = 5
     start_price: Decimal
 
 
@@ -255,6 +296,12 @@ def _lot_wire(kind: str, lot: LotSizeFilter) -> dict[str, object]:
     }
 
 
+def _multiplier_wire(value: Decimal) -> str:
+    # Binance prints multipliers with the symbol's price precision less trailing zeros ("5",
+    # "0.2"; filters.md and live BTCUSDT).
+    return format(value.normalize(), "f")
+
+
 def exchange_info_symbol(spec: SymbolSpec) -> dict[str, object]:
     """The ``exchangeInfo.symbols[]`` object for ``spec``, exactly as Binance shapes it.
 
@@ -265,6 +312,20 @@ def exchange_info_symbol(spec: SymbolSpec) -> dict[str, object]:
     """
     pf = spec.price_filter
     nf = spec.notional
+    td = spec.trailing_delta
+    pps: list[dict[str, object]] = []
+    if spec.percent_price_by_side is not None:
+        pp = spec.percent_price_by_side
+        pps.append(
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": _multiplier_wire(pp.bid_multiplier_up),
+                "bidMultiplierDown": _multiplier_wire(pp.bid_multiplier_down),
+                "askMultiplierUp": _multiplier_wire(pp.ask_multiplier_up),
+                "askMultiplierDown": _multiplier_wire(pp.ask_multiplier_down),
+                "avgPriceMins": pp.avg_price_mins,
+            }
+        )
     return {
         "symbol": spec.symbol,
         "status": spec.status,
@@ -295,7 +356,16 @@ def exchange_info_symbol(spec: SymbolSpec) -> dict[str, object]:
                 "tickSize": fmt_decimal(pf.tick_size),
             },
             _lot_wire("LOT_SIZE", spec.lot_size),
+            {"filterType": "ICEBERG_PARTS", "limit": spec.iceberg_parts},
             _lot_wire("MARKET_LOT_SIZE", spec.market_lot_size),
+            {
+                "filterType": "TRAILING_DELTA",
+                "minTrailingAboveDelta": td.min_above,
+                "maxTrailingAboveDelta": td.max_above,
+                "minTrailingBelowDelta": td.min_below,
+                "maxTrailingBelowDelta": td.max_below,
+            },
+            *pps,
             {
                 "filterType": "NOTIONAL",
                 "minNotional": fmt_decimal(nf.min_notional),
@@ -305,6 +375,7 @@ def exchange_info_symbol(spec: SymbolSpec) -> dict[str, object]:
                 "avgPriceMins": nf.avg_price_mins,
             },
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": spec.max_num_orders},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": spec.max_num_algo_orders},
         ],
         "permissions": [],
         "permissionSets": [["SPOT"]],
