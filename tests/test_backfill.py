@@ -24,8 +24,8 @@ import trio_websocket
 
 from genesis.bus import EventBus
 from genesis.config import Secret, Settings
-from genesis.errors import ConnectError
-from genesis.exchange.backfill import fetch_klines, fetch_trades
+from genesis.errors import ConnectError, ExchangeUnavailableError
+from genesis.exchange.backfill import RETRY_DELAYS_S, fetch_klines, fetch_trades
 from genesis.exchange.gateway import Gateway, open_gateway
 from genesis.exchange.merger import KlineBackfillRequest, MergerConfig, TradeBackfillRequest
 from genesis.exchange.signing import HmacSigner
@@ -333,7 +333,9 @@ async def test_fetch_trades_pages_until_the_hole_is_covered() -> None:
     assert source.pages == [(100, 1000), (1100, 1000), (2100, 501)]
 
 
-async def test_fetch_trades_stops_at_the_end_of_history_and_reports_failures() -> None:
+async def test_fetch_trades_stops_at_the_end_of_history_and_reports_failures(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     short = PagedHistory(range(1, 150))
     trades, error = await fetch_trades(short, TradeBackfillRequest(SYMBOL, "s", 100, 2600))
     assert ([t.trade_id for t in trades], error) == (list(range(100, 150)), None)
@@ -344,3 +346,44 @@ async def test_fetch_trades_stops_at_the_end_of_history_and_reports_failures() -
     assert error == "ConnectError: connect failed: refused"
     klines, error = await fetch_klines(failing, KlineBackfillRequest(SYMBOL, "s", 0, 60_000))
     assert (klines, error) == ((), "ConnectError: connect failed: refused")
+
+
+@attrs.define
+class FlakyHistory(PagedHistory):
+    """Answers 503 to the first ``errors`` calls, like the simulator's REST 5xx burst."""
+
+    errors: int = 0
+    calls: list[float] = attrs.field(factory=list)
+
+    async def historical_trades(
+        self, symbol: str, *, from_id: int, limit: int = 1000
+    ) -> tuple[Trade, ...]:
+        self.calls.append(trio.current_time())
+        if self.errors:
+            self.errors -= 1
+            await trio.lowlevel.checkpoint()
+            raise ExchangeUnavailableError(-1000, "Service unavailable", http_status=503)
+        return await super().historical_trades(symbol, from_id=from_id, limit=limit)
+
+
+async def test_a_burst_of_5xx_is_retried_with_growing_waits_and_the_hole_still_filled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    source = FlakyHistory(range(1, 5000), errors=3)
+    start = trio.current_time()
+    trades, error = await fetch_trades(source, TradeBackfillRequest(SYMBOL, "s", 100, 600))
+    assert error is None
+    assert [t.trade_id for t in trades] == list(range(100, 601))
+    waits = [round(b - a, 3) for a, b in zip([start, *source.calls], source.calls, strict=False)]
+    assert waits == [0.0, *RETRY_DELAYS_S[:3]]
+
+
+async def test_a_source_that_keeps_failing_is_given_up_after_every_retry(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    source = FlakyHistory(range(1, 5000), errors=100)
+    trades, error = await fetch_trades(source, TradeBackfillRequest(SYMBOL, "s", 100, 600))
+    assert trades == []
+    assert error is not None
+    assert error.startswith("ExchangeUnavailableError")
+    assert len(source.calls) == len(RETRY_DELAYS_S) + 1

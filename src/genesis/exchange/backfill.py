@@ -12,17 +12,23 @@ rate limiter (``historicalTrades`` weighs 25 per 1,000 trades) and circuit break
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-from genesis.errors import GenesisError
+import trio
+
+from genesis.errors import GenesisError, RetryableError
 from genesis.exchange.merger import KLINE_INTERVAL_MS, KlineBackfillRequest, TradeBackfillRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from genesis.models.market import Kline, Trade
 
 __all__ = [
     "HISTORICAL_TRADES_LIMIT",
+    "RETRY_DELAYS_S",
     "BackfillSource",
     "fetch_klines",
     "fetch_trades",
@@ -33,6 +39,24 @@ logger = logging.getLogger(__name__)
 HISTORICAL_TRADES_LIMIT: Final = 1000
 """Binance's largest ``historicalTrades`` page."""
 _KLINES_LIMIT: Final = 1000
+RETRY_DELAYS_S: Final = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Waits before each retry of a retryable failure (a 5xx, a transport error, 429, an open
+breaker): a short burst of REST errors during an outage must not cost the hole. 7.75 s in all,
+inside the merger's 10 s hold; the caller's timeout bounds the whole fetch anyway."""
+
+_T = TypeVar("_T")
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+    for delay in RETRY_DELAYS_S:
+        try:
+            return await call()
+        except RetryableError as exc:
+            logger.info(
+                "backfill.retry what=%s in_s=%g error=%s: %s", what, delay, type(exc).__name__, exc
+            )
+            await trio.sleep(delay)
+    return await call()
 
 
 class BackfillSource(Protocol):
@@ -74,7 +98,12 @@ async def fetch_trades(
     while next_id <= request.last_id:
         limit = min(HISTORICAL_TRADES_LIMIT, request.last_id - next_id + 1)
         try:
-            page = await source.historical_trades(request.symbol, from_id=next_id, limit=limit)
+            page = await _retrying(
+                "historicalTrades",
+                functools.partial(
+                    source.historical_trades, request.symbol, from_id=next_id, limit=limit
+                ),
+            )
         except GenesisError as exc:
             return trades, f"{type(exc).__name__}: {exc}"
         page_ids = [t.trade_id for t in page if t.trade_id >= next_id]
@@ -90,12 +119,16 @@ async def fetch_klines(
 ) -> tuple[tuple[Kline, ...], str | None]:
     """The 1m klines of ``request`` (one page: a hole of over 1,000 minutes keeps its tail)."""
     try:
-        klines = await source.klines(
-            request.symbol,
-            "1m",
-            start_ms=request.first_open_ms,
-            end_ms=request.last_open_ms + KLINE_INTERVAL_MS - 1,
-            limit=_KLINES_LIMIT,
+        klines = await _retrying(
+            "klines",
+            functools.partial(
+                source.klines,
+                request.symbol,
+                "1m",
+                start_ms=request.first_open_ms,
+                end_ms=request.last_open_ms + KLINE_INTERVAL_MS - 1,
+                limit=_KLINES_LIMIT,
+            ),
         )
     except GenesisError as exc:
         return (), f"{type(exc).__name__}: {exc}"

@@ -1,15 +1,15 @@
 """The REST order gateway: signed Binance Spot calls behind a rate limiter and a circuit breaker.
 
 ```
-Gateway.<method>(...)                       one call
-└── _call                                   at most one -1021 resync + retry
+Gateway.<method>(...)                       one call: params, cost, priority, decode
+└── RestPipeline.call (rest_pipeline.py)    at most one -1021 resync + retry
     └── _attempt                            breaker.guard() → limiter.acquire(cost, priority)
         ├── sign                            timestamp = local wall clock + time-sync offset
         ├── _send                           httpx; connect 5 s, read 10 s, whole attempt 30 s
         └── _check                          usage headers → limiter; status + body → errors
 ```
 
-Every foreign exception is translated here, once, into the Genesis error tree
+Every foreign exception is translated once, in the pipeline, into the Genesis error tree
 (:mod:`genesis.errors`): httpx's transport errors become :class:`ConnectError` (nothing was
 sent), :class:`ReadTimeoutError` or :class:`ConnectionLostError`; Binance's answers become
 :class:`ExchangeRejectedError` (its ``code``, ``msg`` and the HTTP status kept),
@@ -34,40 +34,28 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import httpx
 import orjson
-import trio
 
 from genesis.errors import (
     ConfigError,
-    ConnectError,
-    ConnectionLostError,
     ExchangeProtocolError,
-    ExchangeRejectedError,
-    ExchangeUnavailableError,
     GenesisError,
-    IpBannedError,
-    OrderOutcomeUnknownError,
-    RateLimitedError,
-    ReadTimeoutError,
-    TransportError,
 )
 from genesis.exchange.endpoints import (
-    API_PREFIX,
-    ENDPOINTS,
     depth_weight,
     my_trades_weight,
     open_orders_weight,
 )
-from genesis.exchange.signing import encode_params, load_signer, signed_query
-from genesis.exchange.time_sync import TimeSyncCore, TimeSyncStatistics, sync_time
+from genesis.exchange.rest_pipeline import Params, Placement, RestPipeline
+from genesis.exchange.signing import load_signer
+from genesis.exchange.time_sync import TimeSyncCore, TimeSyncStatistics
 from genesis.models.codec import (
     decode_account,
     decode_depth,
-    decode_error_body,
     decode_exchange_info,
     decode_historical_trades,
     decode_json,
@@ -75,10 +63,7 @@ from genesis.models.codec import (
     decode_my_trades,
     decode_order,
     decode_orders,
-    decode_server_time,
     order_request_params,
-    parse_ban_until_ms,
-    parse_usage_headers,
 )
 from genesis.models.exchange_info import RateLimitType
 from genesis.models.orders import is_valid_client_order_id
@@ -113,17 +98,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Params: TypeAlias = list[tuple[str, str]]
-
 EXCHANGE_INFO_MAX_AGE_MS: Final = 3_600_000
 """A cached exchangeInfo older than an hour is read again."""
-INVALID_TIMESTAMP: Final = -1021
 NO_SUCH_ORDER: Final = -2013
-_UNKNOWN_OUTCOME_CODES: Final = frozenset({-1006, -1007})
-"""UNEXPECTED_RESP and TIMEOUT: "execution status unknown" (errors.md)."""
-_EXCHANGE_FAULT_CODES: Final = frozenset({-1000, -1001, -1006, -1007, -1008})
-"""UNKNOWN, DISCONNECTED, UNEXPECTED_RESP, TIMEOUT, SERVER_BUSY: the exchange's fault."""
-_DEFAULT_RETRY_AFTER_S: Final = 60.0
 _LIMIT_TYPES: Final = frozenset(
     {RateLimitType.REQUEST_WEIGHT, RateLimitType.ORDERS, RateLimitType.RAW_REQUESTS}
 )
@@ -233,28 +210,6 @@ class ExchangeInfoCache(Protocol):
     async def cache_exchange_info(self, body: bytes, *, fetched_ms: int) -> None: ...
 
 
-@attrs.define
-class _Counters:
-    requests: int = 0
-    answered: int = 0
-    rejected: int = 0
-    failed: int = 0
-    unknown_outcomes: int = 0
-    resyncs: int = 0
-    last_latency_ms: float | None = None
-    rate_limited: int = 0
-    ip_banned: int = 0
-
-
-@attrs.define
-class _Placement:
-    """What an attempt needs to know when it places an order, and what it measured."""
-
-    client_order_id: str
-    latency_ms: float | None = None
-    """The round trip of the attempt that got the answer (not the time queued before it)."""
-
-
 class Gateway:
     """Signed REST calls to one Binance Spot environment. Open it with :func:`open_gateway`.
 
@@ -277,17 +232,23 @@ class Gateway:
         wall_clock_ms: Callable[[], int],
         config: GatewayConfig,
     ) -> None:
-        self._client = client
-        self._base = httpx.URL(base_url)
+        self._pipeline = RestPipeline(
+            client,
+            base_url=base_url,
+            api_key=api_key,
+            signer=signer,
+            limiter=limiter,
+            breaker=breaker,
+            time_sync=time_sync,
+            wall_clock_ms=wall_clock_ms,
+            config=config,
+        )
         self._base_url = base_url
-        self._api_key = api_key
-        self._signer = signer
         self._limiter = limiter
         self._breaker = breaker
         self._time_sync = time_sync
         self._wall_clock_ms = wall_clock_ms
         self._config = config
-        self._counters = _Counters()
         self._exchange_info: ExchangeInfo | None = None
         self._exchange_info_json: bytes | None = None
         self._id_prefix = new_client_order_id_prefix()
@@ -314,7 +275,7 @@ class Gateway:
 
     def server_time_ms(self) -> int:
         """The exchange's clock now, as estimated from the time sync (epoch ms)."""
-        return self._time_sync.server_time_ms(self._wall_clock_ms())
+        return self._pipeline.server_time_ms()
 
     def next_client_order_id(self) -> str:
         """A fresh client order id: ``g-<random prefix>-<counter>`` (unique per gateway)."""
@@ -322,7 +283,7 @@ class Gateway:
         return f"g-{self._id_prefix}-{self._id_counter}"
 
     def statistics(self) -> GatewayStatistics:
-        c = self._counters
+        c = self._pipeline.counters
         return GatewayStatistics(
             base_url=self._base_url,
             requests=c.requests,
@@ -343,11 +304,11 @@ class Gateway:
 
     async def ping(self) -> None:
         """``GET /api/v3/ping``: the exchange answers."""
-        await self._call("GET", "ping")
+        await self._pipeline.call("GET", "ping")
 
     async def server_time(self) -> int:
         """``GET /api/v3/time``: the exchange's clock (epoch ms)."""
-        return decode_server_time(await self._call("GET", "time"))
+        return await self._pipeline.server_time()
 
     async def sync_time(self) -> TimeSyncStatistics:
         """Measure the clock offset from several ``GET /api/v3/time`` round trips.
@@ -355,20 +316,14 @@ class Gateway:
         Raises:
             ExchangeError: when not one sample could be taken.
         """
-        stats = await sync_time(
-            self._time_sync,
-            self.server_time,
-            self._wall_clock_ms,
-            samples=self._config.time_sync_samples,
-        )
-        return stats
+        return await self._pipeline.sync_time()
 
     async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
         """``GET /api/v3/exchangeInfo``; its rate limits become the limiter's live limits."""
         params: Params = []
         if symbols:
             params.append(("symbols", "[" + ",".join(f'"{s}"' for s in symbols) + "]"))
-        data = await self._call("GET", "exchangeInfo", params)
+        data = await self._pipeline.call("GET", "exchangeInfo", params)
         info = decode_exchange_info(data)
         self.adopt_exchange_info(info)
         self._exchange_info_json = orjson.dumps(data)
@@ -440,7 +395,7 @@ class Gateway:
 
     async def depth(self, symbol: str, limit: int = 100) -> Depth:
         """``GET /api/v3/depth``: the book's best ``limit`` levels per side."""
-        data = await self._call(
+        data = await self._pipeline.call(
             "GET",
             "depth",
             [("symbol", symbol), ("limit", str(limit))],
@@ -456,7 +411,7 @@ class Gateway:
 
         Public since 2023 (no API key needed); the market-data backfill source.
         """
-        data = await self._call(
+        data = await self._pipeline.call(
             "GET",
             "historicalTrades",
             [("symbol", symbol), ("limit", str(limit)), ("fromId", str(from_id))],
@@ -480,7 +435,7 @@ class Gateway:
         if end_ms is not None:
             params.append(("endTime", str(end_ms)))
         params.append(("limit", str(limit)))
-        data = await self._call("GET", "klines", params)
+        data = await self._pipeline.call("GET", "klines", params)
         return decode_klines(data, symbol=symbol, interval=interval, now_ms=self.server_time_ms())
 
     # -- orders ---------------------------------------------------------------------------------
@@ -508,8 +463,8 @@ class Gateway:
         client_order_id = request.client_order_id
         assert client_order_id is not None
         params = order_request_params(request, client_order_id=client_order_id)
-        placement = _Placement(client_order_id)
-        data = await self._call(
+        placement = Placement(client_order_id)
+        data = await self._pipeline.call(
             "POST", "order", params, signed=True, priority=Priority.ORDER, placement=placement
         )
         return decode_order(
@@ -523,7 +478,7 @@ class Gateway:
         """``POST /api/v3/order/test``: validated by the exchange, never placed."""
         client_order_id = request.client_order_id or self.next_client_order_id()
         params = order_request_params(request, client_order_id=client_order_id)
-        await self._call("POST", "order/test", params, signed=True)
+        await self._pipeline.call("POST", "order/test", params, signed=True)
 
     async def get_order(
         self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
@@ -533,7 +488,7 @@ class Gateway:
         Raises:
             ExchangeRejectedError: code -2013 when no such order exists.
         """
-        data = await self._call(
+        data = await self._pipeline.call(
             "GET", "order", _order_ref(symbol, client_order_id, order_id), signed=True
         )
         return decode_order(data)
@@ -548,7 +503,7 @@ class Gateway:
         Raises:
             ExchangeRejectedError: code -2011 when the order is unknown or no longer open.
         """
-        data = await self._call(
+        data = await self._pipeline.call(
             "DELETE",
             "order",
             _order_ref(symbol, client_order_id, order_id),
@@ -560,7 +515,7 @@ class Gateway:
     async def open_orders(self, symbol: str | None = None) -> tuple[Order, ...]:
         """``GET /api/v3/openOrders`` for ``symbol`` (weight 6) or every symbol (weight 80)."""
         params: Params = [("symbol", symbol)] if symbol else []
-        data = await self._call(
+        data = await self._pipeline.call(
             "GET",
             "openOrders",
             params,
@@ -571,14 +526,14 @@ class Gateway:
 
     async def cancel_open_orders(self, symbol: str) -> tuple[Order, ...]:
         """``DELETE /api/v3/openOrders``: cancel every open order of ``symbol``."""
-        data = await self._call(
+        data = await self._pipeline.call(
             "DELETE", "openOrders", [("symbol", symbol)], signed=True, priority=Priority.CANCEL
         )
         return decode_orders(data)
 
     async def account(self) -> Account:
         """``GET /api/v3/account``: permissions and balances."""
-        return decode_account(await self._call("GET", "account", signed=True))
+        return decode_account(await self._pipeline.call("GET", "account", signed=True))
 
     async def my_trades(
         self, symbol: str, *, order_id: int | None = None, limit: int | None = None
@@ -589,7 +544,7 @@ class Gateway:
             params.append(("orderId", str(order_id)))
         if limit is not None:
             params.append(("limit", str(limit)))
-        data = await self._call(
+        data = await self._pipeline.call(
             "GET",
             "myTrades",
             params,
@@ -597,155 +552,6 @@ class Gateway:
             cost=Cost(weight=my_trades_weight(with_order_id=order_id is not None)),
         )
         return decode_my_trades(data)
-
-    # -- the pipeline ---------------------------------------------------------------------------
-
-    async def _call(
-        self,
-        method: str,
-        name: str,
-        params: Params | None = None,
-        *,
-        signed: bool = False,
-        cost: Cost | None = None,
-        priority: Priority = Priority.NORMAL,
-        placement: _Placement | None = None,
-    ) -> object:
-        endpoint = ENDPOINTS[(method, f"{API_PREFIX}/{name}")]
-        if cost is None:
-            cost = Cost(weight=endpoint.weight, orders=1 if endpoint.counts_order else 0)
-        params = params or []
-        try:
-            return await self._attempt(
-                endpoint.method, endpoint.path, params, signed, cost, priority, placement
-            )
-        except ExchangeRejectedError as exc:
-            if not signed or exc.code != INVALID_TIMESTAMP:
-                raise
-            # Binance rejected it on arrival (outside recvWindow): it was never executed, so a
-            # resync and one retry with a fresh timestamp cannot place anything twice.
-            self._counters.resyncs += 1
-            logger.warning(
-                "gateway.resync path=%s reason=%s offset_ms=%s",
-                endpoint.path,
-                exc.msg,
-                self._time_sync.statistics(self._wall_clock_ms()).offset_ms,
-            )
-            await self.sync_time()
-            return await self._attempt(
-                endpoint.method, endpoint.path, params, signed, cost, priority, placement
-            )
-
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        params: Params,
-        signed: bool,
-        cost: Cost,
-        priority: Priority,
-        placement: _Placement | None,
-    ) -> object:
-        async with self._breaker.guard():
-            await self._limiter.acquire(cost, priority)
-            headers: dict[str, str] = {}
-            sent_at_ms = self.server_time_ms()
-            if signed:
-                if self._signer is None or self._api_key is None:
-                    raise ConfigError(
-                        [
-                            f"{method} {path} needs credentials: set BINANCE_API_KEY and "
-                            "BINANCE_SECRET_KEY (or BINANCE_PRIVATE_KEY_PATH)"
-                        ]
-                    )
-                full = [
-                    *params,
-                    ("recvWindow", str(self._config.recv_window_ms)),
-                    ("timestamp", str(sent_at_ms)),
-                ]
-                query = signed_query(full, self._signer)
-                headers["X-MBX-APIKEY"] = self._api_key.reveal()
-            else:
-                query = encode_params(params)
-            raw_path = path + ("?" + query if query else "")
-            self._counters.requests += 1
-            started = trio.current_time()
-            try:
-                response = await self._send(method, raw_path, headers)
-            except TransportError as exc:
-                self._counters.failed += 1
-                if placement is None or isinstance(exc, ConnectError):
-                    raise
-                self._counters.unknown_outcomes += 1
-                raise OrderOutcomeUnknownError(
-                    placement.client_order_id, str(exc), sent_at_ms=sent_at_ms
-                ) from exc
-            latency_ms = (trio.current_time() - started) * 1000.0
-            self._counters.last_latency_ms = latency_ms
-            if placement is not None:
-                placement.latency_ms = latency_ms
-            return self._check(response, path, placement, sent_at_ms)
-
-    async def _send(self, method: str, raw_path: str, headers: dict[str, str]) -> httpx.Response:
-        request = self._client.build_request(
-            method, self._base.copy_with(raw_path=raw_path.encode("ascii")), headers=headers
-        )
-        call_s = self._config.timeouts.call_s
-        try:
-            with trio.fail_after(call_s):
-                return await self._client.send(request)
-        except trio.TooSlowError as exc:
-            raise ReadTimeoutError(f"no complete answer within {call_s:g} s") from exc
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ConnectError(f"connect timed out: {type(exc).__name__}") from exc
-        except httpx.ConnectError as exc:
-            raise ConnectError(f"connect failed: {exc}") from exc
-        except httpx.TimeoutException as exc:  # read or write
-            raise ReadTimeoutError(f"{type(exc).__name__} after the request was sent") from exc
-        except httpx.TransportError as exc:  # read/write errors, the peer closing, protocol
-            raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
-
-    def _check(
-        self,
-        response: httpx.Response,
-        path: str,
-        placement: _Placement | None,
-        sent_at_ms: int,
-    ) -> object:
-        for report in parse_usage_headers(response.headers.items()):
-            self._limiter.sync_usage(report.type, report.window_ms, report.used)
-        status = response.status_code
-        if 200 <= status < 300:
-            self._counters.answered += 1
-            return decode_json(response.content, what=path)
-        body = decode_error_body(response.content)
-        code, msg = body if body is not None else (0, f"HTTP {status} {_reason(status)}")
-        if status in (418, 429):
-            self._counters.failed += 1
-            retry_after_s = _retry_after_s(response.headers.get("retry-after"))
-            if status == 429:
-                self._counters.rate_limited += 1
-                self._limiter.hold_for(retry_after_s)
-                raise RateLimitedError(f"{code} {msg}", retry_after_s=retry_after_s)
-            self._counters.ip_banned += 1
-            until_ms = parse_ban_until_ms(msg) or self.server_time_ms() + int(retry_after_s * 1000)
-            self._limiter.ban_until(until_ms)
-            raise IpBannedError(f"{code} {msg}", retry_after_s=retry_after_s, until_ms=until_ms)
-        if placement is not None and (status >= 500 or code in _UNKNOWN_OUTCOME_CODES):
-            self._counters.failed += 1
-            self._counters.unknown_outcomes += 1
-            raise OrderOutcomeUnknownError(
-                placement.client_order_id,
-                f"HTTP {status}, Binance code {code}: {msg}",
-                sent_at_ms=sent_at_ms,
-                code=code or None,
-                http_status=status,
-            )
-        if status >= 500 or code in _EXCHANGE_FAULT_CODES:
-            self._counters.failed += 1
-            raise ExchangeUnavailableError(code, msg, http_status=status)
-        self._counters.rejected += 1
-        raise ExchangeRejectedError(code, msg, http_status=status)
 
 
 def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -> Params:
@@ -757,22 +563,6 @@ def _order_ref(symbol: str, client_order_id: str | None, order_id: int | None) -
     if not is_valid_client_order_id(client_order_id):
         raise ValueError(f"not a valid client order id: {client_order_id[:40]!r}")
     return [("symbol", symbol), ("origClientOrderId", client_order_id)]
-
-
-def _reason(status: int) -> str:
-    # The standard phrase, not the server's: hypercorn sends none, proxies send their own.
-    return httpx.codes.get_reason_phrase(status)
-
-
-def _retry_after_s(raw: str | None) -> float:
-    """``Retry-After`` in seconds (Binance sends an integer); a missing or odd one: 60 s."""
-    if raw is None:
-        return _DEFAULT_RETRY_AFTER_S
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return _DEFAULT_RETRY_AFTER_S
-    return value if value >= 0 and value != float("inf") else _DEFAULT_RETRY_AFTER_S
 
 
 @asynccontextmanager

@@ -4,7 +4,10 @@
 seconds), so a test can drive it frame by frame, and the Hypothesis properties in
 ``tests/test_merger_properties.py`` check it for any interleaving of the copies. The thin
 Trio loop that feeds it lives in :mod:`genesis.exchange.ws_manager`; the REST fetches it asks
-for live in :mod:`genesis.exchange.backfill`.
+for live in :mod:`genesis.exchange.backfill`. :class:`Merger` routes, dedups and publishes; its
+parts each have one job: trade sequencing (:mod:`~genesis.exchange.merger_trades`), kline
+bookkeeping (:mod:`~genesis.exchange.merger_klines`), fault counting
+(:mod:`~genesis.exchange.merger_faults`).
 
 Per frame (the copies are the common case, so they are dropped before any parse)::
 
@@ -41,8 +44,6 @@ Logs: ``ws.merger.fault``, ``ws.merger.gap``, ``ws.merger.backfill``,
 from __future__ import annotations
 
 import logging
-import math
-from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -50,6 +51,9 @@ import attrs
 import trio
 
 from genesis.errors import ExchangeProtocolError
+from genesis.exchange.merger_faults import FaultCounter
+from genesis.exchange.merger_klines import KLINE_INTERVAL_MS, KlineBackfillRequest, KlineBook
+from genesis.exchange.merger_trades import TradeBackfillRequest, TradeSequence, TradeSequencer
 from genesis.exchange.streams import StreamKind, StreamRoute, route_for
 from genesis.models.codec import (
     KEY_READERS,
@@ -66,7 +70,6 @@ from genesis.models.codec import (
     read_event_time,
     read_stream,
 )
-from genesis.models.events import FeedGap, SequenceReset
 from genesis.models.market import Kline, Trade
 
 if TYPE_CHECKING:
@@ -96,9 +99,6 @@ FAULT_KEY_MISMATCH: Final = "key_mismatch"
 FAULT_BAD_ENCODING: Final = "bad_encoding"
 _EXPECTED_CLOSE_CODES: Final = frozenset({1000, 1001})
 
-KLINE_INTERVAL_MS: Final = 60_000
-"""The subscribed kline stream is ``kline_1m``."""
-_CLOSED_KLINES_KEPT: Final = 8
 _UNPARSED: Final = object()
 _RECENT_FRAMES: Final = 1024
 """First copies remembered by their text (with their event time) to drop identical copies."""
@@ -141,26 +141,6 @@ class MergerConfig:
     reset_min_drop: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     reset_quiet_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     fault_log_interval_s: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
-
-
-@attrs.frozen(eq=False)
-class TradeBackfillRequest:
-    """Trades ``first_id..last_id`` (inclusive) of ``symbol`` wanted from REST."""
-
-    symbol: str
-    stream: str
-    first_id: int
-    last_id: int
-
-
-@attrs.frozen(eq=False)
-class KlineBackfillRequest:
-    """Closed 1m klines of ``symbol`` opening ``first_open_ms..last_open_ms`` wanted from REST."""
-
-    symbol: str
-    stream: str
-    first_open_ms: int
-    last_open_ms: int
 
 
 @attrs.frozen(kw_only=True)
@@ -208,27 +188,6 @@ class MergerStatistics:
 
 
 @attrs.define(eq=False)
-class _TradeSequence:
-    route: StreamRoute
-    last_id: int | None = None
-    last_at: float = -math.inf
-    """When the newest id was published: a sequence still delivered is never "reset"."""
-    held: dict[int, Trade] = attrs.field(factory=dict)
-    deadline: float = math.inf
-    backfill: TradeBackfillRequest | None = None
-
-
-@attrs.define(eq=False)
-class _KlineState:
-    last: tuple[int, int] | None = None
-    """(open time, event time) of the newest update published."""
-    closed: deque[int] = attrs.field(factory=lambda: deque(maxlen=_CLOSED_KLINES_KEPT))
-    checked_open_ms: int | None = None
-    """Every kline opening at or before this is closed or was asked of the backfill source."""
-    backfill: KlineBackfillRequest | None = None
-
-
-@attrs.define(eq=False)
 class _Route:
     route: StreamRoute
     read_key: Callable[[str], FrameKey | None]
@@ -267,28 +226,55 @@ class Merger:
     )
     """Requests not yet taken by the backfill runner (see :meth:`take_backfill_requests`)."""
     _routes: dict[str, _Route | None] = attrs.field(factory=dict, init=False)
-    _trades: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
-    _holding: dict[str, _TradeSequence] = attrs.field(factory=dict, init=False)
-    """The trade sequences currently holding trades (usually none): what deadlines look at."""
     _last_key: dict[str, int] = attrs.field(factory=dict, init=False)
     _last_at: dict[str, float] = attrs.field(factory=dict, init=False)
-    _klines: dict[str, _KlineState] = attrs.field(factory=dict, init=False)
     _recent: dict[str, int | None] = attrs.field(factory=dict, init=False)
-    _faults: dict[str, int] = attrs.field(factory=dict, init=False)
-    _fault_logged_at: dict[str, float] = attrs.field(factory=dict, init=False)
+    _trades: TradeSequencer = attrs.field(init=False)
+    _klines: KlineBook = attrs.field(init=False)
+    _faults: FaultCounter = attrs.field(init=False)
     frames: int = attrs.field(default=0, init=False)
     published: int = attrs.field(default=0, init=False)
     duplicates: int = attrs.field(default=0, init=False)
-    gaps: int = attrs.field(default=0, init=False)
-    trades_missing: int = attrs.field(default=0, init=False)
-    decode_errors: int = attrs.field(default=0, init=False)
     bus_rejected: int = attrs.field(default=0, init=False)
     backfills: int = attrs.field(default=0, init=False)
-    backfilled_trades: int = attrs.field(default=0, init=False)
-    backfilled_klines: int = attrs.field(default=0, init=False)
-    backfill_failures: int = attrs.field(default=0, init=False)
-    sequence_resets: int = attrs.field(default=0, init=False)
-    kline_gaps: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._trades = TradeSequencer(self._publish, self._ask, self.config, self.backfill)
+        self._klines = KlineBook(self._publish, self._ask, self.backfill)
+        self._faults = FaultCounter(self.config.fault_log_interval_s)
+
+    # The counters kept by the parts, read as before.
+    @property
+    def gaps(self) -> int:
+        return self._trades.gaps
+
+    @property
+    def trades_missing(self) -> int:
+        return self._trades.trades_missing
+
+    @property
+    def backfilled_trades(self) -> int:
+        return self._trades.backfilled_trades
+
+    @property
+    def sequence_resets(self) -> int:
+        return self._trades.sequence_resets
+
+    @property
+    def backfilled_klines(self) -> int:
+        return self._klines.backfilled_klines
+
+    @property
+    def kline_gaps(self) -> int:
+        return self._klines.kline_gaps
+
+    @property
+    def backfill_failures(self) -> int:
+        return self._trades.backfill_failures + self._klines.backfill_failures
+
+    @property
+    def decode_errors(self) -> int:
+        return self._faults.decode_errors
 
     def statistics(self) -> MergerStatistics:
         return MergerStatistics(
@@ -298,9 +284,9 @@ class Merger:
             gaps=self.gaps,
             trades_missing=self.trades_missing,
             decode_errors=self.decode_errors,
-            held=sum(len(seq.held) for seq in self._holding.values()),
+            held=self._trades.held(),
             bus_rejected=self.bus_rejected,
-            faults=MappingProxyType(dict(self._faults)),
+            faults=MappingProxyType(dict(self._faults.faults)),
             backfills=self.backfills,
             backfilled_trades=self.backfilled_trades,
             backfilled_klines=self.backfilled_klines,
@@ -311,7 +297,7 @@ class Merger:
 
     def next_deadline(self) -> float:
         """The earliest time :meth:`on_time` has something to do (``inf``: nothing held)."""
-        return min((seq.deadline for seq in self._holding.values()), default=math.inf)
+        return self._trades.next_deadline()
 
     def take_backfill_requests(self) -> list[TradeBackfillRequest | KlineBackfillRequest]:
         """The backfill requests made since the last call; the caller answers each one."""
@@ -327,10 +313,10 @@ class Merger:
             try:
                 raw = raw.decode()
             except UnicodeDecodeError:
-                self._frame_fault(source, FAULT_BAD_ENCODING, "not UTF-8", raw, now)
+                self._faults.frame_fault(source, FAULT_BAD_ENCODING, "not UTF-8", raw, now)
                 return
         if len(raw) > MAX_FRAME_CHARS:
-            self._frame_fault(source, FAULT_OVERSIZED, f"{len(raw)} characters", "", now)
+            self._faults.frame_fault(source, FAULT_OVERSIZED, f"{len(raw)} characters", "", now)
             return
         # The other connections' copies are usually the very same text as a first copy just
         # taken: one hash lookup drops them, before any key is read.
@@ -347,11 +333,11 @@ class Merger:
             try:
                 stream, data = parse_frame(raw)
             except ExchangeProtocolError as exc:
-                self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
+                self._faults.frame_fault(source, fault_kind(exc), str(exc), raw, now)
                 return
         route = self._route(stream)
         if route is None:
-            self._frame_fault(source, FAULT_UNKNOWN_STREAM, repr(stream[:60]), raw, now)
+            self._faults.frame_fault(source, FAULT_UNKNOWN_STREAM, repr(stream[:60]), raw, now)
             return
         kind = route.route.kind
         key = route.read_key(raw)
@@ -391,12 +377,12 @@ class Merger:
                 else:
                     parsed_stream, data = parse_frame(raw)
                 if parsed_stream != stream:
-                    self._frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
+                    self._faults.frame_fault(source, FAULT_KEY_MISMATCH, "stream name", raw, now)
                     return
                 if kind is not StreamKind.DEPTH:
                     event = self._decode(route.route, data, received_ms)
         except ExchangeProtocolError as exc:
-            self._frame_fault(source, fault_kind(exc), str(exc), raw, now)
+            self._faults.frame_fault(source, fault_kind(exc), str(exc), raw, now)
             return
         decoded_key = frame_key_of(event)
         if key is None:
@@ -404,7 +390,9 @@ class Merger:
                 self.duplicates += 1
                 return
         elif decoded_key != key:
-            self._frame_fault(source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now)
+            self._faults.frame_fault(
+                source, FAULT_KEY_MISMATCH, f"{key!r} != {decoded_key!r}", raw, now
+            )
             return
         source.first_delivered += 1
         recent[raw] = event_ms
@@ -412,10 +400,10 @@ class Merger:
             del recent[next(iter(recent))]  # the oldest
         if kind is StreamKind.TRADE:
             assert isinstance(event, Trade)
-            self._accept_trade(self._trades[stream], event, now)
+            self._trades.accept(self._trades.sequences[stream], event, now)
         elif kind is StreamKind.KLINE:
             assert isinstance(event, Kline)
-            self._accept_kline(route.route, event, now)
+            self._klines.accept(route.route, event, now)
         else:
             assert isinstance(decoded_key, int)
             self._last_key[stream] = decoded_key
@@ -429,13 +417,43 @@ class Merger:
         on_frame = self.on_frame
         for raw in raws:
             on_frame(source, raw, received_ms, now)
-        if self._holding:
-            self.on_time(now)
+        if self._trades.holding:
+            self._trades.on_time(now)
 
     def on_close(self, code: int, now: float) -> None:
         """Count a connection closed by the peer with an unexpected close code."""
         if code not in _EXPECTED_CLOSE_CODES:
-            self._count_fault(f"close_{code}", f"connection closed with code {code}", now)
+            self._faults.count(f"close_{code}", f"connection closed with code {code}", now)
+
+    def on_time(self, now: float) -> None:
+        """Act on holds whose time is over: ask the backfill source, or give the hole up."""
+        self._trades.on_time(now)
+
+    def on_trade_backfill(
+        self,
+        request: TradeBackfillRequest,
+        trades: Sequence[Trade],
+        error: str | None,
+        now: float,
+    ) -> None:
+        """The answer to ``request``: the trades REST had, and why it stopped short, if it did.
+
+        Trades that are still missing are published (in order, before the held live ones); ids
+        REST did not return become a :class:`FeedGap`. An answer that comes after its hole was
+        given up (timeout, overflow, reset) is dropped: its trades would be out of order.
+        """
+        self._trades.on_backfill(request, trades, error, now)
+
+    def on_kline_backfill(
+        self,
+        request: KlineBackfillRequest,
+        klines: Sequence[Kline],
+        error: str | None,
+        now: float,
+    ) -> None:
+        """The answer to ``request``: closed klines are published (late, like a late closed
+        frame); the ones REST did not have become a :class:`FeedGap` (ids are open times)."""
+        self._klines.on_backfill(request, klines, error, now)
 
     def _route(self, stream: str) -> _Route | None:
         try:
@@ -447,7 +465,7 @@ class Merger:
         if len(self._routes) < 4096:  # hostile names are not cached without bound
             self._routes[stream] = entry
         if route is not None and route.kind is StreamKind.TRADE:
-            self._trades.setdefault(stream, _TradeSequence(route))
+            self._trades.sequences.setdefault(stream, TradeSequence(route))
         return entry
 
     @staticmethod
@@ -472,19 +490,10 @@ class Merger:
         kind = route.kind
         if kind is StreamKind.TRADE:
             assert isinstance(key, int)
-            seq = self._trades[route.name]
-            last = seq.last_id
-            if last is not None and key <= last:
-                if last - key < self.config.reset_min_drop or now - seq.last_at < (
-                    self.config.reset_quiet_s
-                ):
-                    return True
-                self._reset_trades(seq, key, source, now)
-                return False
-            return key in seq.held
+            return self._trades.is_copy(route.name, key, source, now)
         if kind is StreamKind.KLINE:
             assert isinstance(key, tuple)
-            return self._is_kline_copy(route, key)
+            return self._klines.is_copy(route, key)
         assert isinstance(key, int)
         last_key = self._last_key.get(route.name)
         if last_key is None or key > last_key:
@@ -494,321 +503,10 @@ class Merger:
             and last_key - key >= self.config.reset_min_drop
             and now - self._last_at[route.name] >= self.config.reset_quiet_s
         ):
-            self._reset_event(route, last_key, key, source, now)
+            self._trades.reset_event(route, last_key, key, source, now)
             del self._last_key[route.name]
             return False
         return True
-
-    # -- trades -----------------------------------------------------------------------------
-
-    def _accept_trade(self, seq: _TradeSequence, trade: Trade, now: float) -> None:
-        trade_id = trade.trade_id
-        if seq.last_id is None or trade_id == seq.last_id + 1:
-            self._publish(trade)
-            seq.last_id = trade_id
-            seq.last_at = now
-            if seq.held:
-                self._release_consecutive(seq)
-            return
-        seq.held[trade_id] = trade
-        if seq.deadline == math.inf:
-            seq.deadline = now + self.config.gap_hold_s
-            self._holding[seq.route.name] = seq
-        if seq.backfill is not None:
-            if len(seq.held) > self.config.backfill_hold_trades:
-                self._release_all(seq, now, "hold overflow during backfill")
-        elif len(seq.held) > self.config.max_held_trades:
-            self._hole_unfilled(seq, now)
-
-    def _release_consecutive(self, seq: _TradeSequence) -> None:
-        assert seq.last_id is not None
-        while (trade := seq.held.pop(seq.last_id + 1, None)) is not None:
-            self._publish(trade)
-            seq.last_id = trade.trade_id
-        if not seq.held:
-            self._stop_holding(seq)
-
-    def _stop_holding(self, seq: _TradeSequence) -> None:
-        seq.deadline = math.inf
-        seq.backfill = None
-        self._holding.pop(seq.route.name, None)
-
-    def _release_through(
-        self, seq: _TradeSequence, upto_id: float, now: float, reason: str
-    ) -> None:
-        """Publish held trades up to ``upto_id`` in order, each hole before them a FeedGap."""
-        for trade_id in sorted(seq.held):
-            if trade_id > upto_id:
-                break
-            trade = seq.held.pop(trade_id)
-            if seq.last_id is not None and trade_id > seq.last_id + 1:
-                self._trade_gap(seq, seq.last_id + 1, trade_id - 1, reason, now)
-            self._publish(trade)
-            seq.last_id = trade_id
-            seq.last_at = now
-        self._release_consecutive(seq)
-        if seq.held:
-            # A newer hole behind the one just closed: it gets its own hold (and backfill).
-            seq.backfill = None
-            seq.deadline = now + self.config.gap_hold_s
-
-    def _release_all(self, seq: _TradeSequence, now: float, reason: str) -> None:
-        self._release_through(seq, math.inf, now, reason)
-
-    def _trade_gap(
-        self, seq: _TradeSequence, first: int, last: int, reason: str, now: float
-    ) -> None:
-        missing = last - first + 1
-        self.gaps += 1
-        self.trades_missing += missing
-        logger.warning(
-            "ws.merger.gap stream=%s first_missing=%d last_missing=%d missing=%d reason=%s",
-            seq.route.name,
-            first,
-            last,
-            missing,
-            reason,
-        )
-        route = seq.route
-        self._publish(
-            FeedGap(
-                symbol=route.symbol,
-                stream=route.kind.value,
-                first_missing_id=first,
-                last_missing_id=last,
-                reason=reason,
-                at=now,
-            )
-        )
-
-    def on_time(self, now: float) -> None:
-        """Act on holds whose time is over: ask the backfill source, or give the hole up."""
-        for seq in list(self._holding.values()):
-            if seq.deadline <= now:
-                if seq.backfill is not None:
-                    self.backfill_failures += 1
-                    self._release_all(seq, now, "backfill timed out")
-                else:
-                    self._hole_unfilled(seq, now)
-
-    def _hole_unfilled(self, seq: _TradeSequence, now: float) -> None:
-        """No connection filled the hole in time: ask the backfill source, or give it up."""
-        if not self.backfill:
-            self._release_all(seq, now, "no connection delivered it")
-            return
-        assert seq.last_id is not None
-        last_missing = max(seq.held) - 1
-        while last_missing in seq.held:
-            last_missing -= 1
-        first_missing = max(seq.last_id + 1, last_missing - self.config.max_backfill_trades + 1)
-        request = TradeBackfillRequest(
-            seq.route.symbol, seq.route.name, first_missing, last_missing
-        )
-        seq.backfill = request
-        seq.deadline = now + self.config.backfill_timeout_s
-        self.backfills += 1
-        self.backfill_requests.append(request)
-        logger.info(
-            "ws.merger.backfill stream=%s from_id=%d to_id=%d",
-            seq.route.name,
-            first_missing,
-            last_missing,
-        )
-
-    def on_trade_backfill(
-        self,
-        request: TradeBackfillRequest,
-        trades: Sequence[Trade],
-        error: str | None,
-        now: float,
-    ) -> None:
-        """The answer to ``request``: the trades REST had, and why it stopped short, if it did.
-
-        Trades that are still missing are published (in order, before the held live ones); ids
-        REST did not return become a :class:`FeedGap`. An answer that comes after its hole was
-        given up (timeout, overflow, reset) is dropped: its trades would be out of order.
-        """
-        seq = self._trades.get(request.stream)
-        if seq is None or seq.backfill is not request:
-            logger.warning(
-                "ws.merger.backfill_late stream=%s from_id=%d", request.stream, request.first_id
-            )
-            return
-        seq.backfill = None
-        if error is not None:
-            self.backfill_failures += 1
-            logger.warning(
-                "ws.merger.backfill_failed stream=%s from_id=%d reason=%s",
-                request.stream,
-                request.first_id,
-                error,
-            )
-        last_id = seq.last_id
-        assert last_id is not None
-        for trade in trades:
-            trade_id = trade.trade_id
-            if last_id < trade_id <= request.last_id and trade_id not in seq.held:
-                if trade.symbol != seq.route.symbol:
-                    continue
-                seq.held[trade_id] = trade
-                self.backfilled_trades += 1
-        reason = f"backfill failed: {error}" if error is not None else "not in REST history"
-        self._release_through(seq, request.last_id + 1, now, reason)
-
-    def _reset_trades(
-        self, seq: _TradeSequence, first: int, source: FrameSource, now: float
-    ) -> None:
-        assert seq.last_id is not None
-        previous = seq.last_id
-        if seq.held:
-            self._release_all(seq, now, "sequence reset")
-            previous = seq.last_id
-        self._stop_holding(seq)
-        seq.last_id = None
-        self._reset_event(seq.route, previous, first, source, now)
-
-    def _reset_event(
-        self, route: StreamRoute, previous: int, first: int, source: FrameSource, now: float
-    ) -> None:
-        self.sequence_resets += 1
-        logger.warning(
-            "ws.merger.sequence_reset stream=%s previous_high=%d new_first=%d role=%s",
-            route.name,
-            previous,
-            first,
-            source.name,
-        )
-        self._publish(
-            SequenceReset(
-                symbol=route.symbol,
-                stream=route.kind.value,
-                previous_high=previous,
-                new_first=first,
-                role=source.name,
-                at=now,
-            )
-        )
-
-    # -- klines -----------------------------------------------------------------------------
-
-    def _kline_state(self, stream: str) -> _KlineState:
-        state = self._klines.get(stream)
-        if state is None:
-            state = self._klines[stream] = _KlineState()
-        return state
-
-    def _is_kline_copy(self, route: StreamRoute, key: tuple[int, int, bool]) -> bool:
-        state = self._kline_state(route.name)
-        open_ms, event_ms, closed = key
-        if open_ms in state.closed:
-            # That kline's final frame went out already: this is a copy or a stale update.
-            return True
-        return not closed and state.last is not None and (open_ms, event_ms) <= state.last
-
-    def _accept_kline(self, route: StreamRoute, kline: Kline, now: float) -> None:
-        state = self._kline_state(route.name)
-        open_ms = kline.open_time_ms
-        if kline.closed:
-            state.closed.append(open_ms)
-        order = (open_ms, kline.event_time_ms)
-        if state.last is None or order > state.last:
-            state.last = order
-        self._publish(kline)
-        self._check_klines(route, state, open_ms, now)
-
-    def _check_klines(
-        self, route: StreamRoute, state: _KlineState, open_ms: int, now: float
-    ) -> None:
-        """Ask for closed klines that never arrived: those two or more minutes before the
-        newest (the one just before it may still close late, as the rules above allow)."""
-        if state.checked_open_ms is None:
-            # Klines that closed before the first frame are history, not a gap.
-            state.checked_open_ms = open_ms - KLINE_INTERVAL_MS
-            return
-        settled = open_ms - 2 * KLINE_INTERVAL_MS
-        if settled <= state.checked_open_ms:
-            return
-        missing = [
-            t
-            for t in range(
-                state.checked_open_ms + KLINE_INTERVAL_MS, settled + 1, KLINE_INTERVAL_MS
-            )
-            if t not in state.closed
-        ]
-        state.checked_open_ms = settled
-        if not missing:
-            return
-        if not self.backfill or state.backfill is not None:
-            self._kline_gap(route, missing[0], missing[-1], "no connection delivered it", now)
-            return
-        request = KlineBackfillRequest(route.symbol, route.name, missing[0], missing[-1])
-        state.backfill = request
-        self.backfills += 1
-        self.backfill_requests.append(request)
-        logger.info(
-            "ws.merger.backfill stream=%s from_open_ms=%d to_open_ms=%d",
-            route.name,
-            missing[0],
-            missing[-1],
-        )
-
-    def on_kline_backfill(
-        self,
-        request: KlineBackfillRequest,
-        klines: Sequence[Kline],
-        error: str | None,
-        now: float,
-    ) -> None:
-        """The answer to ``request``: closed klines are published (late, like a late closed
-        frame); the ones REST did not have become a :class:`FeedGap` (ids are open times)."""
-        state = self._kline_state(request.stream)
-        if state.backfill is request:
-            state.backfill = None
-        if error is not None:
-            self.backfill_failures += 1
-        found = {
-            k.open_time_ms: k
-            for k in klines
-            if k.closed and request.first_open_ms <= k.open_time_ms <= request.last_open_ms
-        }
-        route = route_for(request.stream)
-        assert route is not None
-        missing: list[int] = []
-        for open_ms in range(request.first_open_ms, request.last_open_ms + 1, KLINE_INTERVAL_MS):
-            if open_ms in state.closed:
-                continue
-            kline = found.get(open_ms)
-            if kline is None or kline.symbol != route.symbol:
-                missing.append(open_ms)
-                continue
-            state.closed.append(open_ms)
-            self.backfilled_klines += 1
-            self._publish(kline)
-        if missing:
-            reason = f"backfill failed: {error}" if error is not None else "not in REST history"
-            self._kline_gap(route, missing[0], missing[-1], reason, now)
-
-    def _kline_gap(
-        self, route: StreamRoute, first_open_ms: int, last_open_ms: int, reason: str, now: float
-    ) -> None:
-        self.kline_gaps += 1
-        logger.warning(
-            "ws.merger.gap stream=%s first_missing=%d last_missing=%d reason=%s",
-            route.name,
-            first_open_ms,
-            last_open_ms,
-            reason,
-        )
-        self._publish(
-            FeedGap(
-                symbol=route.symbol,
-                stream=route.kind.value,
-                first_missing_id=first_open_ms,
-                last_missing_id=last_open_ms,
-                reason=reason,
-                at=now,
-            )
-        )
 
     # -- publishing and faults ----------------------------------------------------------------
 
@@ -823,16 +521,6 @@ class Merger:
         if self.on_published is not None:
             self.on_published()
 
-    def _frame_fault(
-        self, source: FrameSource, kind: str, detail: str, raw: str | bytes, now: float
-    ) -> None:
-        self.decode_errors += 1
-        self._count_fault(kind, f"role={source.name} {detail} frame={raw[:80]!r}", now)
-
-    def _count_fault(self, kind: str, detail: str, now: float) -> None:
-        count = self._faults[kind] = self._faults.get(kind, 0) + 1
-        logged_at = self._fault_logged_at.get(kind)
-        if logged_at is not None and now - logged_at < self.config.fault_log_interval_s:
-            return
-        self._fault_logged_at[kind] = now
-        logger.warning("ws.merger.fault kind=%s count=%d %s", kind, count, detail)
+    def _ask(self, request: TradeBackfillRequest | KlineBackfillRequest) -> None:
+        self.backfills += 1
+        self.backfill_requests.append(request)

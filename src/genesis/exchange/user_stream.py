@@ -66,7 +66,6 @@ Logs use stable names: ``user_stream.start``, ``user_stream.connect``, ``user_st
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 from collections import Counter
@@ -84,16 +83,14 @@ from genesis.errors import (
     ConnectionLostError,
     ExchangeError,
     ExchangeProtocolError,
-    ExchangeRejectedError,
     IpBannedError,
     RateLimitedError,
     ReadTimeoutError,
 )
-from genesis.exchange.signing import ws_api_signature_payload
+from genesis.exchange.user_stream_wire import Connection, WsApiWire
 
 # The connector seam and the connection-error helpers are ws_manager's (one copy of each).
 from genesis.exchange.ws_errors import (
-    close_text,
     describe_error,
     first_leaf,
     translate_connect_error,
@@ -109,7 +106,6 @@ from genesis.models.codec import (
     WsApiResponse,
     decode_subscription_id,
     decode_ws_api_frame,
-    encode_ws_api_request,
 )
 from genesis.models.events import (
     AccountBalances,
@@ -261,41 +257,21 @@ class UserStreamStatistics:
 
 
 @attrs.define(eq=False)
-class _Connection:
-    ws: WsApiWebSocket
-    connected_at: float
-    last_frame_at: float
-    subscription_id: int | None = None
-    subscribed_at: float | None = None
-    during: str = "connect"
-    """What the connection was doing: a request's method, ``relay`` or ``on_gap``."""
-    broken: bool = False
-    """Lost or unresponsive: no unsubscribe, and the close handshake is not waited for."""
-    terminated: bool = False
-    shutdown_notice: bool = False
-    planned: str | None = None
-    """Why it is being replaced on purpose (``serverShutdown``, ``age``)."""
-
-
-@attrs.define(eq=False)
 class _Service:
     """Everything one :func:`run_user_stream` call owns; read through the handle."""
 
     url: str
-    api_key: Secret
-    signer: Signer
+    wire: WsApiWire
     publish: UserEventSink
     on_gap: GapHook | None
     breaker: CircuitBreaker | None
     config: UserStreamConfig
     connector: WebSocketConnector
-    server_time_ms: WallClock
     backoff: Backoff
     state: UserStreamState = UserStreamState.CONNECTING
-    conn: _Connection | None = None
+    conn: Connection | None = None
     settled: trio.Event = attrs.field(factory=trio.Event)
     changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-    request_ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     gap_pending: bool = False
     gap_due_at: float = math.inf
     """When a gap opened by a malformed frame is closed (a lost subscription's: at once)."""
@@ -428,7 +404,7 @@ class _Service:
             self.changed.unpark_all()
         return planned
 
-    def _log_end(self, conn: _Connection | None, reason: str, *, planned: bool) -> None:
+    def _log_end(self, conn: Connection | None, reason: str, *, planned: bool) -> None:
         level = logging.INFO if planned else logging.WARNING
         if conn is None:
             logger.log(
@@ -462,7 +438,7 @@ class _Service:
                 async with self.breaker.guard():
                     ws = await self._dial(nursery)
             now = trio.current_time()
-            conn = self.conn = _Connection(ws, connected_at=now, last_frame_at=now)
+            conn = self.conn = Connection(ws, connected_at=now, last_frame_at=now)
             self.connects += 1
             self._set_state(UserStreamState.SUBSCRIBING)
             logger.info("user_stream.connected attempt=%d", self.attempts)
@@ -494,7 +470,7 @@ class _Service:
         assert connect_scope.cancelled_caught
         raise ConnectError(f"connect timed out after {self.config.connect_timeout_s:g} s")
 
-    async def _close(self, conn: _Connection) -> None:
+    async def _close(self, conn: Connection) -> None:
         """End the subscription and close, under a bounded shield (never raises)."""
         if conn.broken or trio.current_effective_deadline() == -math.inf:
             # The service itself is cancelled, trio-websocket's reader task included, or the
@@ -505,8 +481,8 @@ class _Service:
             bound = self.config.disconnect_timeout_s
         with trio.CancelScope(shield=True), trio.move_on_after(bound):
             if conn.subscription_id is not None and not conn.broken:
-                request = encode_ws_api_request(
-                    next(self.request_ids), _UNSUBSCRIBE, {"subscriptionId": conn.subscription_id}
+                _, request = self.wire.request(
+                    _UNSUBSCRIBE, {"subscriptionId": conn.subscription_id}
                 )
                 with contextlib.suppress(trio_websocket.ConnectionClosed, LocalProtocolError):
                     await conn.ws.send_message(request)
@@ -514,7 +490,7 @@ class _Service:
 
     # -- one connection --------------------------------------------------------------------------
 
-    async def _serve(self, conn: _Connection) -> str:
+    async def _serve(self, conn: Connection) -> str:
         """Subscribe, then relay until a planned end (returned) or a failure (raised)."""
         try:
             await self._subscribe(conn)
@@ -537,7 +513,7 @@ class _Service:
                     return conn.planned
                 conn.during = "relay"
                 keepalive_at = conn.last_frame_at + self.config.keepalive_after_s
-                raw = await self._receive(conn, min(keepalive_at, rotate_at, self.gap_due_at))
+                raw = await self.wire.receive(conn, min(keepalive_at, rotate_at, self.gap_due_at))
                 if raw is None:
                     if trio.current_time() >= keepalive_at:
                         await self._call(conn, _PING)
@@ -551,12 +527,12 @@ class _Service:
                 return conn.planned
             raise
 
-    async def _subscribe(self, conn: _Connection) -> None:
-        if self.signer.key_type == ED25519_KEY_TYPE:
-            await self._call(conn, _LOGON, self._signed_params())
+    async def _subscribe(self, conn: Connection) -> None:
+        if self.wire.signer.key_type == ED25519_KEY_TYPE:
+            await self._call(conn, _LOGON, self.wire.signed_params())
             answer = await self._call(conn, _SUBSCRIBE)
         else:
-            answer = await self._call(conn, _SUBSCRIBE_SIGNED, self._signed_params())
+            answer = await self._call(conn, _SUBSCRIBE_SIGNED, self.wire.signed_params())
         conn.subscription_id = decode_subscription_id(answer.result)
         now = trio.current_time()
         conn.subscribed_at = now
@@ -565,7 +541,7 @@ class _Service:
         logger.info(
             "user_stream.subscribed subscription=%d key_type=%s subscriptions=%d",
             conn.subscription_id,
-            self.signer.key_type,
+            self.wire.signer.key_type,
             self.subscriptions,
         )
         # Reconcile before reporting SUBSCRIBED: "available" means the gap is closed too.
@@ -577,7 +553,7 @@ class _Service:
         await self._announce(None)
         self.settled.set()
 
-    async def _close_gap(self, conn: _Connection) -> None:
+    async def _close_gap(self, conn: Connection) -> None:
         self.gap_pending = False
         self.gap_due_at = math.inf
         self.last_gap_at = trio.current_time()
@@ -587,18 +563,8 @@ class _Service:
             conn.during = "on_gap"
             await self.on_gap()
 
-    def _signed_params(self) -> dict[str, str | int]:
-        params: dict[str, str | int] = {
-            "apiKey": self.api_key.reveal(),
-            "recvWindow": self.config.recv_window_ms,
-            "timestamp": self.server_time_ms(),
-        }
-        payload = ws_api_signature_payload({k: str(v) for k, v in params.items()})
-        params["signature"] = self.signer.sign(payload.encode())
-        return params
-
     async def _call(
-        self, conn: _Connection, method: str, params: dict[str, str | int] | None = None
+        self, conn: Connection, method: str, params: dict[str, str | int] | None = None
     ) -> WsApiResponse:
         """Send one request; relay frames until its answer arrives (within the timeout).
 
@@ -607,12 +573,12 @@ class _Service:
             ReadTimeoutError: no answer within ``request_timeout_s``.
             ConnectionLostError: the connection broke.
         """
-        request_id = next(self.request_ids)
+        request_id, request = self.wire.request(method, params)
         conn.during = method
-        await self._send(conn, encode_ws_api_request(request_id, method, params))
+        await self.wire.send(conn, request)
         deadline = trio.current_time() + self.config.request_timeout_s
         while True:
-            raw = await self._receive(conn, deadline)
+            raw = await self.wire.receive(conn, deadline)
             if raw is None:
                 conn.broken = True
                 raise ReadTimeoutError(
@@ -626,14 +592,14 @@ class _Service:
                 continue
             if not answer.ok:
                 self.rejections += 1
-                raise self._rejection(answer)
+                raise self.wire.rejection(answer)
             return answer
 
     def _unsolicited(self, answer: WsApiResponse) -> None:
         if answer.id is None and not answer.ok:
             # Binance answers a revoked session (its key deleted or disabled) with id null.
             self.rejections += 1
-            raise self._rejection(answer)
+            raise self.wire.rejection(answer)
         self.unexpected_answers += 1
         logger.info(
             "user_stream.unexpected_answer status=%d code=%s",
@@ -641,43 +607,7 @@ class _Service:
             answer.error_code,
         )
 
-    def _rejection(self, answer: WsApiResponse) -> ExchangeError:
-        code = answer.error_code if answer.error_code is not None else 0
-        retry_after_s = 0.0
-        if answer.retry_after_ms is not None:
-            retry_after_s = max(0.0, (answer.retry_after_ms - self.server_time_ms()) / 1000)
-        if answer.status == 418:
-            return IpBannedError(
-                answer.error_msg, retry_after_s=retry_after_s, until_ms=answer.retry_after_ms
-            )
-        if answer.status == 429:
-            return RateLimitedError(answer.error_msg, retry_after_s=retry_after_s)
-        return ExchangeRejectedError(code, answer.error_msg, http_status=answer.status)
-
-    async def _send(self, conn: _Connection, text: str) -> None:
-        try:
-            await conn.ws.send_message(text)
-        except trio_websocket.ConnectionClosed as exc:
-            conn.broken = True
-            raise ConnectionLostError(close_text(exc)) from exc
-        except LocalProtocolError as exc:
-            # The peer's close frame arrived (wsproto is closing) before trio-websocket saw it.
-            conn.broken = True
-            raise ConnectionLostError(f"closing: {exc}") from exc
-
-    async def _receive(self, conn: _Connection, deadline: float) -> str | bytes | None:
-        """The next frame, or None at ``deadline``."""
-        with trio.move_on_at(deadline):
-            try:
-                raw = await conn.ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                conn.broken = True
-                raise ConnectionLostError(close_text(exc)) from exc
-            conn.last_frame_at = trio.current_time()
-            return raw
-        return None
-
-    async def _dispatch(self, conn: _Connection, raw: str | bytes) -> WsApiResponse | None:
+    async def _dispatch(self, conn: Connection, raw: str | bytes) -> WsApiResponse | None:
         """Handle one frame: relay an event, record a notice, or return an answer."""
         try:
             frame = decode_ws_api_frame(raw)
@@ -791,14 +721,12 @@ async def run_user_stream(
         raise ValueError("backoff jitter needs an injected random.Random (rng=...)")
     service = _Service(
         url=url,
-        api_key=api_key,
-        signer=signer,
+        wire=WsApiWire(api_key, signer, server_time_ms, config.recv_window_ms),
         publish=publish,
         on_gap=on_gap,
         breaker=breaker,
         config=config,
         connector=connector,
-        server_time_ms=server_time_ms,
         backoff=Backoff(config.backoff, rng),
     )
     handle = UserStreamHandle(service)

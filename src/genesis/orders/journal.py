@@ -61,6 +61,7 @@ from genesis.models.orders import (
     OrderType,
     is_valid_client_order_id,
 )
+from genesis.orders.journal_runner import JournalRunner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -444,14 +445,9 @@ class Journal:
         self, conn: sqlite3.Connection, path: str, prefix: str, schema_version: int
     ) -> None:
         self._conn, self._path, self._prefix = conn, path, prefix
-        # An in-memory journal touches no disk, so its statements run on the loop itself; that
-        # also keeps virtual-time tests deterministic (a MockClock would jump while a worker
-        # thread runs). A file journal always works in a worker thread.
-        self._inline = path == ":memory:"
+        self._runner = JournalRunner(conn, inline=path == ":memory:")
         self._schema_version = schema_version
         self._orders = self._unfinished = self._events = self._outbox = 0
-        self._lock = trio.Lock()
-        self._closed = False
 
     @property
     def path(self) -> str:
@@ -473,16 +469,10 @@ class Journal:
         )
 
     async def _run(self, work: Callable[[], _T]) -> _T:
-        if self._closed:
-            raise trio.ClosedResourceError("the journal is closed")
-        async with self._lock:
-            try:
-                if self._inline:
-                    await trio.lowlevel.checkpoint()
-                    return work()
-                return await trio.to_thread.run_sync(work)
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {type(exc).__name__}: {exc}") from exc
+        try:
+            return await self._runner.run(work)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {type(exc).__name__}: {exc}") from exc
 
     # The helpers below run in the worker thread, under the lock. Counters change after COMMIT.
 
@@ -839,16 +829,7 @@ class Journal:
         await self._run(work)
 
     async def _aclose(self) -> None:
-        self._closed = True
-        # Shielded, so a cancelled owner still closes the file. Bounded without a timeout: an
-        # in-flight call holds the lock only for its statements (each waits BUSY_TIMEOUT_MS at
-        # most), and abandoning a worker thread would leave it using a closed connection.
-        with trio.CancelScope(shield=True):
-            async with self._lock:
-                if self._inline:
-                    self._conn.close()
-                else:
-                    await trio.to_thread.run_sync(self._conn.close)
+        await self._runner.aclose()
         logger.info("journal.closed path=%s", self._path)
 
 
