@@ -33,7 +33,7 @@ import trio
 
 from genesis import __version__
 from genesis.app.logging import configure_logging, json_line
-from genesis.config import load_settings
+from genesis.config import ENV_VARS, load_settings
 from genesis.errors import ConfigError, GenesisError
 
 if TYPE_CHECKING:
@@ -136,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run Genesis: market data, order task, heartbeat and live prices",
         description=(
             "Run Genesis. Settings come from the environment and a .env file "
-            "(BINANCE_API_KEY, BINANCE_SECRET_KEY, BINANCE_TESTNET, BINANCE_TESTNET_URL, "
-            "BINANCE_WS_URL, RECV_WINDOW, GENESIS_SYMBOLS). Without credentials Genesis runs "
+            f"({', '.join(ENV_VARS)}). Without credentials Genesis runs "
             "against its embedded simulator on 127.0.0.1."
         ),
     )

@@ -444,6 +444,9 @@ async def _run_tree(
                 signer=signer,
                 breaker=breakers["rest"],
                 exchange_info_cache=journal,
+                # A long-lived run checks its symbols against a fresh read (a symbol halted in
+                # the last hour must not pass); the read refreshes the journal's copy too.
+                exchange_info_max_age_ms=0,
             ) as gateway,
             order_send,
             trio.open_nursery() as tree,
