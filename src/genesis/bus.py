@@ -257,14 +257,21 @@ class Subscription(Generic[_E_co]):
             trio.ClosedResourceError: this subscription was closed (also while waiting).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                event = self.receive_nowait()
-            except trio.WouldBlock:
-                await self._mailbox.not_empty.park()
-                continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        try:
+            event = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # one was queued: still a yield
             return event
+        while True:
+            # The park was the schedule point: the event it waited for is handed over at once
+            # (a second yield would cost every woken subscriber another pass of the run loop).
+            await self._mailbox.not_empty.park()
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                continue
 
     def __aiter__(self) -> Subscription[_E_co]:
         return self

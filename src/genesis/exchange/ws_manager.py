@@ -120,8 +120,10 @@ from genesis.exchange.ws_errors import (
     translate_connect_error,
     translate_rejection,
 )
+from genesis.exchange.ws_reader import ReadGroup, ReadGroupStatistics
+from genesis.exchange.ws_reader import supported as read_group_supported
 from genesis.exchange.ws_role import RateMeter, RoleState, Session
-from genesis.exchange.ws_transport import connect_fast_websocket
+from genesis.exchange.ws_transport import FastWebSocket, connect_fast_websocket
 from genesis.models.codec import is_depth_frame
 from genesis.models.events import ConnectionHealth, ConnectionState, FeedDown, FeedUp
 from genesis.resilience.backoff import Backoff, BackoffPolicy
@@ -234,6 +236,8 @@ class MarketDataStatistics:
 
     connections: tuple[ConnectionHealth, ...]
     merger: MergerStatistics
+    reader: ReadGroupStatistics | None = None
+    """The shared reader's counters (``None`` where every connection reads itself)."""
 
 
 @attrs.define(eq=False)
@@ -312,6 +316,14 @@ class _MergerLoop:
             self._wait_scope.cancel()  # the hold deadlines changed: the loop looks again
 
 
+@attrs.define
+class _Marks:
+    """When one connection last delivered a frame, and a depth20 frame (Trio time)."""
+
+    frame_at: float
+    depth_at: float
+
+
 @attrs.define(eq=False)
 class _Service:
     """Everything one :func:`run_market_data` call owns."""
@@ -326,6 +338,8 @@ class _Service:
     breaker: CircuitBreaker | None = None
     attempt_limiter: ConnectAttemptLimiter | None = None
     watch_depth: bool = True
+    read_group: ReadGroup | None = None
+    """Reads every plain TCP connection in one task (``None``: each reads its own)."""
     last_rejection: StreamRejectedError | None = None
     rejected_everywhere: bool = False
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
@@ -572,66 +586,95 @@ class _Service:
         relay_scope.cancel()
 
     async def _relay(self, ws: WebSocket, role: RoleState, session: Session) -> None:
-        """Timestamp and forward every frame; detect stale feeds, age and serverShutdown."""
+        """Timestamp and forward every frame; detect stale feeds, age and serverShutdown.
+
+        A plain TCP connection of the default transport is read by the service's
+        :class:`~.ws_reader.ReadGroup` (one task and one wake-up for every connection's
+        frames); this task then only keeps the deadlines and sees the end of the connection.
+        Any other connection is read here.
+        """
         config = self.config
         assert session.connected_at is not None
         rotate_at = session.connected_at + config.rotate_after_s
-        last_frame_at = last_depth_at = session.connected_at
-        watch_depth = self.watch_depth
+        marks = _Marks(session.connected_at, session.connected_at)
+
+        def take(messages: Sequence[str | bytes], now: float) -> None:
+            self._take(role, session, marks, messages, now)
+
+        attached: tuple[ReadGroup, FastWebSocket] | None = None
+        group = self.read_group
+        if group is not None and isinstance(ws, FastWebSocket) and group.attach(ws, take):
+            attached = group, ws
         # A batching transport (ws_transport) hands over every frame of one read at once.
         receive = ws.get_messages if isinstance(ws, BatchWebSocket) else one_message(ws)
-        while True:
-            # One cancel scope per deadline, not per read (a scope per read cost ≈ 20 µs per
-            # event): frames arriving inside it only move the deadlines on, so when it fires
-            # the loop re-checks them and re-arms; the detection instants are the same.
-            stale_at = last_frame_at + config.stale_after_s
-            deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
-            if watch_depth and not session.stale:
-                deadline = min(deadline, last_depth_at + config.depth_stale_after_s)
-            with trio.move_on_at(deadline):
-                while True:
+        try:
+            while True:
+                # One cancel scope per deadline, not per read (a scope per read cost ≈ 20 µs per
+                # event): frames arriving inside it only move the marks on, so when it fires
+                # the loop re-checks them and re-arms; the detection instants are the same.
+                stale_at = marks.frame_at + config.stale_after_s
+                deadline = stale_at if session.handover_reason else min(stale_at, rotate_at)
+                if self.watch_depth and not session.stale:
+                    deadline = min(deadline, marks.depth_at + config.depth_stale_after_s)
+                with trio.move_on_at(deadline):
                     try:
-                        messages = await receive()
+                        if attached is not None:
+                            await attached[1].wait_closed()
+                        while True:
+                            messages = await receive()
+                            take(messages, trio.current_time())
                     except trio_websocket.ConnectionClosed as exc:
                         if exc.reason is not None:
                             self.merger.core.on_close(exc.reason.code, trio.current_time())
                         raise ConnectionLostError(close_text(exc)) from exc
-                    now = trio.current_time()
-                    last_frame_at = now
-                    session.last_frame_at = role.last_frame_at = now
-                    if any(is_server_shutdown(message) for message in messages):
-                        self._request_handover(role, session, "serverShutdown")
-                        messages = [m for m in messages if not is_server_shutdown(m)]
-                        if not messages:
-                            continue
-                    if watch_depth and any(is_depth_frame(message) for message in messages):
-                        last_depth_at = now
-                        if session.stale:
-                            session.stale = False
-                            logger.info("ws.live role=%s session=%d", role.name, session.id)
-                            self.notify_state()
-                    if not session.receiving:
-                        session.receiving = True
-                        session.first_frame_at = now
-                        role.backoff.mark_healthy(now)
-                        if session.id > role.newest_receiving:
-                            role.newest_receiving = session.id
-                        self.notify_state()
-                    role.messages += len(messages)
-                    role.rate.add(now, len(messages))
-                    self.merger.feed(role, messages, self.wall_clock_ms(), now)
-            # The deadline passed: which one, now that frames may have moved them on?
-            now = trio.current_time()
-            if now >= last_frame_at + config.stale_after_s:
-                raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
-            if (
-                watch_depth
-                and not session.stale
-                and now >= last_depth_at + config.depth_stale_after_s
-            ):
-                self._mark_stale(role, session, now - last_depth_at)
-            elif not session.handover_reason and now >= rotate_at:
-                self._request_handover(role, session, "age")
+                # The deadline passed: which one, now that frames may have moved them on?
+                now = trio.current_time()
+                if now >= marks.frame_at + config.stale_after_s:
+                    raise ReadTimeoutError(f"no frame for {config.stale_after_s:g} s")
+                if (
+                    self.watch_depth
+                    and not session.stale
+                    and now >= marks.depth_at + config.depth_stale_after_s
+                ):
+                    self._mark_stale(role, session, now - marks.depth_at)
+                elif not session.handover_reason and now >= rotate_at:
+                    self._request_handover(role, session, "age")
+        finally:
+            if attached is not None:
+                attached[0].detach(attached[1])
+
+    def _take(
+        self,
+        role: RoleState,
+        session: Session,
+        marks: _Marks,
+        messages: Sequence[str | bytes],
+        now: float,
+    ) -> None:
+        """One read's frames: liveness marks, serverShutdown, then the merger (synchronous)."""
+        marks.frame_at = now
+        session.last_frame_at = role.last_frame_at = now
+        if any(is_server_shutdown(message) for message in messages):
+            self._request_handover(role, session, "serverShutdown")
+            messages = [m for m in messages if not is_server_shutdown(m)]
+            if not messages:
+                return
+        if self.watch_depth and any(is_depth_frame(message) for message in messages):
+            marks.depth_at = now
+            if session.stale:
+                session.stale = False
+                logger.info("ws.live role=%s session=%d", role.name, session.id)
+                self.notify_state()
+        if not session.receiving:
+            session.receiving = True
+            session.first_frame_at = now
+            role.backoff.mark_healthy(now)
+            if session.id > role.newest_receiving:
+                role.newest_receiving = session.id
+            self.notify_state()
+        role.messages += len(messages)
+        role.rate.add(now, len(messages))
+        self.merger.feed(role, messages, self.wall_clock_ms(), now)
 
     def _mark_stale(self, role: RoleState, session: Session, silent_s: float) -> None:
         session.stale = True
@@ -711,6 +754,7 @@ class MarketDataHandle:
         return MarketDataStatistics(
             connections=tuple(role.health(now, published) for role in self._service.roles),
             merger=self._service.merger.statistics(),
+            reader=None if (group := self._service.read_group) is None else group.statistics(),
         )
 
     @property
@@ -887,6 +931,7 @@ async def run_market_data(
         merger=merger,
         breaker=breaker,
         attempt_limiter=attempt_limiter,
+        read_group=ReadGroup() if read_group_supported() else None,
         watch_depth=any(
             (route := route_for(name)) is not None and route.kind is StreamKind.DEPTH
             for name in streams
@@ -902,6 +947,8 @@ async def run_market_data(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(service.merger.run)
             nursery.start_soon(service.watch_feed)
+            if service.read_group is not None:
+                nursery.start_soon(service.read_group.run)
             for role in service.roles:
                 nursery.start_soon(service.run_role, role)
             await handle.wait_receiving()

@@ -26,6 +26,7 @@ and encoding errors.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from typing import TYPE_CHECKING, Final
 
@@ -39,6 +40,7 @@ from websockets.uri import parse_uri
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import NoReturn
 
     from websockets.protocol import Event
 
@@ -93,6 +95,12 @@ class FastWebSocket:
         self._passthrough = False
         """After a close frame or a protocol failure every byte goes to the protocol."""
         self._closed: trio_websocket.ConnectionClosed | None = None
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        """The socket, read with ``os.read`` (no stream layers per read); ``None`` in memory/TLS."""
+        self._outbox: list[bytes] = []
+        """Control frames a :class:`~.ws_reader.ReadGroup` read could not write at once."""
+        self._attention = trio.Event()
+        self._failure: Exception | None = None
         self.messages_received = 0
         """Data messages handed out so far."""
         self.pongs_sent = 0
@@ -174,17 +182,130 @@ class FastWebSocket:
                     await self._receive()  # until the peer's close frame, EOF or a failure
         finally:
             self._end(_closed(code, reason))
+            self._fd = None
             await trio.aclose_forcefully(self._stream)
+
+    # -- read by a ReadGroup (exchange/ws_reader.py) ---------------------------------------
+
+    @property
+    def fileno(self) -> int | None:
+        """The socket a :class:`~.ws_reader.ReadGroup` can wait on; ``None`` if it cannot
+        (a memory stream, TLS) or the connection ended."""
+        return None if self._closed is not None else self._fd
+
+    def read_nowait(self) -> bool:
+        """One read without waiting, parsed (pings answered); ``False`` if nothing was there.
+
+        For a :class:`~.ws_reader.ReadGroup`'s task only (the connection must be read by no
+        other task meanwhile). The messages wait for :meth:`take_messages`; a pong or close
+        reply is written at once when the socket takes it, else by :meth:`wait_closed`.
+        """
+        fd = self._fd
+        if fd is None or self._closed is not None:
+            return False
+        try:
+            data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+            return True
+        writes = self._parse(data)
+        if writes:
+            self._write_soon(writes)
+        self._check_end()
+        return True
+
+    def take_messages(self) -> list[str | bytes]:
+        """The messages read so far and not yet taken (after :meth:`read_nowait`)."""
+        messages, self._pending = self._pending, []
+        self.messages_received += len(messages)
+        return messages
+
+    def fail(self, error: Exception) -> None:
+        """End the wait of :meth:`wait_closed` with ``error`` (the reader's consumer failed)."""
+        if self._failure is None:
+            self._failure = error
+        self._attention.set()
+
+    async def wait_closed(self) -> NoReturn:
+        """While a :class:`~.ws_reader.ReadGroup` reads this connection: write the control
+        frames its reads could not write at once, until the connection ends.
+
+        Raises:
+            trio_websocket.ConnectionClosed: the connection ended (every message before the end
+                was taken).
+            Exception: what :meth:`fail` was given.
+        """
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._outbox:
+                chunks, self._outbox = self._outbox, []
+                await self._send(chunks)
+                continue
+            if self._closed is not None:
+                raise self._closed
+            await self._attention.wait()
+            self._attention = trio.Event()
+
+    def _write_soon(self, chunks: Sequence[bytes]) -> None:
+        """Write at once what the socket takes, unless a write is under way; queue the rest."""
+        data = b"".join(chunks)
+        if not data:
+            return
+        fd = self._fd
+        if fd is not None and not self._outbox and not self._send_lock.locked():
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+                return
+        if data:
+            self._outbox.append(data)
+            self._attention.set()
 
     # -- reading ----------------------------------------------------------------------------
 
     async def _receive(self) -> None:
         """One read from the stream, parsed; answers control frames; may end the connection."""
         try:
-            data = await self._stream.receive_some(self._read_size)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            data = await self._read()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
             return
+        writes = self._parse(data)
+        if writes:
+            await self._send(writes)
+        self._check_end()
+
+    async def _read(self) -> bytes:
+        """The next bytes (``b""`` at EOF); trio's socket semantics without its layers.
+
+        A plain TCP socket is read with ``os.read``: tried at once, and only when nothing is
+        waiting does the task wait for the socket (one wake-up per read). A read that found data
+        at once is still a schedule point (shielded: what was read is never lost to a cancel).
+        """
+        fd = self._fd
+        if fd is None:
+            return bytes(await self._stream.receive_some(self._read_size))  # memory: bytearray
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    return os.read(fd, self._read_size)
+                except BlockingIOError:
+                    continue
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def _parse(self, data: bytes) -> list[bytes]:
+        """Feed one read to the protocol; the bytes it wants written (pongs, a close reply)."""
         protocol = self._protocol
         if not data:
             self._eof = True
@@ -192,11 +313,12 @@ class FastWebSocket:
         elif self._passthrough:
             protocol.receive_data(data)
         else:
-            self._split(bytes(data))
+            self._split(data)
         self._take_events(protocol.events_received())
-        writes = protocol.data_to_send()  # pongs, the close reply
-        if writes:
-            await self._send(writes)
+        return protocol.data_to_send()  # pongs, the close reply
+
+    def _check_end(self) -> None:
+        protocol = self._protocol
         if (
             self._eof
             or protocol.state is State.CLOSED
@@ -313,6 +435,7 @@ class FastWebSocket:
             self._closed = error
         for event in self._pings.values():
             event.set()  # ping() sees the payload still registered and raises
+        self._attention.set()
 
     # -- writing ----------------------------------------------------------------------------
 
