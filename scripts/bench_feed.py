@@ -21,6 +21,9 @@ another, and each client's CPU time (``getrusage``) is its own. Clients:
   and the bus's drops are reported too.
 - ``python-binance``: its ``BinanceSocketManager.multiplex_socket`` on its asyncio client (its
   queue raised from 100 to 100,000 so a burst does not kill the socket), consumer just counting.
+- ``floor`` (paced runs only): one Trio task that reads the socket (``receive_some``) and finds
+  each frame's id in the bytes, with no WebSocket parser, no JSON and no second task: what any
+  Trio client on this machine pays per wake-up, the floor under every other figure.
 
 Burst runs time the span from the first to the last event a client sees (events/s, wall
 clock) and count the client's CPU seconds over that span (events per CPU second: what the
@@ -56,6 +59,7 @@ __all__ = ["CLIENTS", "Case", "main", "run_case", "run_feed"]
 HERE: Final = Path(__file__).resolve().parent
 SERVER: Final = HERE / "bench_feed_server.py"
 CLIENTS: Final = ("raw", "python-binance", "genesis1", "genesis3")
+PACED_CLIENTS: Final = ("floor", *CLIENTS)
 PACED_RATE: Final = 1000.0
 STARTUP_S: Final = 30.0
 CASE_TIMEOUT_S: Final = 180.0
@@ -148,6 +152,38 @@ async def _raw_client(port: int, kind: str, events: int, paced: bool) -> dict[st
     return meter.result()
 
 
+async def _floor_client(port: int, kind: str, events: int, paced: bool) -> dict[str, object]:
+    meter = _Meter(events, paced)
+    needle = b'"lastUpdateId":' if kind == "depth20" else b'"t":'
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        b"GET /stream?streams=" + _stream(kind).encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    buffer = head.partition(b"\r\n\r\n")[2]
+    done = False
+    while not done:
+        at = buffer.find(needle)
+        while at >= 0 and not done:
+            start = at + len(needle)
+            end = start
+            while end < len(buffer) and 48 <= buffer[end] <= 57:  # digits
+                end += 1
+            if end == len(buffer):
+                break  # the id continues in the next read
+            done = meter.see(int(buffer[start:end]))
+            buffer = buffer[end:]
+            at = buffer.find(needle)
+        if not done:
+            buffer = buffer[-64:] + await stream.receive_some(65536)
+    await stream.aclose()
+    return meter.result()
+
+
 async def _end_when_published(
     handle: MarketDataHandle, events: int, meter: _Meter, consume_scope: trio.CancelScope
 ) -> None:
@@ -193,7 +229,9 @@ async def _genesis_client(
         merger = handle.statistics().merger
         bus_stats = bus.statistics()
         nursery.cancel_scope.cancel()
+    reader = handle.statistics().reader
     result = meter.result(
+        reader_wakeups=0 if reader is None else reader.wakeups,
         published=merger.published,
         duplicates=merger.duplicates_dropped,
         decode_errors=merger.decode_errors,
@@ -237,6 +275,8 @@ def client_main(args: argparse.Namespace) -> int:
         result = asyncio.run(_python_binance_client(args.port, args.kind, args.events, args.paced))
     elif args.client == "raw":
         result = trio.run(_raw_client, args.port, args.kind, args.events, args.paced)
+    elif args.client == "floor":
+        result = trio.run(_floor_client, args.port, args.kind, args.events, args.paced)
     else:
         connections = int(args.client.removeprefix("genesis"))
         result = trio.run(
@@ -386,7 +426,7 @@ def run_feed(
                         file=sys.stderr,
                         flush=True,
                     )
-    for client in ("raw", "python-binance", "genesis1", "genesis3"):
+    for client in PACED_CLIENTS:
         for _ in range(max(1, reps // 2)):
             case = run_case(client, "depth20", paced_events, paced=True)
             paced.setdefault(client, []).append(case)
@@ -446,6 +486,10 @@ def render_feed(run: FeedRun) -> str:
         + " | ".join(f"{cpu[c]:,.0f}" for c in ("raw", "python-binance", "genesis1", "genesis3"))
         + " |"
     )
+    g3_paced = run.paced["genesis3"]
+    wakeups = statistics.median(
+        _num(c.result, "reader_wakeups") / max(_num(c.result, "published"), 1.0) for c in g3_paced
+    )
     g3_cases = run.burst[("genesis3", "depth20")]
     g3_dropped = max(_num(c.result, "bus_dropped") for c in g3_cases)
     decode_ok = all(_num(c.result, "decode_errors") == 0 for c in g3_cases)
@@ -467,6 +511,10 @@ def render_feed(run: FeedRun) -> str:
         f"({run.rate('genesis1', 'depth20') / run.rate('raw', 'depth20'):.2f}, "
         f"{run.rate('genesis1', 'trade') / run.rate('raw', 'trade'):.2f}); paced p99 3 conn ≤ "
         f"1.5× raw ({lat['genesis3'] / lat['raw']:.2f}), CPU ≤ 60 µs ({cpu['genesis3']:.0f})",
+        f"floor (one Trio task reading the socket, no WebSocket or JSON parsing), paced: CPU "
+        f"{cpu['floor']:.0f} µs/event, p50 / p99 {p50['floor']:,.0f} / {lat['floor']:,.0f} µs; "
+        f"Genesis 3 conn: {cpu['genesis3'] / cpu['floor']:.2f}× the floor's CPU, the shared "
+        f"reader woke {wakeups:.2f} times per event (3 copies each)",
         f"(feed part: {run.seconds:.0f} s)",
     ]
     return "\n".join(lines)
@@ -476,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["client"]:
         parser = argparse.ArgumentParser(prog="bench_feed.py client")
-        parser.add_argument("--client", choices=CLIENTS, required=True)
+        parser.add_argument("--client", choices=PACED_CLIENTS, required=True)
         parser.add_argument("--port", type=int, required=True)
         parser.add_argument("--kind", choices=("depth20", "trade"), required=True)
         parser.add_argument("--events", type=int, required=True)

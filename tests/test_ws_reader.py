@@ -304,3 +304,22 @@ async def test_pings_are_answered_over_loopback_while_the_subscriber_does_not_re
     assert stats.merger.published == total
     assert bus.statistics().dropped_by_type["Trade"] > 0  # the bus dropped; no socket waited
     assert stuck.receive_nowait().trade_id > 0
+
+
+async def test_a_connection_closed_while_attached_does_not_block_its_successor() -> None:
+    group = ReadGroup()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(group.run)
+        async with open_pairs(nursery, 1) as (first,):
+            assert group.attach(first.ws, first.sink)
+            old_fd = first.ws.fileno
+            with trio.move_on_after(0.2):  # nobody answers the close frame
+                await first.ws.aclose()  # a caller that forgot to detach first
+        async with open_pairs(nursery, 1) as (second,):
+            if second.ws.fileno != old_fd:  # pragma: no cover  # Linux reuses the lowest number
+                pytest.skip("the kernel did not reuse the socket's number")
+            assert group.attach(second.ws, second.sink)
+            await second.server.stream.send_all(frame_bytes(second.server, "next"))
+            with trio.fail_after(5):
+                await poll_until(lambda: second.got == ["next"])
+        nursery.cancel_scope.cancel()

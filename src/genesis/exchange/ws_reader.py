@@ -93,8 +93,13 @@ class ReadGroup:
         :meth:`~.ws_transport.FastWebSocket.wait_closed` with that exception.
         """
         fd = ws.fileno
-        if fd is None or fd in self._members or self._closed:
+        if fd is None or self._closed:
             return False
+        existing = self._members.get(fd)
+        if existing is not None:
+            if existing.ws.fileno is not None:
+                return False  # attached already
+            self._drop(fd)  # an ended connection whose number the kernel gave to this one
         self._epoll.register(fd, select.EPOLLIN)
         member = self._members[fd] = _Member(ws, sink)
         self._changed.unpark_all()
