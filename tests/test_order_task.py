@@ -91,6 +91,9 @@ async def test_an_unknown_placement_is_resolved_not_resent(
         assert waited_ms == pytest.approx(m.gateway.recv_window_ms + RESOLVE_MARGIN_MS)
         # Exactly one order exists under that id: it was never sent twice.
         assert [o.client_order_id for o in m.sim.exchange.open_orders(m.sim.api_key)] == ["maybe-1"]
+        # The resolver counts the settled order once its update is published (the subscriber
+        # may see the update first).
+        await trio.testing.wait_all_tasks_blocked()
         assert state.statistics().resolved == 1
 
 
