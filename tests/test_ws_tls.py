@@ -184,6 +184,23 @@ async def test_a_certificate_we_must_not_trust_is_a_handshake_error(
     assert isinstance(info.value.__cause__.__cause__, ssl.SSLCertVerificationError)
 
 
+async def test_a_peer_that_hangs_up_during_tls_is_a_handshake_error(ca: trustme.CA) -> None:
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    connect = functools.partial(connect_fast_websocket, ssl_context=client_context(ca))
+    with trio.fail_after(10):
+        async with listener, trio.open_nursery() as nursery:
+
+            async def hang_up() -> None:
+                tcp = await listener.accept()
+                await tcp.receive_some()  # the ClientHello, unanswered
+                await tcp.aclose()
+
+            nursery.start_soon(hang_up)
+            with pytest.raises(trio_websocket.HandshakeError, match="TLS failed"):
+                await connect(nursery, f"wss://127.0.0.1:{port}/ws")
+
+
 async def test_a_burst_over_64_kib_arrives_through_read_nowait_and_epoll_readiness(
     ca: trustme.CA, version: ssl.TLSVersion
 ) -> None:
