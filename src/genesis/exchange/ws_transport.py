@@ -14,6 +14,12 @@ messages are handed back, so a pong never waits for the consumer of the messages
 market-data relay feeds the merger synchronously and never blocks on a subscriber (the bus's
 ``publish_nowait``), so the socket is always being read.
 
+Both ``ws://`` and ``wss://`` connections are read and written through a :class:`Wire`: the
+plain socket (``os.read``/``os.write``), or TLS over it (:class:`~.ws_tls.TlsSocketStream`,
+which leaves nothing decrypted behind a read). Either can therefore be read by a
+:class:`~.ws_reader.ReadGroup` waiting on the socket (:meth:`FastWebSocket.read_nowait`), or by
+the connection's own task; only in-memory test streams are read through ``receive_some``.
+
 Errors follow the seam's contract (the same exceptions as trio-websocket, so the connection
 tasks translate both transports in one place): a failed handshake raises
 ``trio_websocket.ConnectionRejected`` (HTTP status) or ``trio_websocket.HandshakeError``, a
@@ -27,8 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 import trio_websocket
@@ -38,7 +43,10 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from genesis.exchange.ws_tls import TlsSocketStream
+
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
     from typing import NoReturn
 
@@ -48,6 +56,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "READ_SIZE",
     "FastWebSocket",
+    "Wire",
     "connect_fast_websocket",
     "wrap_client_stream",
 ]
@@ -68,6 +77,65 @@ _MAX_HANDSHAKE_BYTES: Final = 65536
 
 def _closed(code: int, reason: str | None) -> trio_websocket.ConnectionClosed:
     return trio_websocket.ConnectionClosed(trio_websocket.CloseReason(code, reason))
+
+
+def _lost(exc: BaseException) -> trio_websocket.ConnectionClosed:
+    return _closed(_ABNORMAL, f"connection lost: {type(exc).__name__}")
+
+
+_WIRE_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Wire(Protocol):
+    """A connected byte stream read and written without waiting: a socket, or TLS over one.
+
+    ``read_nowait`` returns ``b""`` at the end and raises ``BlockingIOError`` when nothing is
+    there, leaving nothing buffered that the socket's readiness would not announce (except an
+    end read behind the data, :attr:`end_buffered`); ``write_nowait`` returns how many bytes
+    of ``data`` it took. Bytes it took but could not put on the socket (:attr:`flush_pending`)
+    go out with the stream's next ``send_all`` (``b""`` will do). Failures are ``OSError``
+    (or trio's broken/closed errors for a TLS stream already failed or closed).
+    """
+
+    def fileno(self) -> int: ...
+
+    def read_nowait(self, max_bytes: int) -> bytes: ...
+
+    def write_nowait(self, data: bytes) -> int: ...
+
+    @property
+    def flush_pending(self) -> bool: ...
+
+    @property
+    def end_buffered(self) -> bool: ...
+
+
+class _SocketWire:
+    """A plain TCP socket, read with ``os.read`` and written with ``os.write`` (no layers)."""
+
+    __slots__ = ("_fd",)
+    flush_pending: Final = False
+    end_buffered: Final = False
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_nowait(self, max_bytes: int) -> bytes:
+        return os.read(self._fd, max_bytes)
+
+    def write_nowait(self, data: bytes) -> int:
+        return os.write(self._fd, data)
+
+
+def _wire_of(stream: trio.abc.Stream) -> Wire | None:
+    if isinstance(stream, TlsSocketStream):
+        return stream
+    if isinstance(stream, trio.SocketStream):
+        return _SocketWire(stream.socket.fileno())
+    return None  # memory streams (tests), other layers: read through the stream
 
 
 class FastWebSocket:
@@ -95,8 +163,8 @@ class FastWebSocket:
         self._passthrough = False
         """After a close frame or a protocol failure every byte goes to the protocol."""
         self._closed: trio_websocket.ConnectionClosed | None = None
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        """The socket, read with ``os.read`` (no stream layers per read); ``None`` in memory/TLS."""
+        self._wire = _wire_of(stream)
+        """The socket (or TLS over it) read and written without waiting; ``None`` in memory."""
         self._outbox: list[bytes] = []
         """Control frames a :class:`~.ws_reader.ReadGroup` read could not write at once."""
         self._attention = trio.Event()
@@ -182,16 +250,18 @@ class FastWebSocket:
                     await self._receive()  # until the peer's close frame, EOF or a failure
         finally:
             self._end(_closed(code, reason))
-            self._fd = None
+            self._wire = None
             await trio.aclose_forcefully(self._stream)
 
     # -- read by a ReadGroup (exchange/ws_reader.py) ---------------------------------------
 
     @property
     def fileno(self) -> int | None:
-        """The socket a :class:`~.ws_reader.ReadGroup` can wait on; ``None`` if it cannot
-        (a memory stream, TLS) or the connection ended."""
-        return None if self._closed is not None else self._fd
+        """The socket a :class:`~.ws_reader.ReadGroup` can wait on (plain TCP, or TLS over
+        :class:`~.ws_tls.TlsSocketStream`); ``None`` if it cannot (a memory stream) or the
+        connection ended."""
+        wire = self._wire
+        return None if self._closed is not None or wire is None else wire.fileno()
 
     def read_nowait(self) -> bool:
         """One read without waiting, parsed (pings answered); ``False`` if nothing was there.
@@ -200,19 +270,27 @@ class FastWebSocket:
         other task meanwhile). The messages wait for :meth:`take_messages`; a pong or close
         reply is written at once when the socket takes it, else by :meth:`wait_closed`.
         """
-        fd = self._fd
-        if fd is None or self._closed is not None:
+        wire = self._wire
+        if wire is None or self._closed is not None:
             return False
         try:
-            data = os.read(fd, self._read_size)
+            data = wire.read_nowait(self._read_size)
         except BlockingIOError:
             return False
-        except OSError as exc:
-            self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+        except _WIRE_ERRORS as exc:
+            self._end(_lost(exc))
             return True
         writes = self._parse(data)
+        if data and wire.end_buffered:  # TLS: the end came behind the data; no wake-up follows
+            try:
+                writes += self._parse(wire.read_nowait(self._read_size))
+            except _WIRE_ERRORS as exc:
+                self._end(_lost(exc))
+                return True
         if writes:
             self._write_soon(writes)
+        if wire.flush_pending:  # TLS replies the socket did not take (post-handshake, a pong)
+            self._attention.set()
         self._check_end()
         return True
 
@@ -240,7 +318,7 @@ class FastWebSocket:
         while True:
             if self._failure is not None:
                 raise self._failure
-            if self._outbox:
+            if self._outbox or self._flush_pending():
                 chunks, self._outbox = self._outbox, []
                 await self._send(chunks)
                 continue
@@ -254,18 +332,24 @@ class FastWebSocket:
         data = b"".join(chunks)
         if not data:
             return
-        fd = self._fd
-        if fd is not None and not self._outbox and not self._send_lock.locked():
+        wire = self._wire
+        if wire is not None and not self._outbox and not self._send_lock.locked():
             try:
-                data = data[os.write(fd, data) :]
+                data = data[wire.write_nowait(data) :]
             except BlockingIOError:
                 pass
-            except OSError as exc:
-                self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+            except _WIRE_ERRORS as exc:
+                self._end(_lost(exc))
                 return
+            if wire.flush_pending:
+                self._attention.set()
         if data:
             self._outbox.append(data)
             self._attention.set()
+
+    def _flush_pending(self) -> bool:
+        wire = self._wire
+        return wire is not None and wire.flush_pending
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -273,32 +357,34 @@ class FastWebSocket:
         """One read from the stream, parsed; answers control frames; may end the connection."""
         try:
             data = await self._read()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+        except _WIRE_ERRORS as exc:
+            self._end(_lost(exc))
             return
         writes = self._parse(data)
-        if writes:
+        if writes or self._flush_pending():
             await self._send(writes)
         self._check_end()
 
     async def _read(self) -> bytes:
         """The next bytes (``b""`` at EOF); trio's socket semantics without its layers.
 
-        A plain TCP socket is read with ``os.read``: tried at once, and only when nothing is
-        waiting does the task wait for the socket (one wake-up per read). A read that found data
-        at once is still a schedule point (shielded: what was read is never lost to a cancel).
+        A socket (plain or TLS) is read through its :class:`Wire`: tried at once, and only when
+        nothing is waiting does the task wait for the socket (one wake-up per read). A read that
+        found data at once is still a schedule point (shielded: what was read is never lost to
+        a cancel).
         """
-        fd = self._fd
-        if fd is None:
+        wire = self._wire
+        if wire is None:
             return bytes(await self._stream.receive_some(self._read_size))  # memory: bytearray
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            data = os.read(fd, self._read_size)
+            data = wire.read_nowait(self._read_size)
         except BlockingIOError:
+            fd = wire.fileno()
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 try:
-                    return os.read(fd, self._read_size)
+                    return wire.read_nowait(self._read_size)
                 except BlockingIOError:
                     continue
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -453,13 +539,13 @@ class FastWebSocket:
         with trio.CancelScope(shield=True):
             async with self._send_lock:
                 data = b"".join(chunks)  # b"": the protocol's EOF marker; TCP closes in aclose
-                if not data:
+                if not data and not self._flush_pending():
                     return
                 with trio.move_on_after(CONTROL_SEND_TIMEOUT_S) as scope:
                     try:
-                        await self._stream.send_all(data)
+                        await self._stream.send_all(data)  # TLS: what was left unsent first
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        self._end(_closed(_ABNORMAL, f"connection lost: {type(exc).__name__}"))
+                        self._end(_lost(exc))
                         return
                 if scope.cancelled_caught:
                     self._end(_closed(_ABNORMAL, "peer stopped reading"))
@@ -479,13 +565,22 @@ def _message(opcode: Opcode, data: bytes) -> str | bytes:
 
 
 async def connect_fast_websocket(
-    nursery: trio.Nursery, url: str, *, message_queue_size: int = 0, role: str = ""
+    nursery: trio.Nursery,
+    url: str,
+    *,
+    message_queue_size: int = 0,
+    role: str = "",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> FastWebSocket:
     """Open a ``ws://`` or ``wss://`` client connection (the market data's default connector).
 
     ``nursery`` and ``message_queue_size`` are the seam's (no background task runs and no
     queue exists: the caller reads), ``role`` is ignored. The caller closes the result.
     No timeout of its own: the caller bounds the call (``connect_timeout_s``).
+
+    ``wss://`` runs over :class:`~.ws_tls.TlsSocketStream` (so a
+    :class:`~.ws_reader.ReadGroup` can read it too), with ``ssl_context`` or, by default,
+    ``ssl.create_default_context()`` (certificate and hostname verified).
 
     Raises:
         OSError: the TCP connection failed.
@@ -498,12 +593,12 @@ async def connect_fast_websocket(
     stream: trio.abc.Stream = tcp
     try:
         if uri.secure:
-            tls = trio.SSLStream(tcp, ssl.create_default_context(), server_hostname=uri.host)
+            tls = TlsSocketStream(tcp, server_hostname=uri.host, ssl_context=ssl_context)
+            stream = tls
             try:
                 await tls.do_handshake()
             except trio.BrokenResourceError as exc:
                 raise trio_websocket.HandshakeError(f"TLS failed: {exc.__cause__}") from exc
-            stream = tls
         return await wrap_client_stream(stream, url)
     except BaseException:
         await trio.aclose_forcefully(stream)
