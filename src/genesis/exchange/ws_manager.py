@@ -90,14 +90,8 @@ from genesis.errors import (
     ReadTimeoutError,
     StreamRejectedError,
 )
-from genesis.exchange.backfill import BackfillSource, fetch_klines, fetch_trades
-from genesis.exchange.merger import (
-    KlineBackfillRequest,
-    Merger,
-    MergerConfig,
-    MergerStatistics,
-    TradeBackfillRequest,
-)
+from genesis.exchange.merger import Merger, MergerConfig, MergerStatistics
+from genesis.exchange.merger_loop import MergerLoop
 from genesis.exchange.streams import (
     StreamKind,
     combined_stream_url,
@@ -130,7 +124,7 @@ from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
     from genesis.bus import EventBus
-    from genesis.models.market import Kline, Trade
+    from genesis.exchange.backfill import BackfillSource
     from genesis.resilience.circuit_breaker import CircuitBreaker
     from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
@@ -240,82 +234,6 @@ class MarketDataStatistics:
     """The shared reader's counters (``None`` where every connection reads itself)."""
 
 
-@attrs.define(eq=False)
-class _MergerLoop:
-    """The thin Trio side of the pure :class:`~genesis.exchange.merger.Merger`.
-
-    Feeds it every relayed frame with the time, wakes it at its hold deadlines, and answers its
-    backfill requests in tasks of their own, so REST never blocks the live feed.
-    """
-
-    core: Merger
-    source: BackfillSource | None
-    backfill_timeout_s: float
-    published_changed: trio.lowlevel.ParkingLot = attrs.field(
-        factory=trio.lowlevel.ParkingLot, init=False
-    )
-    _wait_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
-
-    def notify_published(self) -> None:
-        if self.published_changed:
-            self.published_changed.unpark_all()
-
-    def statistics(self) -> MergerStatistics:
-        return self.core.statistics()
-
-    @property
-    def published(self) -> int:
-        return self.core.published
-
-    def feed(
-        self, source: RoleState, messages: Sequence[str | bytes], received_ms: int, now: float
-    ) -> None:
-        """Hand one read's frames to the core, synchronously (the connection task calls it).
-
-        The core never blocks (the bus's ``publish_nowait``), so neither does the connection
-        task; the loop in :meth:`run` is woken only when a hold deadline or a backfill request
-        appeared, never per frame.
-        """
-        core = self.core
-        deadline = core.next_deadline()
-        core.on_frames(source, messages, received_ms, now)
-        if (core.backfill_requests or core.next_deadline() != deadline) and self._wait_scope:
-            self._wait_scope.cancel()
-
-    async def run(self) -> NoReturn:
-        """Act on holds at their deadlines and run the backfill requests, until cancelled."""
-        core = self.core
-        async with trio.open_nursery() as nursery:
-            while True:
-                if core.backfill_requests:
-                    for request in core.take_backfill_requests():
-                        nursery.start_soon(self._answer, request)
-                with trio.move_on_at(core.next_deadline()) as self._wait_scope:
-                    await trio.sleep_forever()
-                self._wait_scope = None
-                core.on_time(trio.current_time())
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _answer(self, request: TradeBackfillRequest | KlineBackfillRequest) -> None:
-        source = self.source
-        assert source is not None
-        timed_out = f"no answer within {self.backfill_timeout_s:g} s"
-        if isinstance(request, TradeBackfillRequest):
-            trades: Sequence[Trade] = ()
-            error: str | None = timed_out
-            with trio.move_on_after(self.backfill_timeout_s):
-                trades, error = await fetch_trades(source, request)
-            self.core.on_trade_backfill(request, trades, error, trio.current_time())
-        else:
-            klines: Sequence[Kline] = ()
-            error = timed_out
-            with trio.move_on_after(self.backfill_timeout_s):
-                klines, error = await fetch_klines(source, request)
-            self.core.on_kline_backfill(request, klines, error, trio.current_time())
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()  # the hold deadlines changed: the loop looks again
-
-
 @attrs.define
 class _Marks:
     """When one connection last delivered a frame, and a depth20 frame (Trio time)."""
@@ -334,12 +252,12 @@ class _Service:
     roles: tuple[RoleState, ...]
     connector: WebSocketConnector
     wall_clock_ms: WallClock
-    merger: _MergerLoop
+    merger: MergerLoop
     breaker: CircuitBreaker | None = None
     attempt_limiter: ConnectAttemptLimiter | None = None
     watch_depth: bool = True
     read_group: ReadGroup | None = None
-    """Reads every plain TCP connection in one task (``None``: each reads its own)."""
+    """Reads every socket connection in one task (``None``: each reads its own)."""
     last_rejection: StreamRejectedError | None = None
     rejected_everywhere: bool = False
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
@@ -588,10 +506,10 @@ class _Service:
     async def _relay(self, ws: WebSocket, role: RoleState, session: Session) -> None:
         """Timestamp and forward every frame; detect stale feeds, age and serverShutdown.
 
-        A plain TCP connection of the default transport is read by the service's
-        :class:`~.ws_reader.ReadGroup` (one task and one wake-up for every connection's
-        frames); this task then only keeps the deadlines and sees the end of the connection.
-        Any other connection is read here.
+        A connection of the default transport over a socket (``ws://`` or ``wss://``) is read
+        by the service's :class:`~.ws_reader.ReadGroup` (one task and one wake-up for every
+        connection's frames); this task then only keeps the deadlines and sees the end of the
+        connection. Any other connection (trio-websocket, in memory) is read here.
         """
         config = self.config
         assert session.connected_at is not None
@@ -898,7 +816,7 @@ async def run_market_data(
             max_held_trades=config.max_held_trades,
             backfill_timeout_s=config.backfill_timeout_s,
         )
-    merger = _MergerLoop(
+    merger = MergerLoop(
         Merger(
             bus.publish_nowait,
             merger_config,

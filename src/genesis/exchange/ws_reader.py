@@ -18,9 +18,10 @@ exception there, as it would from a read of its own. Pings are answered inside t
 the messages go to the sink, so a pong still never waits for a consumer (ARCHITECTURE.md §7);
 the sinks never block (the bus's ``publish_nowait``).
 
-Only plain TCP connections of :class:`~.ws_transport.FastWebSocket` can be attached (their
-socket is the file descriptor); TLS and in-memory connections are read by their own task as
-before. Linux's epoll only (:func:`supported`); elsewhere every connection reads itself.
+Connections of :class:`~.ws_transport.FastWebSocket` over a socket can be attached, plain TCP
+and TLS alike (:class:`~.ws_tls.TlsSocketStream` leaves nothing decrypted behind a read, so the
+socket's readiness is the stream's); in-memory test connections are read by their own task.
+Linux's epoll only (:func:`supported`); elsewhere every connection reads itself.
 """
 
 from __future__ import annotations

@@ -411,7 +411,7 @@ class FastWebSocket:
             or protocol.close_rcvd is not None
             or protocol.parser_exc is not None  # we failed it (1002, 1007, 1009): over now
         ):
-            self._end(self._close_error())
+            self._end(_close_error(protocol))
 
     def _split(self, data: bytes) -> None:
         """Cut the read into frames; plain data frames are taken here, the rest by websockets.
@@ -496,25 +496,7 @@ class FastWebSocket:
             elif opcode is Opcode.PING:
                 self.pongs_sent += 1  # the protocol queued the pong; _receive sends it
             elif opcode is Opcode.PONG:
-                self._answer_pings(bytes(frame.data))
-
-    def _answer_pings(self, payload: bytes) -> None:
-        if payload not in self._pings:
-            return  # unsolicited (or already answered by a later pong)
-        for key in list(self._pings):
-            self._pings.pop(key).set()
-            if key == payload:
-                break
-
-    def _close_error(self) -> trio_websocket.ConnectionClosed:
-        protocol = self._protocol
-        received = protocol.close_rcvd
-        if received is not None:
-            return _closed(received.code, received.reason)
-        sent: Close | None = protocol.close_sent
-        if sent is not None and protocol.parser_exc is not None:
-            return _closed(sent.code, sent.reason)  # we failed it: 1002, 1007, 1009
-        return _closed(_ABNORMAL, "connection lost without a close frame")
+                _answer_pings(self._pings, bytes(frame.data))
 
     def _end(self, error: trio_websocket.ConnectionClosed) -> None:
         if self._closed is None:
@@ -549,6 +531,27 @@ class FastWebSocket:
                         return
                 if scope.cancelled_caught:
                     self._end(_closed(_ABNORMAL, "peer stopped reading"))
+
+
+def _answer_pings(pings: dict[bytes, trio.Event], payload: bytes) -> None:
+    """A pong answers its ping and every earlier one (RFC 6455 §5.5.3)."""
+    if payload not in pings:
+        return  # unsolicited (or already answered by a later pong)
+    for key in list(pings):
+        pings.pop(key).set()
+        if key == payload:
+            break
+
+
+def _close_error(protocol: ClientProtocol) -> trio_websocket.ConnectionClosed:
+    """Why a connection whose protocol ended is over: the peer's code, ours, or 1006."""
+    received = protocol.close_rcvd
+    if received is not None:
+        return _closed(received.code, received.reason)
+    sent: Close | None = protocol.close_sent
+    if sent is not None and protocol.parser_exc is not None:
+        return _closed(sent.code, sent.reason)  # we failed it: 1002, 1007, 1009
+    return _closed(_ABNORMAL, "connection lost without a close frame")
 
 
 def _state(protocol: ClientProtocol) -> State:
