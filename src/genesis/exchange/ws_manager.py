@@ -438,13 +438,22 @@ class _Service:
             await self.attempt_limiter.acquire(role.name)
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
         async with trio.open_nursery() as nursery:
-            if self.breaker is None:
-                ws = await self._dial(nursery, role.name)
-            else:
-                # Around the timeout scope, not inside it: a connect timeout is the breaker's
-                # failure, not a cancelled (abandoned) call.
-                async with self.breaker.guard():
-                    ws = await self._dial(nursery, role.name)
+            dialled: WebSocket | None = None
+            try:
+                if self.breaker is None:
+                    dialled = await self._dial(nursery, role.name)
+                else:
+                    # Around the timeout scope, not inside it: a connect timeout is the
+                    # breaker's failure, not a cancelled (abandoned) call.
+                    async with self.breaker.guard():
+                        dialled = await self._dial(nursery, role.name)
+            except BaseException:
+                # Raised after the connection opened (the breaker's bookkeeping on the way
+                # out): it is ours to close, or its socket leaks.
+                if dialled is not None:
+                    await self._close(dialled)
+                raise
+            ws = dialled
             session.connected_at = trio.current_time()
             session.ws = ws
             role.rejections = 0
