@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench.py              # all parts, then one table of ratios (``make bench``)
     python scripts/bench.py feed         # feed: Genesis vs raw trio-websocket and python-binance
+    python scripts/bench.py feed --tls   # the same over wss:// (TLS 1.3; --tls-version 1.2)
     python scripts/bench.py order [--rounds 300] [--warmup 30] [--profile]
     python scripts/bench.py micro        # limiter and breaker cores
     python scripts/bench.py peers        # the order flow through python-binance, same simulator
@@ -596,7 +597,13 @@ def cmd_all(args: argparse.Namespace) -> int:
     machine = _machine()
     print(f"machine: {machine}", flush=True)
     print("feed ...", file=sys.stderr, flush=True)
-    feed = bench_feed.run_feed(args.reps, args.depth_events, args.trade_events, args.paced_events)
+    feed = bench_feed.run_feed(
+        args.reps,
+        args.depth_events,
+        args.trade_events,
+        args.paced_events,
+        tls=bench_feed.tls_option(args),
+    )
     print("order and peers ...", file=sys.stderr, flush=True)
     order = trio.run(partial(bench_round_trips, args.rounds, args.warmup, False, peer=True))
     limiter_us = _per_call_us(_limiter_run)
@@ -736,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--depth-events={args.depth_events}",
                 f"--trade-events={args.trade_events}",
                 f"--paced-events={args.paced_events}",
+                *(["--tls", f"--tls-version={args.tls_version}"] if args.tls else []),
             ]
         )
     if args.command == "micro":

@@ -3,9 +3,9 @@
 Usage::
 
     python scripts/bench_feed.py [--reps 3] [--depth-events 15000] [--trade-events 30000]
-        [--paced-events 5000]
+        [--paced-events 5000] [--tls [--tls-version 1.3|1.2]]
     python scripts/bench_feed.py client --client raw|genesis1|genesis3|python-binance
-        --port P --kind depth20|trade --events N [--paced]
+        --port P --kind depth20|trade --events N [--paced] [--tls]
 
 Every measurement is two fresh processes: the feed server
 (``scripts/bench_feed_server.py``, pre-framed Binance-shaped frames, its own CPU) and one
@@ -31,6 +31,16 @@ client would reach on a free core; on a shared machine the wall figures sag with
 CPU figures much less). Paced runs (depth20 at
 1,000 frames/s) measure, per event, the wall time from the server's send (the frame carries it)
 to the client's consumer, and the client's CPU per event over the run.
+
+``--tls`` runs the same table over ``wss://``, as production Binance serves it: the feed
+server terminates TLS itself (``trio.SSLStream``, TLS 1.3 unless ``--tls-version 1.2``, a
+certificate from a ``trustme`` CA made at its start-up) and every client process trusts that CA
+through ``SSL_CERT_FILE`` only, so each client takes its ordinary default-context path with
+verification on: trio-websocket ``open_websocket_url`` with ``ssl.create_default_context()``,
+python-binance with ``STREAM_URL = "wss://..."``, Genesis ``run_market_data("wss://...")`` with
+its default connector, and the floor reading a ``trio.SSLStream`` (TLS decryption, still no
+WebSocket or JSON parsing). Encryption happens in the server process, so its CPU share line
+covers it.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import asyncio
 import json
 import os
 import resource
+import ssl
 import statistics
 import subprocess
 import sys
@@ -54,7 +65,7 @@ import trio
 if TYPE_CHECKING:
     from genesis.exchange.ws_manager import MarketDataHandle
 
-__all__ = ["CLIENTS", "Case", "main", "run_case", "run_feed"]
+__all__ = ["CLIENTS", "Case", "main", "run_case", "run_feed", "tls_option"]
 
 HERE: Final = Path(__file__).resolve().parent
 SERVER: Final = HERE / "bench_feed_server.py"
@@ -84,6 +95,10 @@ def _now_us() -> int:
 
 def _stream(kind: str) -> str:
     return "btcusdt@depth20@100ms" if kind == "depth20" else "btcusdt@trade"
+
+
+def _scheme(tls: bool) -> str:
+    return "wss" if tls else "ws"
 
 
 @attrs.define
@@ -138,13 +153,16 @@ class _Meter:
 # --- clients (each runs in its own process) ---------------------------------------------------
 
 
-async def _raw_client(port: int, kind: str, events: int, paced: bool) -> dict[str, object]:
+async def _raw_client(
+    port: int, kind: str, events: int, paced: bool, tls: bool = False
+) -> dict[str, object]:
     from trio_websocket import open_websocket_url
 
     meter = _Meter(events, paced)
     id_key = "lastUpdateId" if kind == "depth20" else "t"
-    url = f"ws://127.0.0.1:{port}/stream?streams={_stream(kind)}"
-    async with open_websocket_url(url, message_queue_size=4096) as ws:
+    url = f"{_scheme(tls)}://127.0.0.1:{port}/stream?streams={_stream(kind)}"
+    context = ssl.create_default_context() if tls else None
+    async with open_websocket_url(url, ssl_context=context, message_queue_size=4096) as ws:
         while True:
             data = orjson.loads(await ws.get_message())
             if meter.see(data["data"][id_key]):
@@ -152,10 +170,14 @@ async def _raw_client(port: int, kind: str, events: int, paced: bool) -> dict[st
     return meter.result()
 
 
-async def _floor_client(port: int, kind: str, events: int, paced: bool) -> dict[str, object]:
+async def _floor_client(
+    port: int, kind: str, events: int, paced: bool, tls: bool = False
+) -> dict[str, object]:
     meter = _Meter(events, paced)
     needle = b'"lastUpdateId":' if kind == "depth20" else b'"t":'
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+    if tls:  # the TLS floor: decryption by trio.SSLStream, still no WebSocket or JSON parsing
+        stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname="127.0.0.1")
     await stream.send_all(
         b"GET /stream?streams=" + _stream(kind).encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -197,7 +219,7 @@ async def _end_when_published(
 
 
 async def _genesis_client(
-    port: int, kind: str, events: int, paced: bool, connections: int
+    port: int, kind: str, events: int, paced: bool, connections: int, tls: bool = False
 ) -> dict[str, object]:
     from genesis.bus import EventBus
     from genesis.exchange.ws_manager import run_market_data
@@ -211,7 +233,11 @@ async def _genesis_client(
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(
             lambda task_status: run_market_data(
-                f"ws://127.0.0.1:{port}", ["BTCUSDT"], bus, roles=roles, task_status=task_status
+                f"{_scheme(tls)}://127.0.0.1:{port}",
+                ["BTCUSDT"],
+                bus,
+                roles=roles,
+                task_status=task_status,
             )
         )
         with trio.CancelScope() as consume_scope:
@@ -248,7 +274,7 @@ async def _genesis_client(
 
 
 async def _python_binance_client(
-    port: int, kind: str, events: int, paced: bool
+    port: int, kind: str, events: int, paced: bool, tls: bool = False
 ) -> dict[str, object]:
     from binance import AsyncClient, BinanceSocketManager
 
@@ -257,7 +283,7 @@ async def _python_binance_client(
     client = AsyncClient()
     try:
         manager = BinanceSocketManager(client, max_queue_size=PB_QUEUE)
-        manager.STREAM_URL = f"ws://127.0.0.1:{port}/"
+        manager.STREAM_URL = f"{_scheme(tls)}://127.0.0.1:{port}/"
         async with manager.multiplex_socket([_stream(kind)]) as socket:
             while True:
                 message = await socket.recv()
@@ -271,17 +297,16 @@ async def _python_binance_client(
 
 
 def client_main(args: argparse.Namespace) -> int:
+    common = (args.port, args.kind, args.events, args.paced)
     if args.client == "python-binance":
-        result = asyncio.run(_python_binance_client(args.port, args.kind, args.events, args.paced))
+        result = asyncio.run(_python_binance_client(*common, args.tls))
     elif args.client == "raw":
-        result = trio.run(_raw_client, args.port, args.kind, args.events, args.paced)
+        result = trio.run(_raw_client, *common, args.tls)
     elif args.client == "floor":
-        result = trio.run(_floor_client, args.port, args.kind, args.events, args.paced)
+        result = trio.run(_floor_client, *common, args.tls)
     else:
         connections = int(args.client.removeprefix("genesis"))
-        result = trio.run(
-            _genesis_client, args.port, args.kind, args.events, args.paced, connections
-        )
+        result = trio.run(_genesis_client, *common, connections, args.tls)
     print(orjson.dumps(result).decode(), flush=True)
     return 0
 
@@ -313,8 +338,14 @@ def _last_json(text: str) -> dict[str, object]:
     raise RuntimeError(f"no JSON result in {text[-500:]!r}")
 
 
-def run_case(client: str, kind: str, events: int, *, paced: bool = False) -> Case:
-    """Start a server process, run one client process against it, return both results."""
+def run_case(
+    client: str, kind: str, events: int, *, paced: bool = False, tls: str | None = None
+) -> Case:
+    """Start a server process, run one client process against it, return both results.
+
+    ``tls`` ("1.3" or "1.2"): over ``wss://``, the client trusting the server's CA through
+    ``SSL_CERT_FILE``.
+    """
     connections = 3 if client == "genesis3" else 1
     server_cmd = [
         sys.executable,
@@ -329,8 +360,10 @@ def run_case(client: str, kind: str, events: int, *, paced: bool = False) -> Cas
         str(PACED_RATE if paced else 0),
         "--timeout",
         str(CASE_TIMEOUT_S),
+        *(["--tls", f"--tls-version={tls}"] if tls else []),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    ca_path = ""
     with subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True, env=env) as server:
         try:
             assert server.stdout is not None
@@ -338,6 +371,12 @@ def run_case(client: str, kind: str, events: int, *, paced: bool = False) -> Cas
             if not line.startswith("port: "):
                 raise RuntimeError(f"feed server did not start: {line!r}")
             port = int(line.removeprefix("port: "))
+            if tls:
+                line = server.stdout.readline()
+                if not line.startswith("ca: "):
+                    raise RuntimeError(f"feed server gave no CA: {line!r}")
+                ca_path = line.removeprefix("ca: ").strip()
+                env = {**env, "SSL_CERT_FILE": ca_path}
             client_cmd = [
                 sys.executable,
                 __file__,
@@ -351,6 +390,7 @@ def run_case(client: str, kind: str, events: int, *, paced: bool = False) -> Cas
                 "--events",
                 str(events),
                 *(["--paced"] if paced else []),
+                *(["--tls"] if tls else []),
             ]
             done = subprocess.run(
                 client_cmd,
@@ -365,6 +405,8 @@ def run_case(client: str, kind: str, events: int, *, paced: bool = False) -> Cas
             out, _ = server.communicate(timeout=30)
         except BaseException:
             server.kill()
+            if ca_path:  # the killed server cannot remove it
+                Path(ca_path).unlink(missing_ok=True)
             raise
     return Case(
         client=client,
@@ -381,6 +423,7 @@ class FeedRun:
     burst: dict[tuple[str, str], list[Case]]
     paced: dict[str, list[Case]]
     seconds: float
+    tls: str | None = None
 
     def rate(self, client: str, kind: str) -> float:
         return statistics.median(c.figure("events_per_s") for c in self.burst[(client, kind)])
@@ -408,16 +451,23 @@ class FeedRun:
 
 
 def run_feed(
-    reps: int, depth_events: int, trade_events: int, paced_events: int, *, log: bool = True
+    reps: int,
+    depth_events: int,
+    trade_events: int,
+    paced_events: int,
+    *,
+    log: bool = True,
+    tls: str | None = None,
 ) -> FeedRun:
-    """Interleaved reps of every client on both kinds, then the paced depth20 runs."""
+    """Interleaved reps of every client on both kinds, then the paced depth20 runs;
+    ``tls`` ("1.3" or "1.2") runs every case over ``wss://``."""
     started = time.monotonic()
     burst: dict[tuple[str, str], list[Case]] = {}
     paced: dict[str, list[Case]] = {}
     for rep in range(reps):
         for kind, events in (("depth20", depth_events), ("trade", trade_events)):
             for client in CLIENTS:
-                case = run_case(client, kind, events)
+                case = run_case(client, kind, events, tls=tls)
                 burst.setdefault((client, kind), []).append(case)
                 if log:
                     print(
@@ -428,7 +478,7 @@ def run_feed(
                     )
     for client in PACED_CLIENTS:
         for _ in range(max(1, reps // 2)):
-            case = run_case(client, "depth20", paced_events, paced=True)
+            case = run_case(client, "depth20", paced_events, paced=True, tls=tls)
             paced.setdefault(client, []).append(case)
             if log:
                 print(
@@ -437,7 +487,7 @@ def run_feed(
                     file=sys.stderr,
                     flush=True,
                 )
-    return FeedRun(burst=burst, paced=paced, seconds=time.monotonic() - started)
+    return FeedRun(burst=burst, paced=paced, seconds=time.monotonic() - started, tls=tls)
 
 
 def render_feed(run: FeedRun) -> str:
@@ -494,8 +544,15 @@ def render_feed(run: FeedRun) -> str:
     g3_dropped = max(_num(c.result, "bus_dropped") for c in g3_cases)
     decode_ok = all(_num(c.result, "decode_errors") == 0 for c in g3_cases)
     late_ms = max(_num(c.server, "pacer_late_max_ms") for cs in run.paced.values() for c in cs)
+    floor = "floor (one Trio task reading the socket, no WebSocket or JSON parsing)"
+    lines.append("")
+    if run.tls is not None:
+        lines.append(_tls_line(run))
+        floor = (
+            "floor over TLS (one Trio task reading a trio.SSLStream: TLS decryption, no WebSocket "
+            "or JSON parsing)"
+        )
     lines += [
-        "",
         f"Genesis 3 connections, depth20: subscriber received "
         f"{statistics.median(c.figure('received') for c in g3_cases):,.0f} of "
         f"{g3_cases[0].events:,} unique events (median; the bus conflates depth per symbol: "
@@ -511,13 +568,35 @@ def render_feed(run: FeedRun) -> str:
         f"({run.rate('genesis1', 'depth20') / run.rate('raw', 'depth20'):.2f}, "
         f"{run.rate('genesis1', 'trade') / run.rate('raw', 'trade'):.2f}); paced p99 3 conn ≤ "
         f"1.5× raw ({lat['genesis3'] / lat['raw']:.2f}), CPU ≤ 60 µs ({cpu['genesis3']:.0f})",
-        f"floor (one Trio task reading the socket, no WebSocket or JSON parsing), paced: CPU "
+        f"{floor}, paced: CPU "
         f"{cpu['floor']:.0f} µs/event, p50 / p99 {p50['floor']:,.0f} / {lat['floor']:,.0f} µs; "
         f"Genesis 3 conn: {cpu['genesis3'] / cpu['floor']:.2f}× the floor's CPU, the shared "
         f"reader woke {wakeups:.2f} times per event (3 copies each)",
         f"(feed part: {run.seconds:.0f} s)",
     ]
     return "\n".join(lines)
+
+
+def _tls_line(run: FeedRun) -> str:
+    """What the run was over, from the TLS versions the server saw negotiated."""
+    cases = [c for cs in (*run.burst.values(), *run.paced.values()) for c in cs]
+    seen: dict[str, int] = {}
+    for case in cases:
+        versions = case.server.get("tls", [])
+        assert isinstance(versions, list)
+        for version in versions:
+            seen[str(version)] = seen.get(str(version), 0) + 1
+    negotiated = ", ".join(f"{v} on {n:,} connections" for v, n in sorted(seen.items()))
+    return (
+        f"transport: wss:// over TLS {run.tls} (negotiated: {negotiated or 'none recorded'}); "
+        f"the feed server terminates TLS itself (trio.SSLStream), every client verifies it "
+        f"through its default context with SSL_CERT_FILE = the run's trustme CA"
+    )
+
+
+def tls_option(args: argparse.Namespace) -> str | None:
+    """The TLS version a parsed ``--tls [--tls-version V]`` asks for, or None for ``ws://``."""
+    return str(args.tls_version) if args.tls else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,11 +608,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--kind", choices=("depth20", "trade"), required=True)
         parser.add_argument("--events", type=int, required=True)
         parser.add_argument("--paced", action="store_true")
+        parser.add_argument("--tls", action="store_true", help="wss://, default SSL context")
         return client_main(parser.parse_args(argv[1:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     add_feed_arguments(parser)
     args = parser.parse_args(argv)
-    run = run_feed(args.reps, args.depth_events, args.trade_events, args.paced_events)
+    run = run_feed(
+        args.reps, args.depth_events, args.trade_events, args.paced_events, tls=tls_option(args)
+    )
     print(render_feed(run))
     return 0
 
@@ -543,6 +625,10 @@ def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-events", type=int, default=15_000, help="depth20 burst size")
     parser.add_argument("--trade-events", type=int, default=30_000, help="trade burst size")
     parser.add_argument("--paced-events", type=int, default=5_000, help="paced run length")
+    parser.add_argument("--tls", action="store_true", help="every case over wss:// (TLS)")
+    parser.add_argument(
+        "--tls-version", choices=("1.3", "1.2"), default="1.3", help="with --tls (default 1.3)"
+    )
 
 
 if __name__ == "__main__":

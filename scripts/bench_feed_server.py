@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/bench_feed_server.py --kind depth20|trade [--events N] [--rate R]
-        [--connections C] [--port 0]
+        [--connections C] [--port 0] [--tls [--tls-version 1.3|1.2]]
 
 It prints ``port: <n>`` once it listens, waits until ``--connections`` clients have completed
 the WebSocket handshake (any path: ``/stream?streams=...`` or ``/ws/...``; the streams asked for
@@ -27,7 +27,16 @@ has gone (or after ``--timeout``), printing one JSON line of its own statistics:
 the wall time it spent sending, frames per client, and for paced runs how late the pacer ran
 (so a run can show that the feed side was not the bottleneck).
 
-Only 127.0.0.1 by default; nothing is read from or written to disk.
+``--tls`` serves ``wss://`` instead: the server terminates TLS itself (a ``trio.SSLStream``
+around each accepted TCP stream; TLS 1.3 by default, ``--tls-version 1.2`` pins 1.2), with a
+certificate for ``127.0.0.1`` / ``localhost`` issued at start-up by a ``trustme`` CA. It prints
+``ca: <path>`` right after the port line: the CA's certificate (public PEM, no key) in a
+temporary file, removed when the server exits, for the clients' ``SSL_CERT_FILE`` (so they
+verify the server through their ordinary default context). Encryption is then in this
+process, so its CPU statistics include it; the JSON line also lists the TLS version each
+connection negotiated.
+
+Only 127.0.0.1 by default; without ``--tls`` nothing is read from or written to disk.
 """
 
 from __future__ import annotations
@@ -35,9 +44,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import os
 import resource
+import ssl
 import struct
 import sys
+import tempfile
 import time
 from functools import partial
 from typing import Final
@@ -45,12 +57,13 @@ from typing import Final
 import orjson
 import trio
 
-__all__ = ["BATCH", "FeedServer", "depth_payload", "frame", "main", "trade_payload"]
+__all__ = ["BATCH", "FeedServer", "depth_payload", "frame", "main", "server_tls", "trade_payload"]
 
 BATCH: Final = 256
 WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HANDSHAKE_MAX: Final = 16384
 VARIANTS: Final = 16
+TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -102,7 +115,7 @@ def _accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())  # RFC 6455
 
 
-async def _handshake(stream: trio.SocketStream) -> bool:
+async def _handshake(stream: trio.abc.Stream) -> bool:
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = await stream.receive_some(4096)
@@ -127,7 +140,7 @@ async def _handshake(stream: trio.SocketStream) -> bool:
 class _Reader:
     """Client frames: masked; answers pings, ends on close or EOF."""
 
-    def __init__(self, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
+    def __init__(self, stream: trio.abc.Stream, send_lock: trio.Lock) -> None:
         self.stream = stream
         self.buffer = bytearray()
         self.send_lock = send_lock
@@ -205,6 +218,7 @@ class FeedServer:
         self.last_send = 0.0
         self.pacer_late_max_s = 0.0
         self.paced_queues: list[trio.MemorySendChannel[bytes]] = []
+        self.tls_versions: list[str] = []
 
     def batch(self, index: int) -> bytes:
         """Batch ``index`` (frames ``index*BATCH + 1 ...``), built once for every connection."""
@@ -225,7 +239,19 @@ class FeedServer:
             del self.batches[old]
         return built
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle_tls(self, context: ssl.SSLContext, tcp: trio.SocketStream) -> None:
+        """``--tls``: terminate TLS on the accepted stream, then serve it as :meth:`handle`."""
+        stream = trio.SSLStream(tcp, context, server_side=True)
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(tcp)
+            return
+        version = stream.version()
+        self.tls_versions.append(version or "unknown")
+        await self.handle(stream)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
         async with stream:
             try:
                 if not await _handshake(stream):
@@ -263,7 +289,7 @@ class FeedServer:
                 if self.left >= self.connections:
                     self.all_left.set()
 
-    async def _burst_writer(self, stream: trio.SocketStream, lock: trio.Lock, conn: int) -> None:
+    async def _burst_writer(self, stream: trio.abc.Stream, lock: trio.Lock, conn: int) -> None:
         batches = (self.events + BATCH - 1) // BATCH
         self.cursors[conn] = 0
         self.sent[conn] = 0
@@ -282,7 +308,7 @@ class FeedServer:
 
     async def _paced_writer(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         lock: trio.Lock,
         conn: int,
         recv_chan: trio.MemoryReceiveChannel[bytes],
@@ -320,21 +346,42 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def serve(args: argparse.Namespace) -> dict[str, object]:
+def server_tls(version: str) -> tuple[ssl.SSLContext, str]:
+    """A server context pinned to TLS ``version`` ("1.3" or "1.2") with a certificate for
+    127.0.0.1 / localhost from a fresh ``trustme`` CA, and the path of a temporary file holding
+    that CA's certificate (PEM) for the clients; the caller removes the file."""
+    import trustme  # the test extra; only --tls needs it
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = context.maximum_version = TLS_VERSIONS[version]
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    fd, ca_path = tempfile.mkstemp(prefix="bench-feed-ca-", suffix=".pem")
+    with os.fdopen(fd, "wb") as out:
+        out.write(authority.cert_pem.bytes())
+    return context, ca_path
+
+
+async def serve(
+    args: argparse.Namespace, tls: tuple[ssl.SSLContext, str] | None = None
+) -> dict[str, object]:
     server = FeedServer(args.kind, args.events, args.rate, args.connections)
+    handler = server.handle if tls is None else partial(server.handle_tls, tls[0])
     cpu_start = _cpu_s()
     with trio.move_on_after(args.timeout):
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
-                partial(trio.serve_tcp, server.handle, args.port, host="127.0.0.1")
+                partial(trio.serve_tcp, handler, args.port, host="127.0.0.1")
             )
             port = listeners[0].socket.getsockname()[1]
             print(f"port: {port}", flush=True)
+            if tls is not None:
+                print(f"ca: {tls[1]}", flush=True)
             if args.rate > 0:
                 nursery.start_soon(server.pace)
             await server.all_left.wait()
             nursery.cancel_scope.cancel()
-    return {
+    result: dict[str, object] = {
         "kind": args.kind,
         "events": args.events,
         "rate": args.rate,
@@ -344,6 +391,9 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
         "cpu_s": round(_cpu_s() - cpu_start, 4),
         "pacer_late_max_ms": round(server.pacer_late_max_s * 1000, 3),
     }
+    if tls is not None:
+        result["tls"] = server.tls_versions
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,12 +404,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1, help="clients to wait for")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0, help="stop after this long")
+    parser.add_argument("--tls", action="store_true", help="serve wss:// (see the docstring)")
+    parser.add_argument("--tls-version", choices=tuple(TLS_VERSIONS), default="1.3")
     args = parser.parse_args(argv)
     if args.rate > 0 and args.kind != "depth20":
         parser.error("paced mode is depth20 only (the send time rides in lastUpdateId)")
     if args.events < 1 or args.connections < 1:
         parser.error("--events and --connections must be >= 1")
-    result = trio.run(serve, args)
+    tls = server_tls(args.tls_version) if args.tls else None
+    try:
+        result = trio.run(serve, args, tls)
+    finally:
+        if tls is not None:
+            os.unlink(tls[1])
     print(orjson.dumps(result).decode(), flush=True)
     return 0
 
