@@ -23,7 +23,7 @@ import trio_websocket
 import trustme
 from websockets.frames import Frame, Opcode
 
-from genesis.exchange import ws_reader
+from genesis.exchange import ws_reader, ws_transport
 from genesis.exchange.ws_reader import ReadGroup
 from genesis.exchange.ws_tls import TlsSocketStream
 from genesis.exchange.ws_transport import (
@@ -482,3 +482,26 @@ async def test_the_end_of_a_wss_connection_is_the_peers_close_code_or_1006(
     assert (pair.got if attached else got) == ["last"]
     assert info.value.reason is not None
     assert info.value.reason.code == (1001 if ending == "close-frame" else 1006)
+
+
+async def test_where_sockets_are_not_file_descriptors_trios_streams_carry_the_connection(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows: os.read/os.write do not work on sockets, so the transport must not use them.
+    monkeypatch.setattr(ws_transport, "SOCKETS_ARE_FDS", False)
+    with trio.fail_after(10):
+        async with open_wss(ca, ssl.TLSVersion.TLSv1_3) as pair:
+            assert pair.ws.fileno is None  # no ReadGroup: its own task reads it
+            assert not ReadGroup().attach(pair.ws, pair.sink)
+            pair.server.protocol.send_ping(b"ping")
+            await pair.server.flush()
+            await pair.peer.send_all(frames(pair.server, "over trio.SSLStream"))
+            got: list[str | bytes] = []
+            while not got:
+                got.extend(await pair.ws.get_messages())
+            pongs: list[Frame] = []
+            while not pongs:
+                pair.server.protocol.receive_data(await pair.peer.receive_some(65536))
+                pongs += [e for e in pair.server.protocol.events_received() if isinstance(e, Frame)]
+    assert got == ["over trio.SSLStream"]
+    assert [(f.opcode, f.data) for f in pongs] == [(Opcode.PONG, b"ping")]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
@@ -46,7 +47,6 @@ from websockets.uri import parse_uri
 from genesis.exchange.ws_tls import TlsSocketStream
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import Sequence
     from typing import NoReturn
 
@@ -130,10 +130,14 @@ class _SocketWire:
         return os.write(self._fd, data)
 
 
+SOCKETS_ARE_FDS: Final = os.name == "posix"
+"""``os.read``/``os.write`` work on sockets (not on Windows: there, trio's streams are used)."""
+
+
 def _wire_of(stream: trio.abc.Stream) -> Wire | None:
     if isinstance(stream, TlsSocketStream):
         return stream
-    if isinstance(stream, trio.SocketStream):
+    if isinstance(stream, trio.SocketStream) and SOCKETS_ARE_FDS:
         return _SocketWire(stream.socket.fileno())
     return None  # memory streams (tests), other layers: read through the stream
 
@@ -596,7 +600,12 @@ async def connect_fast_websocket(
     stream: trio.abc.Stream = tcp
     try:
         if uri.secure:
-            tls = TlsSocketStream(tcp, server_hostname=uri.host, ssl_context=ssl_context)
+            context = ssl_context if ssl_context is not None else ssl.create_default_context()
+            tls: TlsSocketStream | trio.SSLStream[trio.SocketStream]
+            if SOCKETS_ARE_FDS:
+                tls = TlsSocketStream(tcp, server_hostname=uri.host, ssl_context=context)
+            else:
+                tls = trio.SSLStream(tcp, context, server_hostname=uri.host)
             stream = tls
             try:
                 await tls.do_handshake()
