@@ -291,6 +291,18 @@ def role_with(handle: MarketDataHandle, **expected: object) -> list[str]:
     ]
 
 
+def launch_in_background(nursery: trio.Nursery, url: str, bus: EventBus) -> list[MarketDataHandle]:
+    """Start :func:`run_market_data` for :data:`SYMBOLS` in ``nursery``; its handle joins the
+    returned list once a connection receives (publish first: it is started only then)."""
+    handles: list[MarketDataHandle] = []
+
+    async def launch() -> None:
+        handles.append(await nursery.start(run_market_data, url, SYMBOLS, bus))
+
+    nursery.start_soon(launch)
+    return handles
+
+
 async def poll_until(predicate: Callable[[], bool]) -> None:
     """For real-socket tests only: wait (in real time) until ``predicate()`` holds."""
     while True:
@@ -373,16 +385,7 @@ async def test_every_event_arrives_once_and_in_order_over_loopback() -> None:
                     config=StreamServerConfig(symbols=frozenset(SYMBOLS)),
                 )
             )
-            handles: list[MarketDataHandle] = []
-
-            async def launch() -> None:
-                handles.append(
-                    await nursery.start(
-                        run_market_data, f"ws://127.0.0.1:{server.port}", SYMBOLS, bus
-                    )
-                )
-
-            nursery.start_soon(launch)
+            handles = launch_in_background(nursery, f"ws://127.0.0.1:{server.port}", bus)
             # Publish only once all three connections are subscribed in the hub.
             await poll_until(lambda: len(server.connections()) == 3)
             base_ms = clock.now_ms()

@@ -21,14 +21,13 @@ from websockets.frames import Frame, Opcode
 
 from genesis.bus import EventBus
 from genesis.exchange import ws_reader
-from genesis.exchange.ws_manager import MarketDataHandle, run_market_data
 from genesis.exchange.ws_reader import ReadGroup
 from genesis.exchange.ws_transport import FastWebSocket, wrap_client_stream
 from genesis.models.market import Trade
 from genesis.sim.clock import SimClock
 from genesis.sim.hub import StreamHub
 from genesis.sim.streams import StreamServer, StreamServerConfig, serve_market_streams
-from tests.test_ws_manager import SYMBOLS, poll_until, publish_round
+from tests.test_ws_manager import SYMBOLS, launch_in_background, poll_until, publish_round
 from tests.test_ws_transport import URL, RawServer
 
 if TYPE_CHECKING:
@@ -275,16 +274,7 @@ async def test_pings_are_answered_over_loopback_while_the_subscriber_does_not_re
             server: StreamServer = await nursery.start(
                 functools.partial(serve_market_streams, hub, clock, config=config)
             )
-            handles: list[MarketDataHandle] = []
-
-            async def launch() -> None:
-                handles.append(
-                    await nursery.start(
-                        run_market_data, f"ws://127.0.0.1:{server.port}", SYMBOLS, bus
-                    )
-                )
-
-            nursery.start_soon(launch)
+            handles = launch_in_background(nursery, f"ws://127.0.0.1:{server.port}", bus)
             await poll_until(lambda: len(server.connections()) == 3)
             total = 0
             round_no = 0

@@ -376,11 +376,13 @@ async def read_until_closed(ws: FastWebSocket, got: list[str | bytes]) -> None:
         got.extend(await ws.get_messages())
 
 
+needs_epoll = pytest.mark.skipif(not ws_reader.supported(), reason="no epoll on this platform")
+
+
+@needs_epoll
 async def test_wss_frames_reach_a_read_group_and_a_ping_is_answered_while_attached(
     ca: trustme.CA, version: ssl.TLSVersion
 ) -> None:
-    if not ws_reader.supported():
-        pytest.skip("no epoll on this platform")
     group = ReadGroup()
     texts = [f'{{"n":{i}}}' for i in range(300)]
     with trio.fail_after(10):
@@ -407,12 +409,11 @@ async def test_wss_frames_reach_a_read_group_and_a_ping_is_answered_while_attach
     assert stats.reads > 0
 
 
+@needs_epoll
 async def test_pongs_the_socket_cannot_take_are_written_by_the_connection_task(
     ca: trustme.CA, version: ssl.TLSVersion
 ) -> None:
     """Small buffers and a server that does not read: the group's writes fall behind."""
-    if not ws_reader.supported():
-        pytest.skip("no epoll on this platform")
     group = ReadGroup()
     count = 600
     with trio.fail_after(10):
