@@ -41,6 +41,7 @@ from tests.test_ws_manager import (
     expected_keys,
     feed_rounds,
     keys_of,
+    launch_in_background,
     open_memory_sim,
     start_market_data,
     trade_payload,
@@ -107,24 +108,15 @@ async def test_a_silent_depth_stream_makes_the_role_stale_while_quiet_trades_do_
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(collect_feed_events, bus, seen)
-            handles: list[MarketDataHandle] = []
-
-            async def launch() -> None:
-                handles.append(
-                    await nursery.start(
-                        functools.partial(
-                            run_market_data,
-                            SIM_URL,
-                            ["BTCUSDT"],
-                            bus,
-                            config=exact_config(stale_after_s=1000.0),
-                            roles=("execution",),
-                            connector=connector,
-                        )
-                    )
-                )
-
-            nursery.start_soon(launch)
+            handles = launch_in_background(
+                nursery,
+                SIM_URL,
+                bus,
+                ["BTCUSDT"],
+                config=exact_config(stale_after_s=1000.0),
+                roles=("execution",),
+                connector=connector,
+            )
             await trio.sleep(0.5)
             (sock,) = connector.sockets
             # depth20 every 0.5 s until 3.0; trades are rare (one at 1.0 and one at 6.0).
@@ -172,24 +164,15 @@ async def test_ping_probe_records_the_round_trip_and_ends_a_connection_without_p
     connector = ScriptedConnector()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            handles: list[MarketDataHandle] = []
-
-            async def launch() -> None:
-                handles.append(
-                    await nursery.start(
-                        functools.partial(
-                            run_market_data,
-                            SIM_URL,
-                            ["BTCUSDT"],
-                            bus,
-                            config=exact_config(stale_after_s=1000.0, depth_stale_after_s=1000.0),
-                            roles=("a", "b"),
-                            connector=connector,
-                        )
-                    )
-                )
-
-            nursery.start_soon(launch)
+            handles = launch_in_background(
+                nursery,
+                SIM_URL,
+                bus,
+                ["BTCUSDT"],
+                config=exact_config(stale_after_s=1000.0, depth_stale_after_s=1000.0),
+                roles=("a", "b"),
+                connector=connector,
+            )
             await trio.sleep(0.5)
             first, second = connector.sockets
             first.push("btcusdt@trade", trade_payload("BTCUSDT", 1, 1))

@@ -291,13 +291,22 @@ def role_with(handle: MarketDataHandle, **expected: object) -> list[str]:
     ]
 
 
-def launch_in_background(nursery: trio.Nursery, url: str, bus: EventBus) -> list[MarketDataHandle]:
-    """Start :func:`run_market_data` for :data:`SYMBOLS` in ``nursery``; its handle joins the
-    returned list once a connection receives (publish first: it is started only then)."""
+def launch_in_background(
+    nursery: trio.Nursery,
+    url: str,
+    bus: EventBus,
+    symbols: Sequence[str] = SYMBOLS,
+    **options: Any,
+) -> list[MarketDataHandle]:
+    """Start :func:`run_market_data` (``options`` are its keywords) in ``nursery``; its handle
+    joins the returned list once a connection receives (publish first: it is started only then).
+    """
     handles: list[MarketDataHandle] = []
 
     async def launch() -> None:
-        handles.append(await nursery.start(run_market_data, url, SYMBOLS, bus))
+        handles.append(
+            await nursery.start(functools.partial(run_market_data, url, symbols, bus, **options))
+        )
 
     nursery.start_soon(launch)
     return handles
@@ -887,26 +896,17 @@ async def open_scripted(
     bus: EventBus, roles: Sequence[str] = ("a", "b"), wall_ms: int = 0
 ) -> AsyncIterator[tuple[ScriptedConnector, list[MarketDataHandle]]]:
     connector = ScriptedConnector()
-    handles: list[MarketDataHandle] = []
     async with trio.open_nursery() as nursery:
-
-        async def launch() -> None:
-            handles.append(
-                await nursery.start(
-                    functools.partial(
-                        run_market_data,
-                        SIM_URL,
-                        ["BTCUSDT"],
-                        bus,
-                        config=SCRIPTED_CONFIG,
-                        roles=roles,
-                        connector=connector,
-                        wall_clock_ms=lambda: wall_ms,
-                    )
-                )
-            )
-
-        nursery.start_soon(launch)
+        handles = launch_in_background(
+            nursery,
+            SIM_URL,
+            bus,
+            ["BTCUSDT"],
+            config=SCRIPTED_CONFIG,
+            roles=roles,
+            connector=connector,
+            wall_clock_ms=lambda: wall_ms,
+        )
         await trio.sleep(0.5)  # both connections are open (at 0.0) but idle
         assert len(connector.sockets) == len(roles)
         yield connector, handles

@@ -8,7 +8,6 @@ exists for: pings are answered while the subscriber does not read (ARCHITECTURE.
 
 from __future__ import annotations
 
-import functools
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -22,13 +21,18 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from genesis.bus import EventBus
-from genesis.exchange.ws_manager import MarketDataHandle, run_market_data
 from genesis.exchange.ws_transport import FastWebSocket, wrap_client_stream
 from genesis.models.market import Trade
 from genesis.sim.clock import DEFAULT_VIRTUAL_EPOCH_MS, SimClock
 from genesis.sim.hub import StreamHub
 from genesis.sim.streams import StreamServer, StreamServerConfig
-from tests.test_ws_manager import SIM_URL, SYMBOLS, poll_until, publish_round
+from tests.test_ws_manager import (
+    SIM_URL,
+    SYMBOLS,
+    launch_in_background,
+    poll_until,
+    publish_round,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -205,22 +209,13 @@ async def test_pings_are_answered_while_the_subscriber_does_not_read(
     server = StreamServer(hub, clock, StreamServerConfig(symbols=frozenset(SYMBOLS)))
     with trio.fail_after(600):
         async with trio.open_nursery() as server_nursery, trio.open_nursery() as nursery:
-            handles: list[MarketDataHandle] = []
-
-            async def launch() -> None:
-                handle = await nursery.start(
-                    functools.partial(
-                        run_market_data,
-                        SIM_URL,
-                        SYMBOLS,
-                        bus,
-                        connector=FastMemoryConnector(server, server_nursery),
-                        wall_clock_ms=clock.now_ms,
-                    )
-                )
-                handles.append(handle)
-
-            nursery.start_soon(launch)
+            handles = launch_in_background(
+                nursery,
+                SIM_URL,
+                bus,
+                connector=FastMemoryConnector(server, server_nursery),
+                wall_clock_ms=clock.now_ms,
+            )
             await poll_until(lambda: len(server.connections()) == 3)  # all subscribed
             # 60 rounds over 90 s of virtual time: several server pings (every 20 s) while
             # the subscriber holds one unread trade and thousands more were published.
