@@ -584,12 +584,21 @@ def cancel_open_orders(call: Call) -> JsonValue:
     return [order_to_wire(order, "CANCEL") for order in orders]
 
 
+def _history_query(call: Call) -> tuple[str, int | None, int | None, int | None]:
+    """``symbol``, ``orderId``, ``startTime``, ``endTime`` of an order or trade history query,
+    read in Binance's order (the first bad one is the error)."""
+    params = call.params
+    return (
+        params.require_symbol(),
+        params.uint("orderId"),
+        params.uint("startTime"),
+        params.uint("endTime"),
+    )
+
+
 def all_orders(call: Call) -> JsonValue:
     params = call.params
-    symbol = params.require_symbol()
-    order_id = params.uint("orderId")
-    start = params.uint("startTime")
-    end = params.uint("endTime")
+    symbol, order_id, start, end = _history_query(call)
     limit = params.limit(500, 1000)
     params.check_all_read()
     orders = call.exchange.all_orders(
@@ -612,10 +621,7 @@ def account(call: Call) -> JsonValue:
 
 def my_trades(call: Call) -> JsonValue:
     params = call.params
-    symbol = params.require_symbol()
-    order_id = params.uint("orderId")
-    start = params.uint("startTime")
-    end = params.uint("endTime")
+    symbol, order_id, start, end = _history_query(call)
     from_id = params.uint("fromId")
     limit = params.limit(500, 1000)
     params.check_all_read()
