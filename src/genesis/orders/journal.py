@@ -16,7 +16,8 @@ always matches Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``.
   call at a time under a :class:`trio.Lock`: the event loop never waits on the disk.
 - WAL mode with ``synchronous=FULL``: a committed intent survives a power cut, not only a crash
   (NORMAL in WAL mode may lose the last commits, and a lost intent is an order nobody accounts
-  for; an fsync per order is cheap next to Binance's order rate). Foreign keys on.
+  for; an fsync per order is cheap next to Binance's order rate). Foreign keys on. The storage
+  (connection, schema, migrations, transactions) is :mod:`genesis.orders.journal_schema`.
 - Every change is one ``BEGIN IMMEDIATE`` … ``COMMIT`` (the write lock is taken first, so a
   change cannot fail half-way on a busy database); a failure rolls all of it back.
 - Decimals are TEXT in positional notation (:func:`~genesis.models.codec.decimal_to_wire`), never
@@ -25,13 +26,16 @@ always matches Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``.
   ``PRAGMA user_version``; a journal newer than this code raises :class:`SchemaVersionError`.
 - The *outbox* (:meth:`Journal.outbox_put`, :meth:`~Journal.outbox_pending`,
   :meth:`~Journal.outbox_done`) keeps order events for the NATS bridge until the broker has
-  acknowledged them, so a broker outage or a restart loses none.
+  acknowledged them, so a broker outage or a restart loses none. Once the bridge has called
+  :meth:`Journal.keep_updates_in_outbox`, an :class:`~genesis.models.events.OrderUpdate` given
+  to a ``record_*`` method as ``update=`` goes into the outbox *in the transaction that journals
+  it*: an update the journal has is never missing from the bridge, even when the process dies
+  before the bus hands it to the bridge.
 
 Portability to PostgreSQL: the statements (``INSERT … RETURNING``, ``ON CONFLICT … DO UPDATE``,
-a correlated ``UPDATE``) are standard apart from the ``?`` placeholders. The SQLite-only pieces
-are the PRAGMAs in :func:`_connect` (``user_version`` would become a version table), ``BEGIN
-IMMEDIATE`` in :func:`_transaction` and the DDL types (``INTEGER PRIMARY KEY`` → an identity
-column, ``BLOB`` → ``BYTEA``). The :class:`Journal` interface names no SQLite concept.
+a correlated ``UPDATE``) are standard apart from the ``?`` placeholders; the SQLite-only pieces
+are in :mod:`~genesis.orders.journal_schema`. The :class:`Journal` interface names no SQLite
+concept.
 """
 
 from __future__ import annotations
@@ -44,16 +48,15 @@ import secrets
 import sqlite3
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 import attrs
 import cattrs
 import orjson
 import trio
 
-from genesis.errors import GenesisError
 from genesis.models.codec import decimal_to_wire, parse_decimal
-from genesis.models.events import OrderUpdateSource
+from genesis.models.events import OrderUpdate, OrderUpdateSource
 from genesis.models.orders import (
     OrderRequest,
     OrderSide,
@@ -62,6 +65,14 @@ from genesis.models.orders import (
     is_valid_client_order_id,
 )
 from genesis.orders.journal_runner import JournalRunner
+from genesis.orders.journal_schema import (
+    BUSY_TIMEOUT_MS,
+    MIGRATIONS,
+    JournalError,
+    SchemaVersionError,
+    open_database,
+)
+from genesis.orders.journal_schema import transaction as _transaction
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -97,90 +108,19 @@ DEFAULT_JOURNAL_PATH: Final = "genesis.db"
 """Where the journal lives unless configured (``GENESIS_DB``)."""
 EXCHANGE_INFO_MAX_AGE_MS: Final = 3_600_000
 """A cached exchangeInfo older than this is refetched (so is one after a filter rejection)."""
-BUSY_TIMEOUT_MS: Final = 5000
-"""How long a statement waits for another connection's lock (a reader, a backup tool)."""
 _PREFIX_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
 _UNFINISHED: Final = (OrderStatus.PENDING, OrderStatus.PARTIAL, OrderStatus.UNKNOWN)
 _UNFINISHED_SQL: Final = f"status IN ({', '.join(repr(s.value) for s in _UNFINISHED)})"
-
-MIGRATIONS: Final[tuple[str, ...]] = (
-    # v1: the order rows, their event history, the exchangeInfo cache.
-    """
-    CREATE TABLE meta (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        prefix TEXT NOT NULL,
-        created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-    );
-    CREATE TABLE orders (
-        id INTEGER PRIMARY KEY,
-        client_order_id TEXT UNIQUE,  -- NULL only inside the intent's transaction
-        symbol TEXT NOT NULL,
-        side TEXT NOT NULL,
-        type TEXT NOT NULL,
-        request TEXT,                 -- JSON, NULL for an external order
-        status TEXT NOT NULL,
-        exchange_status TEXT,
-        exchange_order_id BIGINT,
-        filled_quantity TEXT NOT NULL,
-        created_ms BIGINT NOT NULL,
-        updated_ms BIGINT NOT NULL,
-        external INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE order_events (
-        order_id INTEGER NOT NULL REFERENCES orders (id),
-        seq INTEGER NOT NULL,
-        at_ms BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        source TEXT,
-        status TEXT NOT NULL,
-        exchange_status TEXT,
-        filled_quantity TEXT NOT NULL,
-        payload TEXT,
-        reason TEXT,
-        PRIMARY KEY (order_id, seq)
-    );
-    CREATE TABLE exchange_info_cache (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        body BLOB NOT NULL,
-        fetched_ms BIGINT NOT NULL
-    );
-    """,
-    # v2: when the request left (for the unknown-outcome resolver), backfilled from the SENT
-    # events; an index for unfinished().
-    """
-    ALTER TABLE orders ADD COLUMN sent_at_ms BIGINT;
-    UPDATE orders SET sent_at_ms = (
-        SELECT MAX(e.at_ms) FROM order_events e WHERE e.order_id = orders.id AND e.kind = 'SENT'
-    );
-    CREATE INDEX orders_status ON orders (status);
-    """,
-    # v3: the outbox of order events for the NATS bridge (genesis.bridge): each row waits here
-    # until the broker acknowledged it, across broker outages and restarts.
-    """
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        subject TEXT NOT NULL,
-        msg_id TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        created_ms BIGINT NOT NULL
-    );
-    """,
+_OUTBOX_INSERT: Final = (
+    "INSERT INTO outbox (subject, msg_id, payload, created_ms) VALUES (?, ?, ?, ?)"
 )
-"""The schema, one SQL script per version (``;``-separated statements, no ``;`` in literals or
-comments). Version *n* is ``MIGRATIONS[:n]`` applied in order; append, never edit a released one."""
+_OutboxRow: TypeAlias = tuple[str, str, bytes, int]
+
 
 # The journal's own JSON form of requests and reported orders (not the wire's: one owner each).
 _json = cattrs.Converter()
 _json.register_unstructure_hook(Decimal, decimal_to_wire)
 _json.register_structure_hook(Decimal, lambda value, _type: parse_decimal(value))
-
-
-class JournalError(GenesisError):
-    """The journal failed: a database error (chained), corrupt contents, or a misuse."""
-
-
-class SchemaVersionError(JournalError):
-    """The journal was written by a newer Genesis: its schema version is unknown here."""
 
 
 class DuplicateOrderError(JournalError):
@@ -360,18 +300,6 @@ def _event(row: sqlite3.Row) -> JournalEvent:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One transaction: committed when the block ends, rolled back if it (or COMMIT) raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.rollback()  # a no-op when SQLite has ended the transaction itself
-        raise
-
-
-@contextlib.contextmanager
 def _unique(client_order_id: str | None) -> Iterator[None]:
     """A clash on the client order id's UNIQUE constraint becomes :class:`DuplicateOrderError`."""
     try:
@@ -382,34 +310,9 @@ def _unique(client_order_id: str | None) -> Iterator[None]:
         raise DuplicateOrderError(f"order {client_order_id!r} is journaled already") from exc
 
 
-def _migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to ``len(MIGRATIONS)``, one version per transaction; the version."""
-    while True:
-        with _transaction(conn):
-            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise SchemaVersionError(
-                    f"journal schema version {version} is newer than this Genesis knows "
-                    f"({len(MIGRATIONS)}): upgrade Genesis"
-                )
-            if version == len(MIGRATIONS):
-                return version
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1:d}")
-        logger.info("journal.migrated version=%d", version + 1)
-
-
 def _connect(path: str) -> Journal:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn, version = open_database(path)
     try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        conn.execute("PRAGMA journal_mode = WAL")  # ":memory:" stays "memory": nothing to share
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        version = _migrate(conn)
         with _transaction(conn):
             row = conn.execute("SELECT prefix FROM meta WHERE id = 1").fetchone()
             if row is None:
@@ -448,6 +351,7 @@ class Journal:
         self._runner = JournalRunner(conn, inline=path == ":memory:")
         self._schema_version = schema_version
         self._orders = self._unfinished = self._events = self._outbox = 0
+        self._encode: Callable[[OrderUpdate], OutboxMessage] | None = None
 
     @property
     def path(self) -> str:
@@ -467,6 +371,22 @@ class Journal:
             events=self._events,
             outbox=self._outbox,
         )
+
+    def keep_updates_in_outbox(self, encode: Callable[[OrderUpdate], OutboxMessage]) -> None:
+        """From now on, keep ``encode(update)`` in the outbox with every record given ``update``.
+
+        The message is written in the transaction that journals the update (all or none), so
+        whatever the journal has of an order, the broker gets too (the NATS bridge calls this
+        when it starts, for the life of the journal). ``encode`` runs in the caller's thread,
+        before the transaction.
+        """
+        self._encode = encode
+
+    def _outbox_rows(self, update: OrderUpdate | None, now_ms: int) -> list[_OutboxRow]:
+        if update is None or self._encode is None:
+            return []
+        message = self._encode(update)
+        return [(message.subject, message.msg_id, message.payload, now_ms)]
 
     async def _run(self, work: Callable[[], _T]) -> _T:
         try:
@@ -519,10 +439,17 @@ class Journal:
             ),
         )
 
-    def _counted(self, old: OrderStatus | None, new: OrderStatus, *, orders: int = 0) -> None:
+    def _put(self, rows: Sequence[_OutboxRow]) -> None:
+        if rows:
+            self._conn.executemany(_OUTBOX_INSERT, rows)
+
+    def _counted(
+        self, old: OrderStatus | None, new: OrderStatus, *, orders: int = 0, outbox: int = 0
+    ) -> None:
         self._orders += orders
         self._events += 1
         self._unfinished += (new in _UNFINISHED) - (old in _UNFINISHED)
+        self._outbox += outbox
 
     async def record_intent(self, request: OrderRequest, *, now_ms: int) -> JournalEntry:
         """Journal a new order (PENDING, one INTENT event), committed before this returns.
@@ -599,13 +526,21 @@ class Journal:
         await self._run(work)
 
     async def record_update(
-        self, order: Order, *, source: OrderUpdateSource, reason: str | None = None, now_ms: int
+        self,
+        order: Order,
+        *,
+        source: OrderUpdateSource,
+        reason: str | None = None,
+        now_ms: int,
+        update: OrderUpdate | None = None,
     ) -> bool:
         """Append what was reported of ``order``; apply it where it moves the order on.
 
         The event is always appended. The row takes the reported status only if it is further
         along (a terminal order never goes back: a late NEW after FILLED is history only),
         ``filled_quantity`` never decreases, and a missing exchange order id is filled in.
+        ``update`` (the event to be published for it) goes into the outbox in the same
+        transaction (:meth:`keep_updates_in_outbox`).
 
         Returns:
             Whether the order's row changed.
@@ -615,6 +550,7 @@ class Journal:
         """
         payload = _dumps(order)
         reported = (order.status, order.exchange_status, decimal_to_wire(order.filled_quantity))
+        outbox = self._outbox_rows(update, now_ms)
 
         def work() -> bool:
             with _transaction(self._conn):
@@ -646,15 +582,25 @@ class Journal:
                 resolved = old_status is OrderStatus.UNKNOWN and status is not OrderStatus.UNKNOWN
                 kind = JournalEventKind.RESOLVED if resolved else JournalEventKind.UPDATE
                 self._append(row["id"], kind, now_ms, reported, source, payload, reason)
-            self._counted(old_status, status)
+                self._put(outbox)
+            self._counted(old_status, status, outbox=len(outbox))
             return changed
 
         return await self._run(work)
 
     async def record_unknown(
-        self, client_order_id: str, *, reason: str, sent_at_ms: int, now_ms: int
+        self,
+        client_order_id: str,
+        *,
+        reason: str,
+        sent_at_ms: int,
+        now_ms: int,
+        update: OrderUpdate | None = None,
     ) -> bool:
         """Record that the placement's outcome was lost, keeping ``sent_at_ms`` for the resolver.
+
+        ``update`` (the UNKNOWN event to be published) goes into the outbox in the same
+        transaction if the order did become UNKNOWN.
 
         Returns:
             Whether the order is now UNKNOWN: ``False`` when the exchange had reported it
@@ -664,6 +610,7 @@ class Journal:
             OrderNotFoundError: no such order.
         """
         payload = orjson.dumps({"sent_at_ms": sent_at_ms}).decode()
+        outbox = self._outbox_rows(update, now_ms)
 
         def work() -> bool:
             with _transaction(self._conn):
@@ -680,19 +627,27 @@ class Journal:
                 reported = (OrderStatus.UNKNOWN, None, row["filled_quantity"])
                 kind = JournalEventKind.UNKNOWN
                 self._append(row["id"], kind, now_ms, reported, None, payload, reason)
-            self._counted(old, status)
+                kept = outbox if fresh else []
+                self._put(kept)
+            self._counted(old, status, outbox=len(kept))
             return fresh
 
         return await self._run(work)
 
-    async def record_external(self, order: Order, *, now_ms: int) -> JournalEntry:
+    async def record_external(
+        self, order: Order, *, now_ms: int, update: OrderUpdate | None = None
+    ) -> JournalEntry:
         """Journal an order found on the exchange that the journal never saw (``external``).
+
+        ``update`` (the event to be published for it) goes into the outbox in the same
+        transaction.
 
         Raises:
             DuplicateOrderError: the journal has an order with its client order id.
         """
         cid, filled = order.client_order_id, decimal_to_wire(order.filled_quantity)
         payload = _dumps(order)
+        outbox = self._outbox_rows(update, now_ms)
         if cid.startswith(f"{self._prefix}-"):
             logger.warning(
                 "journal.external_own_prefix client_order_id=%s: an id of this journal that it"
@@ -722,8 +677,9 @@ class Journal:
                 reported = (order.status, order.exchange_status, filled)
                 kind, source = JournalEventKind.EXTERNAL, OrderUpdateSource.RECONCILE
                 self._append(row_id, kind, now_ms, reported, source, payload)
+                self._put(outbox)
                 entry = _entry(self._row(cid))
-            self._counted(None, order.status, orders=1)
+            self._counted(None, order.status, orders=1, outbox=len(outbox))
             return entry
 
         return await self._run(work)
@@ -789,10 +745,7 @@ class Journal:
 
         def work() -> None:
             with _transaction(self._conn):
-                self._conn.executemany(
-                    "INSERT INTO outbox (subject, msg_id, payload, created_ms) VALUES (?, ?, ?, ?)",
-                    rows,
-                )
+                self._put(rows)
             self._outbox += len(rows)
 
         await self._run(work)
