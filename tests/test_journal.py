@@ -279,6 +279,17 @@ async def test_an_unopenable_path_is_a_journal_error(tmp_path: Path) -> None:
             pass  # pragma: no cover
 
 
+async def test_a_journal_with_a_table_missing_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.db"
+    async with journal_at(path):
+        pass
+    with connect(path) as conn:
+        conn.execute("DROP TABLE outbox")  # damaged by hand: the schema version still says 3
+    with pytest.raises(JournalError, match=r"cannot open journal.*no such table: outbox"):
+        async with journal_at(path):
+            pass  # pragma: no cover
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 V1_REQUEST = (

@@ -3,7 +3,8 @@
 ```
 run_bridge
 ├── reader      bus subscription → market data into a bounded buffer (drop oldest, counted)
-│                                → order events into the journal's outbox (on disk)
+│                                → balance events into the journal's outbox (on disk); order
+│                                  updates are there already (written with the journal's record)
 └── publisher   connect (backoff) → ensure the stream → outbox first, then market data,
                 in batches, pipelined, each message with its Nats-Msg-Id; wait for the acks
 ```
@@ -16,7 +17,13 @@ Policies per kind (:data:`~genesis.bridge.ORDER_KINDS` are fixed):
   a second publish harmless.
 - order events (order, balance): written to the journal's outbox before anything else and
   removed only once the broker acknowledged them, so a broker outage, or a restart during
-  one, loses none; they are published when the broker is back, oldest first.
+  one, loses none; they are published when the broker is back, oldest first. An order update
+  goes into the outbox *in the transaction that journals it*
+  (:meth:`~genesis.orders.journal.Journal.keep_updates_in_outbox`, set when the bridge starts),
+  so a process that dies after journaling an update and before the bus handed it to the
+  reader still bridges it at its next start; the reader skips the bus's copy of an update the
+  journal kept. An update published on the bus without the journal is kept by the reader.
+  Balance events are not journaled: the reader keeps them, as they arrive on the bus.
 
 The reader only appends to memory or to the outbox in batches, so the bus (and the order task
 behind it) never waits for the broker. An unreachable broker publishes one
@@ -45,7 +52,7 @@ from genesis.bridge._ids import KINDS, ORDER_KINDS, kind_of, message_id, subject
 from genesis.bridge._nats import NatsSession, StreamSpec
 from genesis.errors import BrokerUnavailableError
 from genesis.models.codec import event_to_record
-from genesis.models.events import Alert, AlertKind, AlertSeverity
+from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.orders.journal import OutboxMessage
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
@@ -71,6 +78,8 @@ CLEANUP_S: Final = 1.0
 MAX_IN_FLIGHT: Final = 8
 """Market batches sent and not yet acknowledged at once (the next is sent without waiting)."""
 _READ_BATCH: Final = 1024
+_JOURNALED_KEPT: Final = 4096
+"""Message ids of journaled updates remembered until the bus hands the reader their copy."""
 
 
 def _wall_ms() -> int:
@@ -193,6 +202,7 @@ class Bridge:
     _dropped: Counter[str] = attrs.field(factory=Counter)
     _wake: trio.Event = attrs.field(factory=trio.Event)
     _changed: trio.Event = attrs.field(factory=trio.Event)
+    _journaled: Counter[str] = attrs.field(factory=Counter)
 
     def statistics(self) -> BridgeStatistics:
         """A snapshot of the counters."""
@@ -209,6 +219,31 @@ class Bridge:
             outages=self.outages,
             last_error=self.last_error,
         )
+
+    def encode_journaled(self, update: OrderUpdate) -> OutboxMessage:
+        """The journal's encoder: ``update``'s message, which the journal keeps in its outbox.
+
+        Its id is remembered, so the reader does not keep the bus's copy of the update a second
+        time (the oldest of :data:`_JOURNALED_KEPT` ids is forgotten: an update whose publish
+        failed after it was journaled never reaches the bus).
+        """
+        message = encode_message(update)
+        journaled = self._journaled
+        journaled[message.msg_id] += 1
+        if len(journaled) > _JOURNALED_KEPT:
+            del journaled[next(iter(journaled))]
+        return message
+
+    def _kept_by_journal(self, message: OutboxMessage) -> bool:
+        journaled = self._journaled
+        count = journaled.get(message.msg_id, 0)
+        if count == 0:
+            return False
+        if count == 1:
+            del journaled[message.msg_id]
+        else:
+            journaled[message.msg_id] = count - 1
+        return True
 
     async def wait_connected(self) -> None:
         """Return once a session to the broker is up (at once if it is)."""
@@ -256,7 +291,9 @@ class Bridge:
                 if kind is None or kind not in kinds:
                     continue
                 if kind in ORDER_KINDS:
-                    outbox.append(encode_message(event))
+                    message = encode_message(event)
+                    if not self._kept_by_journal(message):
+                        outbox.append(message)
                 else:
                     self._buffer_market(kind, event)
             if outbox:
@@ -475,7 +512,8 @@ async def run_bridge(
     Args:
         config: the broker, the stream and the policies.
         bus: the bus to read; alerts are published on it too.
-        journal: holds the outbox of order events.
+        journal: holds the outbox of order events; from the bridge's start it keeps each order
+            update's message with the update's record (for the journal's life).
         wall_ms: wall-clock epoch milliseconds (alerts, outbox rows).
         task_status: receives the :class:`Bridge`.
 
@@ -488,6 +526,9 @@ async def run_bridge(
         bridge = Bridge(
             config=config, bus=bus, journal=journal, host=host, wall_ms=wall_ms, subscription=sub
         )
+        if "order" in config.kinds:
+            # From now on the journal keeps each update's message with its record.
+            journal.keep_updates_in_outbox(bridge.encode_journaled)
         try:
             with lone_error_bare():
                 async with trio.open_nursery() as nursery:

@@ -106,7 +106,11 @@ class UpdateSink(Protocol):
 
 @attrs.define
 class OrderRecorder:
-    """Journal an order view, then publish it. One path for every source."""
+    """Journal an order view, then publish it. One path for every source.
+
+    The update is handed to the journal with the record, so where the NATS bridge runs it goes
+    into the outbox in the same transaction (``Journal.keep_updates_in_outbox``).
+    """
 
     journal: Journal
     publish: UpdateSink
@@ -116,9 +120,12 @@ class OrderRecorder:
         self, order: Order, source: OrderUpdateSource, reason: str | None = None
     ) -> None:
         """Journal ``order`` (as external if the journal never saw it) and publish it."""
+        update = OrderUpdate(order=order, source=source, reason=reason)
         now_ms = self.server_time_ms()
         try:
-            await self.journal.record_update(order, source=source, reason=reason, now_ms=now_ms)
+            await self.journal.record_update(
+                order, source=source, reason=reason, now_ms=now_ms, update=update
+            )
         except OrderNotFoundError:
             logger.warning(
                 "orders.external client_order_id=%s order_id=%s symbol=%s status=%s",
@@ -127,8 +134,8 @@ class OrderRecorder:
                 order.symbol,
                 order.status_name,
             )
-            await self.journal.record_external(order, now_ms=now_ms)
-        await self.publish(OrderUpdate(order=order, source=source, reason=reason))
+            await self.journal.record_external(order, now_ms=now_ms, update=update)
+        await self.publish(update)
 
 
 class OrderService:
@@ -177,22 +184,21 @@ class OrderService:
                 prepared.symbol,
                 exc.reason,
             )
+            unknown = Order.from_request(
+                prepared,
+                client_order_id=client_order_id,
+                status=OrderStatus.UNKNOWN,
+                created_ms=exc.sent_at_ms,
+            )
+            update = OrderUpdate(order=unknown, source=OrderUpdateSource.REST, reason=exc.reason)
             fresh = await self.journal.record_unknown(
                 client_order_id,
                 reason=exc.reason,
                 sent_at_ms=exc.sent_at_ms,
                 now_ms=self.gateway.server_time_ms(),
+                update=update,
             )
             if fresh:
-                unknown = Order.from_request(
-                    prepared,
-                    client_order_id=client_order_id,
-                    status=OrderStatus.UNKNOWN,
-                    created_ms=exc.sent_at_ms,
-                )
-                update = OrderUpdate(
-                    order=unknown, source=OrderUpdateSource.REST, reason=exc.reason
-                )
                 await self.recorder.publish(update)
             raise
         except GenesisError as exc:
