@@ -32,7 +32,10 @@ from genesis.exchange.order_book import (
     run_order_books,
 )
 from genesis.models.codec import decode_depth_update
+from genesis.models.events import BreakerState
 from genesis.models.market import Depth, DepthUpdate, OrderBook, PriceLevel
+from genesis.resilience.circuit_breaker import CircuitBreaker
+from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
 if TYPE_CHECKING:
     from genesis.exchange.order_book import OrderBooksHandle
@@ -379,3 +382,60 @@ async def test_bad_frames_a_failed_snapshot_and_a_silent_connection(
     book = handle.book(SYMBOL)
     assert book is not None
     assert book.bids == (PriceLevel(Decimal(99), Decimal(21)),)
+
+
+async def test_the_books_connection_goes_through_the_breaker_and_the_attempt_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    connector = ScriptedConnector([[_frame(SYMBOL, 11, 12), _frame(SYMBOL, 13, 13)]])
+    refused: list[float] = []
+
+    async def refusing_five(
+        nursery: trio.Nursery, url: str, *, message_queue_size: int, role: str
+    ) -> ScriptedWebSocket:
+        if len(refused) < 5:
+            refused.append(trio.current_time())
+            await trio.lowlevel.checkpoint()
+            raise OSError(111, "Connection refused")
+        return await connector(nursery, url, message_queue_size=message_queue_size, role=role)
+
+    async def fetch_depth(symbol: str, limit: int) -> Depth:
+        await trio.lowlevel.checkpoint()
+        return _snapshot(11)
+
+    breaker = CircuitBreaker("streams")  # 5 failures in 30 s open it for 60 s
+    attempts = ConnectAttemptLimiter()
+    bus = EventBus()
+    with trio.fail_after(200):
+        async with bus.subscribe(OrderBook) as books, trio.open_nursery() as nursery:
+            handle: OrderBooksHandle = await nursery.start(
+                functools.partial(
+                    run_order_books,
+                    "ws://sim.invalid",
+                    [SYMBOL],
+                    bus,
+                    fetch_depth,
+                    connector=refusing_five,
+                    breaker=breaker,
+                    attempt_limiter=attempts,
+                )
+            )
+            first = await books.receive()
+            live_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    # Refused at 0, 1, 3, 7 and 15 (backoff 1, 2, 4, 8): the 5th failure in 30 s opens the
+    # breaker until 75. The attempts at 31 and 61 are refused without dialling; the one at 91
+    # is the probe, and it connects.
+    assert refused == [0.0, 1.0, 3.0, 7.0, 15.0]
+    assert [t for t, _, _ in connector.attempts] == [91.0]
+    assert (live_at, first.last_update_id) == (91.0, 13)
+    stats = breaker.statistics()
+    assert (stats.state, stats.failures, stats.rejected, stats.successes) == (
+        BreakerState.CLOSED,
+        5,
+        2,
+        1,
+    )
+    # Every attempt took a token of the shared budget, the refused ones too.
+    assert attempts.statistics().attempts == 8
+    assert handle.reconnects == 7

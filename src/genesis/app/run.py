@@ -11,7 +11,8 @@ run_genesis
             ├── [display]   dashboard        app/dashboard.py (view model: app/view.py)
             ├── market data                  exchange/ws_manager.py (3 connections + merger)
             ├── [GENESIS_ORDER_BOOK] books   exchange/order_book.py (its own diff-depth
-            │                                connection; snapshots through the gateway)
+            │                                connection, under the "streams" breaker and the
+            │                                attempt budget; snapshots through the gateway)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
             ├── reconciler                   orders/reconcile.py (at start and after each gap)
@@ -27,13 +28,15 @@ run_genesis
 
 The REST gateway (one kept-alive httpx client, the rate limiter, the "rest" circuit breaker)
 is opened around the tree nursery, so it outlives every task that uses it. One breaker per
-exchange surface: "rest" wraps every gateway call, "streams" every market-data connect, and
-"ws_api" is kept for the user data stream; each publishes its transitions on the bus.
+exchange surface: "rest" wraps every gateway call, "streams" every market-data connect (the
+order books' too), and "ws_api" is kept for the user data stream; each publishes its
+transitions on the bus.
 
 At start, before any market data, the configured symbols are checked against the exchangeInfo
 the gateway read over REST: every symbol that is not listed, or not ``TRADING``, is named in one
 :class:`~genesis.errors.ConfigError` (the CLI exits 2). One connection-attempt budget (Binance:
-300 per 5 minutes per IP) is shared by the market-data roles and the user data stream.
+300 per 5 minutes per IP) is shared by the market-data roles, the order books and the user
+data stream.
 
 The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`:
 once started, a crash of either is an ERROR line (with its traceback) and, for the user stream,
@@ -519,7 +522,15 @@ async def _run_tree(
             order_books = None
             if settings.order_book:
                 order_books = await tree.start(
-                    partial(run_order_books, stream_url, settings.order_book, bus, gateway.depth)
+                    partial(
+                        run_order_books,
+                        stream_url,
+                        settings.order_book,
+                        bus,
+                        gateway.depth,
+                        breaker=breakers["streams"],
+                        attempt_limiter=attempts,
+                    )
                 )
             service = OrderService(gateway, journal, bus.publish)
             order_task = await tree.start(run_order_task, order_recv, service)

@@ -48,7 +48,7 @@ import trio
 import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
-from genesis.errors import ExchangeError, ExchangeProtocolError, TransportError
+from genesis.errors import CircuitOpenError, ExchangeError, ExchangeProtocolError, TransportError
 from genesis.exchange.streams import combined_stream_url
 from genesis.exchange.ws_errors import describe_error, first_leaf, translate_connect_error
 from genesis.exchange.ws_manager import connect_tcp_websocket
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from genesis.bus import EventBus
     from genesis.exchange.ws_manager import WebSocket, WebSocketConnector
     from genesis.models.market import Depth, DepthUpdate
+    from genesis.resilience.circuit_breaker import CircuitBreaker
+    from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
 __all__ = [
     "BookState",
@@ -355,6 +357,8 @@ async def run_order_books(
     *,
     config: OrderBookConfig | None = None,
     connector: WebSocketConnector = connect_tcp_websocket,
+    breaker: CircuitBreaker | None = None,
+    attempt_limiter: ConnectAttemptLimiter | None = None,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[OrderBooksHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -368,6 +372,12 @@ async def run_order_books(
             gateway's limiter and breaker.
         config: Sizes and deadlines (default :class:`OrderBookConfig`).
         connector: The WebSocket seam (role ``order_book``).
+        breaker: Wraps every connect (the market data's ``streams`` breaker in ``genesis run``:
+            one exchange surface, one breaker); while it is open an attempt is refused without
+            dialling and counts as a lost connection (backoff).
+        attempt_limiter: The connection-attempt budget shared with the market data and the user
+            stream (Binance: 300 per 5 minutes per IP); a token is taken before each attempt,
+            outside its connect timeout.
         rng: Backoff jitter when ``config.backoff`` asks for it.
         task_status: Receives the :class:`OrderBooksHandle` once the stream is connected.
 
@@ -381,6 +391,7 @@ async def run_order_books(
     handle = OrderBooksHandle(books)
     url = combined_stream_url(stream_base_url, order_book_streams(symbols, config.speed_ms))
     backoff = Backoff(config.backoff, rng)
+    dial = _Dialler(url, config, connector, breaker, attempt_limiter)
     async with trio.open_nursery() as nursery:
         for book in books.values():
             nursery.start_soon(_resync, book, bus, fetch_depth, config, rng)
@@ -393,9 +404,7 @@ async def run_order_books(
                 task_status.started(handle)
 
         while True:
-            error = await _session(
-                url, books, handle, bus, config, connector, backoff, on_connected
-            )
+            error = await _session(dial, books, handle, bus, config, backoff, on_connected)
             # Started once connected, or after a first attempt that failed: the books are an
             # optional view and must never hold up the tree's start.
             on_connected()
@@ -411,12 +420,11 @@ async def run_order_books(
 
 
 async def _session(
-    url: str,
+    dial: _Dialler,
     books: dict[str, _Book],
     handle: OrderBooksHandle,
     bus: EventBus,
     config: OrderBookConfig,
-    connector: WebSocketConnector,
     backoff: Backoff,
     on_connected: Callable[[], None],
 ) -> str:
@@ -424,7 +432,7 @@ async def _session(
     error = "ended"
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _dial(nursery, url, config, connector)
+            ws = await dial(nursery)
             try:
                 logger.info("book.connected symbols=%s", ",".join(books))
                 on_connected()
@@ -433,7 +441,7 @@ async def _session(
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
-    except* (TransportError, trio_websocket.ConnectionClosed) as group:
+    except* (TransportError, CircuitOpenError, trio_websocket.ConnectionClosed) as group:
         error = describe_error(first_leaf(group))
     except* (trio_websocket.HandshakeError, OSError) as group:
         error = describe_error(translate_connect_error(first_leaf(group)))
@@ -444,17 +452,44 @@ async def _session(
     return error
 
 
-async def _dial(
-    nursery: trio.Nursery, url: str, config: OrderBookConfig, connector: WebSocketConnector
-) -> WebSocket:
-    with trio.move_on_after(config.connect_timeout_s):
+@attrs.frozen
+class _Dialler:
+    """One connect attempt: the budget's token, then the breaker's guard around the timeout."""
+
+    url: str
+    config: OrderBookConfig
+    connector: WebSocketConnector
+    breaker: CircuitBreaker | None
+    attempt_limiter: ConnectAttemptLimiter | None
+
+    async def __call__(self, nursery: trio.Nursery) -> WebSocket:
+        if self.attempt_limiter is not None:
+            await self.attempt_limiter.acquire(ROLE)
+        if self.breaker is None:
+            return await self._dial(nursery)
+        dialled: WebSocket | None = None
         try:
-            return await connector(
-                nursery, url, message_queue_size=config.message_queue_size, role=ROLE
-            )
-        except (trio_websocket.HandshakeError, OSError) as exc:
-            raise translate_connect_error(exc) from exc
-    raise TransportError(f"connect timed out after {config.connect_timeout_s:g} s")
+            # Around the timeout scope, not inside it: a connect timeout is the breaker's
+            # failure, not a cancelled call.
+            async with self.breaker.guard():
+                dialled = await self._dial(nursery)
+        except BaseException:
+            if dialled is not None:  # opened, then the guard's bookkeeping raised: ours to close
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await dialled.aclose()
+            raise
+        return dialled
+
+    async def _dial(self, nursery: trio.Nursery) -> WebSocket:
+        config = self.config
+        with trio.move_on_after(config.connect_timeout_s):
+            try:
+                return await self.connector(
+                    nursery, self.url, message_queue_size=config.message_queue_size, role=ROLE
+                )
+            except (trio_websocket.HandshakeError, OSError) as exc:
+                raise translate_connect_error(exc) from exc
+        raise TransportError(f"connect timed out after {config.connect_timeout_s:g} s")
 
 
 async def _read(
