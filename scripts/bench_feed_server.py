@@ -43,27 +43,29 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
-import os
 import resource
-import ssl
 import struct
 import sys
-import tempfile
 import time
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 import trio
 
-__all__ = ["BATCH", "FeedServer", "depth_payload", "frame", "main", "server_tls", "trade_payload"]
+from genesis.sim.testing import TLS_VERSIONS, loopback_tls
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["BATCH", "FeedServer", "depth_payload", "frame", "main", "trade_payload"]
 
 BATCH: Final = 256
 WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HANDSHAKE_MAX: Final = 16384
 VARIANTS: Final = 16
-TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -346,22 +348,6 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def server_tls(version: str) -> tuple[ssl.SSLContext, str]:
-    """A server context pinned to TLS ``version`` ("1.3" or "1.2") with a certificate for
-    127.0.0.1 / localhost from a fresh ``trustme`` CA, and the path of a temporary file holding
-    that CA's certificate (PEM) for the clients; the caller removes the file."""
-    import trustme  # the test extra; only --tls needs it
-
-    authority = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = context.maximum_version = TLS_VERSIONS[version]
-    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    fd, ca_path = tempfile.mkstemp(prefix="bench-feed-ca-", suffix=".pem")
-    with os.fdopen(fd, "wb") as out:
-        out.write(authority.cert_pem.bytes())
-    return context, ca_path
-
-
 async def serve(
     args: argparse.Namespace, tls: tuple[ssl.SSLContext, str] | None = None
 ) -> dict[str, object]:
@@ -411,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("paced mode is depth20 only (the send time rides in lastUpdateId)")
     if args.events < 1 or args.connections < 1:
         parser.error("--events and --connections must be >= 1")
-    tls = server_tls(args.tls_version) if args.tls else None
-    try:
+    with contextlib.ExitStack() as stack:
+        tls = None
+        if args.tls:
+            made = stack.enter_context(loopback_tls(args.tls_version))
+            tls = (made.server_context, made.ca_path)
         result = trio.run(serve, args, tls)
-    finally:
-        if tls is not None:
-            os.unlink(tls[1])
     print(orjson.dumps(result).decode(), flush=True)
     return 0
 

@@ -91,6 +91,7 @@ from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable
 
     from genesis.app.alerts import AlertHandle
@@ -273,9 +274,11 @@ def symbol_problems(info: ExchangeInfo, symbols: tuple[str, ...]) -> list[str]:
     return problems
 
 
-def _sim_config(symbols: tuple[str, ...], seed: int) -> SimConfig:
+def _sim_config(
+    symbols: tuple[str, ...], seed: int, ssl_context: ssl.SSLContext | None = None
+) -> SimConfig:
     try:
-        return SimConfig(symbols=symbols, seed=seed)
+        return SimConfig(symbols=symbols, seed=seed, ssl_context=ssl_context)
     except ValueError as exc:
         raise ConfigError([f"GENESIS_SYMBOLS: the simulator cannot trade them: {exc}"]) from exc
 
@@ -290,6 +293,7 @@ async def run_genesis(
     display_tty: bool | None = None,
     capture_logs: bool = False,
     sim_seed: int = 1,
+    sim_ssl_context: ssl.SSLContext | None = None,
     handle_signals: bool = True,
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     metrics_port: int | None = None,
@@ -308,6 +312,9 @@ async def run_genesis(
         display_tty: draw in place; ``None`` asks ``display.isatty()``.
         capture_logs: print console log lines above the in-place table.
         sim_seed: the embedded simulator's seed.
+        sim_ssl_context: the embedded simulator serves its streams and WS API over TLS with
+            this server context (``wss://``; the client must trust its certificate, e.g.
+            through ``SSL_CERT_FILE``).
         handle_signals: turn SIGINT/SIGTERM into an orderly stop (main thread only).
         heartbeat_interval_s: how often connection health is logged.
         metrics_port: serve Prometheus metrics on 127.0.0.1 at this port (0: any free one);
@@ -347,7 +354,8 @@ async def run_genesis(
                     simulator: SimHandle | None = None
                     if settings.mode is Mode.SIMULATOR:
                         simulator = await root.start(
-                            run_simulator, _sim_config(settings.symbols, sim_seed)
+                            run_simulator,
+                            _sim_config(settings.symbols, sim_seed, sim_ssl_context),
                         )
                         stream_url = simulator.stream_url
                         logger.info(

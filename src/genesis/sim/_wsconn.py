@@ -352,12 +352,17 @@ class StreamHandler(Protocol):
     def __call__(self, stream: trio.abc.Stream, *, remote_ip: str) -> Awaitable[None]: ...
 
 
-def socket_handler(handler: StreamHandler) -> Callable[[trio.SocketStream], Awaitable[None]]:
-    """``handler`` for ``trio.serve_listeners``: it gets the peer's IP (``unknown`` if gone)."""
+def socket_handler(handler: StreamHandler) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    """``handler`` for ``trio.serve_listeners``: it gets the peer's IP (``unknown`` if gone).
 
-    async def handle(stream: trio.SocketStream) -> None:
+    The stream is a ``trio.SocketStream``, or a ``trio.SSLStream`` over one (a TLS port).
+    """
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         try:
-            remote_ip = str(stream.socket.getpeername()[0])
+            assert isinstance(transport, trio.SocketStream), transport
+            remote_ip = str(transport.socket.getpeername()[0])
         except OSError:  # the client is already gone
             remote_ip = "unknown"
         await handler(stream, remote_ip=remote_ip)

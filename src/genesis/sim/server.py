@@ -47,6 +47,9 @@ from genesis.sim.symbols import DEFAULT_SYMBOLS, spec_for
 from genesis.sim.ws_api import WsApiConfig, WsApiContext, handle_ws_api
 
 if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Sequence
+
     import trio_websocket
 
     from genesis.sim.feed import MarketFeed
@@ -132,6 +135,8 @@ class SimConfig:
         api_key, api_secret: the default account's HMAC credentials (documented defaults).
         max_connection_age_s: the 24 h cap on stream and WS API connections.
         epoch_ms: start the clock at this epoch time (deterministic runs); None: real time.
+        ssl_context: a server context: the streams and WS API port serves TLS (``wss://``, as
+            Binance does); REST and the admin API stay plain HTTP.
     """
 
     host: str = attrs.field(default="127.0.0.1", validator=_remote_needs_consent)
@@ -145,6 +150,7 @@ class SimConfig:
     api_secret: str | None = attrs.field(default=None, repr=False)
     max_connection_age_s: float = 24 * 3600.0
     epoch_ms: int | None = None
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define(eq=False)
@@ -338,7 +344,10 @@ async def run_simulator(
         listeners = await trio.open_tcp_listeners(config.ws_port, host=config.host)
         ws_port = int(listeners[0].socket.getsockname()[1])
         sim.streams.port = ws_port
-        await nursery.start(trio.serve_listeners, socket_handler(sim.handle_ws_stream), listeners)
+        served: Sequence[trio.abc.Listener[trio.abc.Stream]] = listeners
+        if config.ssl_context is not None:
+            served = [trio.SSLListener(listener, config.ssl_context) for listener in listeners]
+        await nursery.start(trio.serve_listeners, socket_handler(sim.handle_ws_stream), served)
         rest_port: int = await nursery.start(
             functools.partial(serve_rest, sim.http_app, host=config.host, port=config.rest_port)
         )
@@ -349,10 +358,11 @@ async def run_simulator(
                 )
             )
         host = config.host
+        ws = "ws" if config.ssl_context is None else "wss"
         handle_ = SimHandle(
             rest_url=f"http://{host}:{rest_port}",
-            stream_url=f"ws://{host}:{ws_port}",
-            ws_api_url=f"ws://{host}:{ws_port}/ws-api/v3",
+            stream_url=f"{ws}://{host}:{ws_port}",
+            ws_api_url=f"{ws}://{host}:{ws_port}/ws-api/v3",
             rest_port=rest_port,
             ws_port=ws_port,
             sim=sim,
