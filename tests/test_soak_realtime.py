@@ -113,3 +113,25 @@ async def test_a_soak_under_total_outages_reports_what_was_lost() -> None:
     assert report.out_of_order == {}
     assert report.ok == (report.trades_lost == 0)
     assert "drop_all" in format_summary(report)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_soak_over_tls_reconnects_through_dropped_connections() -> None:
+    # wss://, as against Binance: each drop ends a TLS connection mid-stream; the tree
+    # reconnects (a new handshake each time) and nothing arrives twice or out of order.
+    pytest.importorskip("trustme")
+    drops = FaultProfile(name="drops", min_gap_s=1, max_gap_s=1, actions=("drop_all",))
+    with trio.fail_after(60):
+        report = await run_soak(
+            duration_s=3, profile=drops, seed=3, symbols=("BTCUSDT",), settle_s=2, tls=True
+        )
+    assert report.tls
+    assert report.faults["drop_all"] >= 1
+    assert sum(report.reconnects.values()) >= 1
+    assert report.trades_in_record == report.trades_published > 0
+    assert report.trades_in_record - report.trades_delivered == report.trades_lost
+    assert report.trades_unrecorded == 0
+    assert report.duplicated == {}
+    assert report.out_of_order == {}
+    assert report.merger["decode_errors"] == 0
+    assert "over TLS" in format_summary(report)

@@ -3,7 +3,7 @@
 ```
 genesis soak [--duration 3600] [--faults flaky|chaos|none] [--report PATH] [--seed 1]
              [--symbols BTCUSDT,ETHUSDT] [--order-book S1,S2] [--settle 5] [--record PATH]
-             [--log-level WARNING]
+             [--tls] [--log-level WARNING]
 └── trio.run
     └── genesis.testing.run_soak     app/run.py's tree + the simulator's fault schedule,
                                      checked against the simulator's own trade record
@@ -99,6 +99,12 @@ def add_soak_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--order-book", type=symbols_arg, default=(), metavar="S1,S2", help="also soak local books"
     )
     soak.add_argument(
+        "--tls",
+        action="store_true",
+        help="the simulator serves its streams and WS API over TLS (wss://, as Binance does), "
+        "with a certificate from a throw-away CA the soak trusts (needs the test extra)",
+    )
+    soak.add_argument(
         "--progress",
         type=positive_float,
         default=60.0,
@@ -115,7 +121,8 @@ def format_summary(report: RealSoakReport) -> str:
     return "\n".join(
         [
             f"soak {verdict}: {report.duration_s:.0f} s, faults {report.profile} "
-            f"(seed {report.seed}), {', '.join(report.symbols)}",
+            f"(seed {report.seed}), {', '.join(report.symbols)}"
+            f"{', over TLS' if report.tls else ''}",
             f"  trades printed {report.trades_published}, lost {report.trades_lost} "
             f"(outage {report.trades_lost_in_outage}, in flight {report.trades_lost_in_flight},"
             f" while up {report.trades_lost_while_up})",
@@ -165,6 +172,7 @@ def _cmd_soak(args: argparse.Namespace) -> int:
                 handle_signals=True,
                 progress_every_s=args.progress,
                 on_progress=partial(_progress, sys.stdout),
+                tls=args.tls,
             )
         )
     except Exception as exc:

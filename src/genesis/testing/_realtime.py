@@ -21,6 +21,7 @@ still in a socket buffer when its connection is dropped later is counted *while 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import resource
@@ -36,6 +37,7 @@ from genesis.app.run import run_genesis, watch_signals
 from genesis.config import Settings
 from genesis.exchange.streams import market_streams
 from genesis.sim.faults import run_fault_profile
+from genesis.sim.testing import loopback_tls, trusted_by_default
 from genesis.testing._accounting import (
     LOST_SAMPLES,
     Sampler,
@@ -48,6 +50,7 @@ from genesis.testing._accounting import (
 from genesis.testing._virtual import profile_of
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Mapping, Sequence
 
     from genesis.app.run import GenesisHandle
@@ -117,6 +120,7 @@ class RealSoakReport:
         bus_dropped: Events the bus dropped (any subscriber).
         order_books: Per symbol with a local book (``order_book=``): gaps, syncs, snapshots,
             events applied and books published (exchange/order_book.py statistics).
+        tls: The streams and the WS API ran over TLS (``wss://``).
     """
 
     started_at: str
@@ -153,6 +157,7 @@ class RealSoakReport:
     merger: Mapping[str, int]
     bus_dropped: int
     order_books: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
+    tls: bool = False
 
     @property
     def ok(self) -> bool:
@@ -228,6 +233,7 @@ async def run_soak(
     handle_signals: bool = False,
     progress_every_s: float = 60.0,
     on_progress: Callable[[SoakTick], None] | None = None,
+    tls: bool = False,
 ) -> RealSoakReport:
     """Run the whole tree against the embedded simulator for ``duration_s`` of wall time.
 
@@ -243,6 +249,9 @@ async def run_soak(
         handle_signals: SIGINT/SIGTERM end the window early (the report is still made).
         progress_every_s: Interval of ``on_progress`` calls.
         on_progress: Called with a :class:`SoakTick` (e.g. to print a line).
+        tls: The simulator serves its streams and WS API over TLS with a certificate from a
+            throw-away CA (:func:`~genesis.sim.testing.loopback_tls`), which the tree trusts
+            through ``SSL_CERT_FILE`` while the soak runs (needs ``trustme``).
 
     Returns:
         The report; check :attr:`RealSoakReport.ok`.
@@ -268,18 +277,25 @@ async def run_soak(
     if ws_logger.getEffectiveLevel() > logging.INFO:
         ws_logger.setLevel(logging.INFO)
     try:
-        return await _soak(
-            settings,
-            duration_s,
-            fault_profile,
-            seed,
-            settle_s,
-            record_path,
-            handle_signals,
-            progress_every_s,
-            on_progress,
-            counter,
-        )
+        with contextlib.ExitStack() as stack:
+            sim_ssl_context = None
+            if tls:
+                made = stack.enter_context(loopback_tls())
+                stack.enter_context(trusted_by_default(made))
+                sim_ssl_context = made.server_context
+            return await _soak(
+                settings,
+                duration_s,
+                fault_profile,
+                seed,
+                settle_s,
+                record_path,
+                handle_signals,
+                progress_every_s,
+                on_progress,
+                counter,
+                sim_ssl_context,
+            )
     finally:
         root_logger.removeHandler(counter)
         ws_logger.setLevel(ws_level)
@@ -296,6 +312,7 @@ async def _soak(
     progress_every_s: float,
     on_progress: Callable[[SoakTick], None] | None,
     counter: _LogCounter,
+    sim_ssl_context: ssl.SSLContext | None,
 ) -> RealSoakReport:
     tally = Tally()
     window = trio.CancelScope()
@@ -308,6 +325,7 @@ async def _soak(
                 settings,
                 record_path=record_path,
                 sim_seed=seed,
+                sim_ssl_context=sim_ssl_context,
                 handle_signals=False,
             )
         )
@@ -412,6 +430,7 @@ async def _soak(
         merger=merger_counts(merger),
         bus_dropped=bus_dropped,
         order_books=order_books,
+        tls=sim_ssl_context is not None,
     )
     logger.log(
         logging.INFO if report.ok else logging.WARNING,
