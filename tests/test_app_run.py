@@ -27,7 +27,7 @@ import trio
 from genesis.app.record import encode_event, run_recorder
 from genesis.app.run import run_genesis
 from genesis.bus import EventBus
-from genesis.config import ENV_VARS, Mode, Secret, Settings
+from genesis.config import ENV_VARS, Mode, Settings
 from genesis.errors import ConfigError
 from genesis.exchange.health_monitor import run_heartbeat
 from genesis.exchange.ws_manager import (
@@ -41,6 +41,7 @@ from genesis.models.market import Depth, Kline, PriceLevel, Ticker, Trade
 from genesis.models.orders import OrderRequest, OrderSide
 from genesis.orders.manager import CancelOrder, PlaceOrder
 from genesis.sim.server import SimConfig, run_simulator
+from genesis.testing import settings_for
 from tests.gateway_support import memory_gateway
 
 if TYPE_CHECKING:
@@ -439,14 +440,7 @@ async def test_duration_ends_a_testnet_mode_tree_cleanly() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             sim = await nursery.start(run_simulator, SimConfig(symbols=("BTCUSDT",)))
-            settings = Settings(
-                mode=Mode.TESTNET,
-                api_key=Secret(sim.api_key),
-                secret_key=Secret(sim.api_secret),
-                rest_url=sim.rest_url,
-                stream_url=sim.stream_url,
-                symbols=("BTCUSDT",),
-            )
+            settings = settings_for(sim)
             started = trio.current_time()
             await run_genesis(settings, duration_s=1.5, display=out, handle_signals=False)
             elapsed = trio.current_time() - started

@@ -29,7 +29,6 @@ from genesis.bridge._host import open_asyncio_thread
 from genesis.bridge._nats import NatsSession
 from genesis.bridge._tail import run_tail
 from genesis.bus import EventBus
-from genesis.config import Mode, Secret, Settings
 from genesis.errors import ConfigError
 from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.models.market import Trade
@@ -37,6 +36,7 @@ from genesis.orders.journal import open_journal
 from genesis.orders.service import OrderRecorder
 from genesis.resilience.backoff import BackoffPolicy
 from genesis.sim.server import SimConfig, run_simulator
+from genesis.testing import settings_for
 from tests.bridge_support import open_nats_server
 from tests.test_bridge_ids import order_update, trade
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from genesis.app.run import GenesisHandle
     from genesis.bridge import Bridge
+    from genesis.config import Settings
 
 OUTAGE_S = 10.0
 """How long the broker is down in the outage test (the issue's 10 s)."""
@@ -73,15 +74,7 @@ async def test_two_trees_bridge_each_trade_once_in_order_and_either_may_die(
     with trio.fail_after(30):
         async with open_nats_server(tmp_path / "js") as server, trio.open_nursery() as nursery:
             sim = await nursery.start(run_simulator, SimConfig(symbols=("BTCUSDT",)))
-            settings = Settings(
-                mode=Mode.TESTNET,
-                api_key=Secret(sim.api_key),
-                secret_key=Secret(sim.api_secret),
-                rest_url=sim.rest_url,
-                stream_url=sim.stream_url,
-                symbols=("BTCUSDT",),
-                nats_url=server.url,
-            )
+            settings = settings_for(sim, nats_url=server.url)
             scope_a, scope_b = trio.CancelScope(), trio.CancelScope()
             tree_a = await nursery.start(run_tree_in, scope_a, settings)
             tree_b = await nursery.start(run_tree_in, scope_b, settings)

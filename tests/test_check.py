@@ -20,12 +20,12 @@ from genesis.app.logging import reset_logging
 from genesis.config import ENV_VARS, Mode, Secret, Settings
 from genesis.errors import ConfigError
 from genesis.sim.server import SimConfig, run_simulator
+from genesis.testing import settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from genesis.sim.server import SimHandle
 
 STEPS = ("configuration", "rest", "clock", "exchangeInfo", "account", "stream")
 
@@ -44,17 +44,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-def settings_for(sim: SimHandle, symbols: tuple[str, ...]) -> Settings:
-    return Settings(
-        mode=Mode.TESTNET,
-        api_key=Secret(sim.api_key),
-        secret_key=Secret(sim.api_secret),
-        rest_url=sim.rest_url,
-        stream_url=sim.stream_url,
-        symbols=symbols,
-    )
 
 
 def statuses(report: CheckReport) -> dict[str, str]:

@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from genesis.app.run import run_genesis
-from genesis.config import Mode, Secret, Settings
 from genesis.exchange import ws_reader
 from genesis.models.events import OrderUpdate, OrderUpdateSource
 from genesis.models.market import Trade
@@ -24,6 +23,7 @@ from genesis.models.orders import OrderRequest, OrderSide
 from genesis.orders.manager import PlaceOrder
 from genesis.sim.server import SimConfig, run_simulator
 from genesis.sim.testing import loopback_tls, trusted_by_default
+from genesis.testing import settings_for
 
 if TYPE_CHECKING:
     from genesis.app.run import GenesisHandle
@@ -41,17 +41,8 @@ async def test_the_tree_runs_over_wss_with_the_shared_reader_and_the_user_stream
             )
             assert sim.stream_url.startswith("wss://127.0.0.1:")
             assert sim.ws_api_url.startswith("wss://127.0.0.1:")
-            settings = Settings(
-                mode=Mode.TESTNET,
-                api_key=Secret(sim.api_key),
-                secret_key=Secret(sim.api_secret),
-                rest_url=sim.rest_url,
-                stream_url=sim.stream_url,
-                ws_api_url=sim.ws_api_url,
-                symbols=("BTCUSDT",),
-            )
             handle: GenesisHandle = await nursery.start(
-                partial(run_genesis, settings, handle_signals=False)
+                partial(run_genesis, settings_for(sim), handle_signals=False)
             )
             trades = handle.bus.subscribe(Trade)
             updates = handle.bus.subscribe(OrderUpdate)

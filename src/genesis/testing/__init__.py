@@ -8,6 +8,7 @@ them; nothing in production imports it). What needs only the simulator is in
   ``trio.testing.MockClock`` (a day of chaos in minutes of wall time).
 - :func:`run_soak`: the whole tree (``app/run.py``) against the embedded simulator over
   loopback sockets, for a wall-clock duration (``genesis soak``, ``scripts/soak.py``).
+- :func:`settings_for`: testnet-mode settings pointing every URL at a running simulator.
 
 Both run the simulator's own fault schedules (:data:`genesis.sim.faults.FAULT_PROFILES`) and
 check what reached the bus against the simulator's own trade record.
@@ -24,6 +25,7 @@ from genesis.testing._virtual import (
     profile_of,
     run_virtual_soak,
 )
+from genesis.testing._wiring import settings_for
 
 __all__ = [
     "DEFAULT_SOAK_SYMBOLS",
@@ -35,4 +37,5 @@ __all__ = [
     "profile_of",
     "run_soak",
     "run_virtual_soak",
+    "settings_for",
 ]
