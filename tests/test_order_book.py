@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
@@ -38,6 +38,8 @@ from genesis.resilience.circuit_breaker import CircuitBreaker
 from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from genesis.exchange.order_book import OrderBooksHandle
 
 SYMBOL = "BTCUSDT"
@@ -330,6 +332,21 @@ def _frame(symbol: str, first: int, final: int) -> bytes:
     return orjson.dumps({"stream": f"{symbol.lower()}@depth@100ms", "data": data})
 
 
+async def start_books(
+    nursery: trio.Nursery,
+    bus: EventBus,
+    fetch_depth: Callable[[str, int], Awaitable[Depth]],
+    **options: Any,
+) -> OrderBooksHandle:
+    """``run_order_books`` for :data:`SYMBOL` on a scripted URL, started in ``nursery``."""
+    handle: OrderBooksHandle = await nursery.start(
+        functools.partial(
+            run_order_books, "ws://sim.invalid", [SYMBOL], bus, fetch_depth, **options
+        )
+    )
+    return handle
+
+
 async def test_bad_frames_a_failed_snapshot_and_a_silent_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -352,16 +369,8 @@ async def test_bad_frames_a_failed_snapshot_and_a_silent_connection(
     config = OrderBookConfig(stale_after_s=5.0)
     with trio.fail_after(30):
         async with bus.subscribe(OrderBook) as books, trio.open_nursery() as nursery:
-            handle: OrderBooksHandle = await nursery.start(
-                functools.partial(
-                    run_order_books,
-                    "ws://sim.invalid",
-                    [SYMBOL],
-                    bus,
-                    fetch_depth,
-                    config=config,
-                    connector=connector,
-                )
+            handle = await start_books(
+                nursery, bus, fetch_depth, config=config, connector=connector
             )
             first = await books.receive()
             assert (trio.current_time(), first.last_update_id) == (1.0, 13)
@@ -408,17 +417,13 @@ async def test_the_books_connection_goes_through_the_breaker_and_the_attempt_bud
     bus = EventBus()
     with trio.fail_after(200):
         async with bus.subscribe(OrderBook) as books, trio.open_nursery() as nursery:
-            handle: OrderBooksHandle = await nursery.start(
-                functools.partial(
-                    run_order_books,
-                    "ws://sim.invalid",
-                    [SYMBOL],
-                    bus,
-                    fetch_depth,
-                    connector=refusing_five,
-                    breaker=breaker,
-                    attempt_limiter=attempts,
-                )
+            handle = await start_books(
+                nursery,
+                bus,
+                fetch_depth,
+                connector=refusing_five,
+                breaker=breaker,
+                attempt_limiter=attempts,
             )
             first = await books.receive()
             live_at = trio.current_time()
