@@ -401,6 +401,8 @@ async def _place_and_fill_while_down(orders: OrderService, sim_handle: SimHandle
         )
         cid = placed.client_order_id
         assert cid is not None
+        if placed.exchange_status != "NEW":
+            continue  # the ask moved under it: it crossed, and the answer already tells the fill
         on_exchange = exchange.query_order(
             sim_handle.api_key, symbol="BTCUSDT", orig_client_order_id=cid
         )
