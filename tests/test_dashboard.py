@@ -451,8 +451,8 @@ async def test_header_shows_a_crashed_order_side_service_until_it_is_back(
         return shown(view.snapshot(trio.current_time()), width=400).splitlines()[0]
 
     async with trio.open_nursery() as nursery:
+        services["reconciler"].release.set()
         for name, service in services.items():
-            service.release.set()
             await nursery.start(
                 partial(supervise_order_side, bus, name, service, supervision=records[name])
             )
@@ -461,6 +461,8 @@ async def test_header_shows_a_crashed_order_side_service_until_it_is_back(
         await trio.sleep(0.25)
         down = header()
         await trio.sleep(1)
+        restarting = header()  # its restart has not started yet
+        services["user_stream"].release.set()
         services["reconciler"].crash.set()
         await trio.sleep(0.5)
         back = header()
@@ -469,6 +471,9 @@ async def test_header_shows_a_crashed_order_side_service_until_it_is_back(
     assert "restart" not in up
     assert "reconciler" not in up  # nothing to say about a service that never crashed
     assert "user stream crashed restart in 0.8s (RuntimeError: a bug in the order side)" in down
+    assert "user stream restarting (restarts 1, last RuntimeError: a bug in the order " in (
+        restarting
+    )
     assert "user stream subscribed (restarts 1, last RuntimeError: a bug in the order " in back
     assert "reconciler crashed restart in 0.5s (RuntimeError: a bug in the order side)" in back
 
