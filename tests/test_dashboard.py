@@ -21,6 +21,7 @@ from rich.console import Console
 
 from genesis.app.dashboard import LiveDisplay, render, run_dashboard
 from genesis.app.logging import configure_logging, reset_logging
+from genesis.app.supervisor import Supervision, supervise_order_side
 from genesis.app.view import MAX_ALERTS, STALE_AFTER_S, OpsView, Sources, Tick
 from genesis.bus import EventBus
 from genesis.errors import ConnectError, ExchangeRejectedError
@@ -49,6 +50,7 @@ from genesis.models.state import MarketCondition, MarketState
 from genesis.resilience.circuit_breaker import BreakerConfig, CircuitBreaker
 from tests.gateway_support import memory_gateway
 from tests.test_app_run import FakeTerminal, depth, kline, ticker, trade
+from tests.test_order_side_restart import CrashOnce, idle_service
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -432,6 +434,48 @@ def test_header_shows_feed_trouble_and_the_user_stream() -> None:
     assert "FEED DOWN (all connections down)" in header
     assert "gaps 1 resets 1" in header
     assert "user stream backoff" in header
+
+
+async def test_header_shows_a_crashed_order_side_service_until_it_is_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = EventBus()
+    records = {name: Supervision(name) for name in ("reconciler", "user_stream")}
+    services = {name: CrashOnce(idle_service) for name in records}
+    view = OpsView(("BTCUSDT",), "TESTNET", 0.0)
+    sources = Sources(order_side=records)
+    view.apply(UserStreamStatus(state=UserStreamState.SUBSCRIBED, at=0.0), 0.0)
+
+    def header() -> str:
+        view.observe(sources, trio.current_time())
+        return shown(view.snapshot(trio.current_time()), width=400).splitlines()[0]
+
+    async with trio.open_nursery() as nursery:
+        services["reconciler"].release.set()
+        for name, service in services.items():
+            await nursery.start(
+                partial(supervise_order_side, bus, name, service, supervision=records[name])
+            )
+        up = header()
+        services["user_stream"].crash.set()
+        await trio.sleep(0.25)
+        down = header()
+        await trio.sleep(1)
+        restarting = header()  # its restart has not started yet
+        services["user_stream"].release.set()
+        services["reconciler"].crash.set()
+        await trio.sleep(0.5)
+        back = header()
+        nursery.cancel_scope.cancel()
+    assert "user stream subscribed" in up
+    assert "restart" not in up
+    assert "reconciler" not in up  # nothing to say about a service that never crashed
+    assert "user stream crashed restart in 0.8s (RuntimeError: a bug in the order side)" in down
+    assert "user stream restarting (restarts 1, last RuntimeError: a bug in the order " in (
+        restarting
+    )
+    assert "user stream subscribed (restarts 1, last RuntimeError: a bug in the order " in back
+    assert "reconciler crashed restart in 0.5s (RuntimeError: a bug in the order side)" in back
 
 
 def test_with_no_symbols_given_every_symbol_that_appears_is_shown() -> None:

@@ -1,5 +1,6 @@
 """The tree's start-up checks and exit reasons: symbols checked against exchangeInfo, a feed the
-exchange keeps rejecting, a run that never delivered anything, an order side that crashes.
+exchange keeps rejecting, a run that never delivered anything, an order side that crashes
+(and is restarted: tests/test_order_side_restart.py).
 
 Real loopback sockets against a standalone simulator (testnet mode), a few real seconds each.
 """
@@ -134,13 +135,17 @@ async def test_the_cli_exits_2_for_unknown_symbols_and_1_without_market_data(
 async def test_an_order_side_crash_after_start_leaves_market_data_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="genesis.app.run")
+    caplog.set_level(logging.ERROR, logger="genesis.app.supervisor")
     bus = EventBus()
     alerts = bus.subscribe(Alert)
     trades = bus.subscribe(Trade, buffer_size=10_000)
 
-    async def user_stream_with_a_bug(*, task_status: trio.TaskStatus[str]) -> NoReturn:
-        task_status.started("handle")
+    async def user_stream_with_a_bug(
+        *, resume: str | None, task_status: trio.TaskStatus[str]
+    ) -> NoReturn:
+        task_status.started("handle" if resume is None else resume)
+        if resume is not None:
+            await trio.sleep_forever()  # the restart is healthy
         await trio.sleep(0.2)
         raise RuntimeError("a bug in the order side")
 
@@ -168,14 +173,14 @@ async def test_an_order_side_crash_after_start_leaves_market_data_running(
                     break
             nursery.cancel_scope.cancel()
     assert alert.kind is AlertKind.USER_STREAM_DOWN
-    assert "RuntimeError: a bug in the order side" in alert.message
+    assert "RuntimeError: a bug in the order side; restarting in 1 s" in alert.message
     failed = [r for r in caplog.records if r.getMessage().startswith("genesis.order_side_failed")]
     assert len(failed) == 1
     assert failed[0].exc_info is not None
 
 
 async def test_an_order_side_failure_before_start_is_the_trees() -> None:
-    async def broken(*, task_status: trio.TaskStatus[None]) -> NoReturn:
+    async def broken(*, resume: None, task_status: trio.TaskStatus[None]) -> NoReturn:
         raise RuntimeError("cannot start")
 
     with trio.fail_after(5), pytest.raises(RuntimeError, match="cannot start"):

@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 import trio.lowlevel
+import trio.testing
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genesis.app.metrics import MetricsSources, run_metrics
+from genesis.app.metrics import MetricsSources, build_registry, run_metrics
 from genesis.app.run import run_genesis
+from genesis.app.supervisor import Supervision, supervise_order_side
 from genesis.bus import EventBus
 from genesis.config import Settings
 from genesis.models.events import OrderUpdate
 from genesis.models.orders import OrderRequest, OrderSide
 from genesis.orders.manager import PlaceOrder
+from tests.test_order_side_restart import CrashOnce, idle_service
 
 if TYPE_CHECKING:
     import pytest
@@ -86,6 +90,10 @@ async def test_scrape_during_a_simulator_run_shows_the_tree() -> None:
     assert got[("genesis_errors_total", (("kind", "rest_429"),))] == 0
     assert got[("genesis_errors_total", (("kind", "feed_decode"),))] == 0
     assert ("genesis_alerts_active", ()) in got
+    for service in ("reconciler", "user_stream"):
+        running = (("service", service), ("state", "running"))
+        assert got[("genesis_order_side_state", running)] == 1
+        assert got[("genesis_order_side_restarts_total", (("service", service),))] == 0
 
 
 async def test_a_port_in_use_is_a_warning_and_the_run_goes_on(
@@ -131,6 +139,38 @@ async def test_two_exporters_in_one_process_have_their_own_registries() -> None:
     assert got_a[("genesis_bus_subscribers", ())] == got_b[("genesis_bus_subscribers", ())] + 1
     assert (missing.status_code, posted.status_code) == (404, 405)
     assert a.scrapes == 1
+
+
+async def test_order_side_crashes_and_restarts_are_counted_per_service(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = EventBus()
+    record = Supervision("user_stream")
+    service = CrashOnce(idle_service)
+    registry, _live = build_registry(
+        MetricsSources(bus=bus, order_side={"user_stream": record.statistics})
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(supervise_order_side, bus, "user_stream", service, supervision=record)
+        )
+        before = samples(generate_latest(registry).decode())
+        service.crash.set()
+        await trio.sleep(0.5)
+        down = samples(generate_latest(registry).decode())
+        service.release.set()
+        await trio.sleep(1)
+        back = samples(generate_latest(registry).decode())
+        nursery.cancel_scope.cancel()
+    label = (("service", "user_stream"),)
+    for got, state, crashes, restarts in (
+        (before, "running", 0, 0),
+        (down, "backoff", 1, 0),
+        (back, "running", 1, 1),
+    ):
+        assert got[("genesis_order_side_state", (*label, ("state", state)))] == 1
+        assert got[("genesis_order_side_crashes_total", label)] == crashes
+        assert got[("genesis_order_side_restarts_total", label)] == restarts
 
 
 def test_run_options_for_metrics_and_alerts() -> None:

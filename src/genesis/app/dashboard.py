@@ -4,9 +4,11 @@ What is shown comes from :class:`genesis.app.view.OpsView` (a pure model, tested
 this module only subscribes, polls and renders:
 
 - **terminal** (``out`` is a TTY): a ``rich.live.Live`` view redrawn :data:`REFRESH_PER_S` times a
-  second: a header (mode, PRODUCTION in red; uptime; clock offset; feed state), one row per
-  symbol, one per connection, the breakers, the limiter buckets as bars, balances and open orders
-  when there are any, and the latest alerts. Console log lines are printed above the view (see
+  second: a header (mode, PRODUCTION in red; uptime; clock offset; feed state; the user
+  stream's state, and for an order-side service that crashed: ``crashed restart in 4.0s``, then
+  its restarts and last error), one row per symbol, one per connection, the breakers, the
+  limiter buckets as bars, balances and open orders when there are any, and the latest alerts.
+  Console log lines are printed above the view (see
   :func:`genesis.app.logging.redirect_console`) so they do not tear it.
 - **lines** (a pipe or a file): every :data:`LINE_INTERVAL_S` seconds one ``dashboard.price`` log
   line per symbol that has data, in the console log format: text by default, one JSON object
@@ -32,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from genesis.app.logging import JsonFormatter, TextFormatter, json_logging, redirect_console
+from genesis.app.supervisor import SupervisedState
 from genesis.app.view import VIEW_EVENT_TYPES, OpsView, Sources, Tick
 from genesis.errors import GenesisError
 from genesis.models.events import BreakerState
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
     from rich.console import RenderableType
 
-    from genesis.app.view import LimiterBar, SymbolRow, ViewSnapshot
+    from genesis.app.view import LimiterBar, OrderSideRow, SymbolRow, ViewSnapshot
     from genesis.bus import EventBus
     from genesis.models.account import Account
 
@@ -64,6 +67,7 @@ REFRESH_PER_S: Final = 4
 LINE_INTERVAL_S: Final = 1.0
 DISPLAY_BUFFER: Final = 1024
 BAR_WIDTH: Final = 20
+LAST_ERROR_WIDTH: Final = 48
 ACCOUNT_QUERY_S: Final = 10.0
 _BPS_QUANTUM: Final = Decimal("0.01")
 _PCT_QUANTUM: Final = Decimal("0.01")
@@ -147,10 +151,38 @@ def _header(snapshot: ViewSnapshot) -> Text:
         text.append("  feed up", style="green")
     if h.feed_gaps or h.sequence_resets:
         text.append(f"  gaps {h.feed_gaps} resets {h.sequence_resets}", style="yellow")
+    supervised = {row.name: row for row in h.order_side}
     if h.user_stream is not None:
         style = "green" if h.user_stream == "subscribed" else "yellow"
+        if h.user_stream == "crashed":
+            style = "bold white on red"
         text.append(f"  user stream {h.user_stream}", style=style)
+        row = supervised.pop("user_stream", None)
+        if row is not None:
+            _append_restarts(text, row)
+    for row in supervised.values():
+        if row.crashes:
+            down = row.state is SupervisedState.BACKOFF
+            label = "crashed" if down else row.state.value
+            text.append(
+                f"  {row.name.replace('_', ' ')} {label}",
+                style="bold white on red" if down else "yellow",
+            )
+            _append_restarts(text, row)
     return text
+
+
+def _append_restarts(text: Text, row: OrderSideRow) -> None:
+    """When a supervised service has crashed: when it restarts, how often, and why."""
+    if not row.crashes:
+        return
+    error = row.last_error or "-"
+    if len(error) > LAST_ERROR_WIDTH:
+        error = error[: LAST_ERROR_WIDTH - 1] + "…"
+    if row.restart_in_s is not None:
+        text.append(f" restart in {_seconds(row.restart_in_s)} ({error})", style="red")
+    else:
+        text.append(f" (restarts {row.restarts}, last {error})", style="yellow")
 
 
 def _last_cell(row: SymbolRow) -> Text:

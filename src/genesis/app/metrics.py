@@ -33,7 +33,9 @@ Names (all prefixed ``genesis_``): ``connection_state{role,state}``,
 ``limiter_queued``, ``limiter_longest_wait_seconds``; ``rest_requests_total{outcome}``;
 ``order_updates_total{status}``; ``errors_total{kind}``; ``clock_offset_seconds``,
 ``clock_offset_uncertainty_seconds``; ``alerts_total{kind}``, ``alerts_active``;
-``market_state{symbol,state}``.
+``market_state{symbol,state}``; ``order_side_state{service,state}``,
+``order_side_crashes_total{service}``, ``order_side_restarts_total{service}`` (the supervised
+reconciler and user data stream, app/supervisor.py).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from genesis.app.supervisor import SupervisedState
 from genesis.models.events import BreakerState, ConnectionState, OrderUpdate
 from genesis.models.market import Depth, Kline, Ticker, Trade
 from genesis.models.state import MarketCondition
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from genesis.app.alerts import AlertStatistics
+    from genesis.app.supervisor import SupervisorStatistics
     from genesis.bus import EventBus
     from genesis.exchange.gateway import GatewayStatistics
     from genesis.exchange.ws_manager import MarketDataStatistics
@@ -116,6 +120,7 @@ class MetricsSources:
         breakers: every circuit breaker's ``statistics`` by surface name.
         alerts: the alert task's ``statistics``.
         market_states: the latest MarketState per symbol.
+        order_side: each supervised order-side service's ``statistics`` by name.
     """
 
     bus: EventBus
@@ -124,6 +129,7 @@ class MetricsSources:
     breakers: Mapping[str, Callable[[], BreakerStatistics]] = attrs.field(factory=dict)
     alerts: Callable[[], AlertStatistics] | None = None
     market_states: Callable[[], Mapping[str, MarketState]] | None = None
+    order_side: Mapping[str, Callable[[], SupervisorStatistics]] = attrs.field(factory=dict)
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -162,6 +168,8 @@ class _StatisticsCollector(Collector):
                 for condition in MarketCondition:
                     states.add_metric([symbol, condition.value], float(state.state is condition))
             yield states
+        if s.order_side:
+            yield from self._order_side({name: stats() for name, stats in s.order_side.items()})
 
     def _bus(self, bus: EventBus) -> Iterator[Metric]:
         stats = bus.statistics()
@@ -283,6 +291,21 @@ class _StatisticsCollector(Collector):
             errors.add_metric(["alert_command_failed"], alerts.command_failures)
             errors.add_metric(["alert_command_dropped"], alerts.command_dropped)
         yield errors
+
+    def _order_side(self, services: Mapping[str, SupervisorStatistics]) -> Iterator[Metric]:
+        state = _gauge(
+            "order_side_state",
+            "1 for the state each supervised service is in",
+            ["service", "state"],
+        )
+        crashes = _counter("order_side_crashes", "crashes after the first start", ["service"])
+        restarts = _counter("order_side_restarts", "restarts after a crash", ["service"])
+        for name, stats in sorted(services.items()):
+            for candidate in SupervisedState:
+                state.add_metric([name, candidate.value], float(stats.state is candidate))
+            crashes.add_metric([name], stats.crashes)
+            restarts.add_metric([name], stats.restarts)
+        yield from (state, crashes, restarts)
 
     def _alerts(self, stats: AlertStatistics) -> Iterator[Metric]:
         total = _counter("alerts", "alerts seen on the bus", ["kind"])

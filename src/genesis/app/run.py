@@ -15,12 +15,14 @@ run_genesis
             │                                attempt budget; snapshots through the gateway)
             ├── order task                   orders/manager.py → orders/service.py (journal,
             │                                checks, one send) → exchange/gateway.py (REST)
-            ├── reconciler                   orders/reconcile.py (at start and after each gap)
+            ├── reconciler                   orders/reconcile.py (at start and after each gap;
+            │                                restarted after a crash: app/supervisor.py)
             ├── alerts                       app/alerts.py (conditions → Alert; log, count, page)
             ├── market state                 app/market_state.py (MarketState per symbol)
             ├── [metrics]   exporter         app/metrics.py (127.0.0.1:9108/metrics)
             ├── user data stream             exchange/user_stream.py (WS API; reports → journal
-            │                                → bus; a gap → reconciliation)
+            │                                → bus; a gap → reconciliation; restarted after a
+            │                                crash, then reconciled)
             ├── [GENESIS_NATS_URL] bridge    bridge/ (bus → JetStream; order events via the
             │                                journal's outbox)
             └── heartbeat                    exchange/health_monitor.py (health, time sync)
@@ -38,9 +40,18 @@ the gateway read over REST: every symbol that is not listed, or not ``TRADING``,
 300 per 5 minutes per IP) is shared by the market-data roles, the order books and the user
 data stream.
 
-The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`:
-once started, a crash of either is an ERROR line (with its traceback) and, for the user stream,
-a ``USER_STREAM_DOWN`` alert, and the rest of the tree, market data first, keeps running.
+The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`
+(app/supervisor.py): once started, a crash of either is an ERROR line (with its traceback) and,
+for the user stream, a ``USER_STREAM_DOWN`` alert saying when it restarts; the rest of the tree,
+market data first, keeps running, and the crashed service is started again after a backoff of
+1, 2, 4 … 60 s (up for 60 s resets it; a restart that fails before it is up backs off further,
+only a failure of the very first start is the tree's). The handles in :class:`GenesisHandle`
+stay valid across restarts: each restart continues the previous handle, so its counters go on
+from where they were. A restarted user stream treats its first subscription as following a gap,
+so the reconciler catches up on every report it missed while down; the reconciler's trigger
+channel outlives a reconciler restart, and a restarted reconciler reconciles at once. Crashes,
+restarts and the last error are in ``GenesisHandle.order_side``, on the dashboard's header and
+in the ``genesis_order_side_*`` metrics.
 
 A run that ends (duration, signal) without one market-data event having reached the bus raises
 :class:`~genesis.errors.NoMarketDataError` with the last connection error, so it exits non-zero.
@@ -58,9 +69,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from functools import partial
-from typing import TYPE_CHECKING, Final, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, TextIO
 
 import attrs
 import trio
@@ -71,6 +81,7 @@ from genesis.app.logging import json_line
 from genesis.app.market_state import run_market_state
 from genesis.app.metrics import MetricsSources, run_metrics
 from genesis.app.record import RECORD_EXISTS_HINT, run_recorder
+from genesis.app.supervisor import Supervision, lone_error, supervise_order_side
 from genesis.app.view import Sources
 from genesis.bus import EventBus
 from genesis.config import Mode, Secret
@@ -81,7 +92,7 @@ from genesis.exchange.order_book import run_order_books
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import limited_connector, run_market_data
-from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
+from genesis.models.events import AlertKind, OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.reconcile import reconcile_trigger, run_reconciler
@@ -92,7 +103,7 @@ from genesis.sim.server import SimConfig, run_simulator
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Mapping
 
     from genesis.app.alerts import AlertHandle
     from genesis.app.dashboard import LiveDisplay
@@ -124,8 +135,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 ORDER_CHANNEL_SIZE: Final = 64
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
@@ -155,6 +164,8 @@ class GenesisHandle:
             ``None`` without ``metrics_port``.
         bridge: the JetStream bridge when ``settings.nats_url`` is set, else ``None``.
         order_books: the local order books (``GENESIS_ORDER_BOOK``), else ``None``.
+        order_side: the supervision record of each order-side service by name
+            (``reconciler``, ``user_stream`` with credentials): crashes, restarts, last error.
     """
 
     bus: EventBus
@@ -175,6 +186,7 @@ class GenesisHandle:
     metrics: MetricsHandle | None = None
     bridge: Bridge | None = None
     order_books: OrderBooksHandle | None = None
+    order_side: Mapping[str, Supervision] = attrs.field(factory=dict)
 
 
 async def watch_signals(
@@ -193,73 +205,6 @@ async def watch_signals(
             logger.info("genesis.signal name=%s", signal.Signals(signum).name)
             stop_scope.cancel()
     raise AssertionError("signal receivers never end")  # pragma: no cover
-
-
-def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
-
-
-async def supervise_order_side(  # type: ignore[explicit-any]  # any run_* service, as nursery.start takes
-    bus: EventBus,
-    name: str,
-    run: Callable[..., Awaitable[object]],
-    *,
-    alert: AlertKind | None = None,
-    task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run ``run`` (a ``run_*`` service) so that, once started, its crash stops only itself.
-
-    This is the supervision boundary between the order side and everything else: market data
-    must never stop because reconciliation or the user data stream failed. A failure before
-    ``started`` is the tree's (a start-up problem); after it, the error is logged at ERROR with
-    its traceback, ``alert`` (if given) goes on the bus, and this task idles until cancelled.
-
-    Args:
-        bus: where the alert goes.
-        name: the service's name in the log line.
-        run: called with ``task_status=``; its ``started`` value is passed on.
-        alert: the kind of the alert published when it fails.
-        task_status: receives what ``run`` passed to its own ``started``.
-    """
-    started = False
-    try:
-        async with trio.open_nursery() as inner:
-            value = await inner.start(run)
-            started = True
-            task_status.started(value)
-    except Exception as group:  # the supervision boundary: logged with its traceback, then idle
-        lone = _lone_error(group) if isinstance(group, BaseExceptionGroup) else group
-        if not started:
-            if lone is not None and lone is not group:
-                raise lone from None
-            raise
-        exc = group if lone is None else lone
-        logger.error(
-            "genesis.order_side_failed task=%s error=%s: %s; market data continues",
-            name,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        if alert is not None:
-            await bus.publish(
-                Alert(
-                    kind=alert,
-                    severity=AlertSeverity.ERROR,
-                    message=f"{name} stopped: {type(exc).__name__}: {exc}",
-                    at_ms=int(time.time() * 1000),
-                    subject=name,
-                )
-            )
-    await trio.sleep_forever()
 
 
 def symbol_problems(info: ExchangeInfo, symbols: tuple[str, ...]) -> list[str]:
@@ -386,7 +331,7 @@ async def run_genesis(
                 # The client side is down (stopped or failed): now the simulator and watcher.
                 root.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        lone = _lone_error(group)
+        lone = lone_error(group)
         if lone is None:
             raise
         raise lone from None
@@ -445,6 +390,9 @@ async def _run_tree(
         ws_key, ws_signer = settings.api_key, load_signer(settings)
     order_send, order_recv = trio.open_memory_channel[OrderCommand](ORDER_CHANNEL_SIZE)
     attempts = ConnectAttemptLimiter()
+    order_side = {"reconciler": Supervision("reconciler")}
+    if ws_key is not None and ws_signer is not None and ws_api_url:
+        order_side["user_stream"] = Supervision("user_stream")
     try:
         async with (
             open_journal(settings.db_path) as journal,
@@ -480,7 +428,7 @@ async def _run_tree(
                         tty=display_tty,
                         capture_logs=capture_logs,
                         mode=settings.mode.value.upper(),
-                        sources=Sources(gateway=gateway, breakers=breakers),
+                        sources=Sources(gateway=gateway, breakers=breakers, order_side=order_side),
                         account=gateway if signer is not None or ws_signer is not None else None,
                     )
                 )
@@ -545,12 +493,16 @@ async def _run_tree(
             # Reconcile at start (the journal against the exchange), then after every gap in the
             # user data stream; it never holds up the tree, and retries with backoff.
             on_gap, gaps = reconcile_trigger()
+            # A crash of either restarts it with backoff (app/supervisor.py): the handles below
+            # stay valid, the trigger channel outlives a reconciler restart (a gap signalled
+            # meanwhile waits in it), and a restarted user stream reconciles its downtime.
             reconciler = await tree.start(
                 partial(
                     supervise_order_side,
                     bus,
                     "reconciler",
                     partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps),
+                    supervision=order_side["reconciler"],
                 )
             )
             user_stream = (
@@ -572,6 +524,7 @@ async def _run_tree(
                             config=UserStreamConfig(recv_window_ms=settings.recv_window_ms),
                         ),
                         alert=AlertKind.USER_STREAM_DOWN,
+                        supervision=order_side["user_stream"],
                     )
                 )
                 if ws_key is not None and ws_signer is not None and ws_api_url
@@ -601,6 +554,7 @@ async def _run_tree(
                             breakers={n: b.statistics for n, b in breakers.items()},
                             alerts=alerts.statistics,
                             market_states=lambda: market_state.latest,
+                            order_side={n: r.statistics for n, r in order_side.items()},
                         ),
                         port=metrics_port,
                     )
@@ -626,6 +580,7 @@ async def _run_tree(
                     metrics=metrics,
                     bridge=bridge,
                     order_books=order_books,
+                    order_side=order_side,
                 )
             )
     finally:

@@ -22,6 +22,10 @@ Sources, freshest first:
 - **account**: balances (an initial account query, then :class:`AccountBalances`) and open
   orders (:class:`OrderUpdate` until a terminal status).
 - **alerts**: the newest :data:`MAX_ALERTS` :class:`Alert` events, newest first.
+- **order side**: the supervisor's record of the reconciler and the user data stream (polled):
+  crashes, restarts, the last error and when a crashed one restarts. The user stream's header
+  state is ``crashed`` while it waits to restart and ``restarting`` until it is up again, then
+  again the state of its latest :class:`UserStreamStatus`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
+from genesis.app.supervisor import SupervisedState
 from genesis.models.events import (
     AccountBalances,
     Alert,
@@ -52,6 +57,7 @@ from genesis.models.state import MarketCondition, MarketState
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from genesis.app.supervisor import SupervisorStatistics
     from genesis.exchange.gateway import GatewayStatistics
     from genesis.exchange.ws_manager import MarketDataStatistics
     from genesis.models.account import Account, Balance
@@ -74,7 +80,9 @@ __all__ = [
     "MarketDataSource",
     "OpsView",
     "OrderRow",
+    "OrderSideRow",
     "Sources",
+    "SupervisionSource",
     "SymbolRow",
     "Tick",
     "ViewSnapshot",
@@ -134,21 +142,48 @@ class BreakerSource(Protocol):
     def statistics(self) -> BreakerStatistics: ...
 
 
+class SupervisionSource(Protocol):
+    """Anything with supervisor statistics (:class:`~genesis.app.supervisor.Supervision`)."""
+
+    def statistics(self) -> SupervisorStatistics: ...
+
+
 @attrs.define(kw_only=True)
 class Sources:
-    """What the dashboard polls besides the bus; any of them may be attached later."""
+    """What the dashboard polls besides the bus; any of them may be attached later.
+
+    ``order_side``: the supervised order-side services by name (``reconciler``, ``user_stream``).
+    """
 
     market_data: MarketDataSource | None = None
     gateway: GatewayStatisticsSource | None = None
     breakers: Mapping[str, BreakerSource] = attrs.field(factory=dict)
+    order_side: Mapping[str, SupervisionSource] = attrs.field(factory=dict)
 
 
 # --- the snapshot --------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
+class OrderSideRow:
+    """One supervised order-side service; ``restart_in_s`` while a crashed one waits."""
+
+    name: str
+    state: SupervisedState
+    crashes: int
+    restarts: int
+    last_error: str | None
+    restart_in_s: float | None
+
+
+@attrs.frozen(kw_only=True)
 class Header:
-    """mode: ``SIMULATOR``, ``TESTNET``, ``PRODUCTION`` or ``REPLAY``."""
+    """mode: ``SIMULATOR``, ``TESTNET``, ``PRODUCTION`` or ``REPLAY``.
+
+    user_stream: the user stream's state (``subscribed``, ``backoff`` … or ``crashed`` /
+    ``restarting`` after a crash); ``None`` before anything is known. order_side: each
+    supervised service, by name.
+    """
 
     mode: str
     uptime_s: float
@@ -158,6 +193,7 @@ class Header:
     feed_gaps: int
     sequence_resets: int
     user_stream: str | None
+    order_side: tuple[OrderSideRow, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -306,6 +342,7 @@ class OpsView:
     _feed_gaps: int = attrs.field(init=False, default=0)
     _sequence_resets: int = attrs.field(init=False, default=0)
     _user_stream: str | None = attrs.field(init=False, default=None)
+    _order_side: dict[str, SupervisorStatistics] = attrs.field(init=False, factory=dict)
     _balances: dict[str, Balance] = attrs.field(init=False, factory=dict)
     _orders: dict[str, OrderRow] = attrs.field(init=False, factory=dict)
     _alerts: deque[AlertRow] = attrs.field(init=False, factory=lambda: deque(maxlen=MAX_ALERTS))
@@ -426,6 +463,8 @@ class OpsView:
             )
             if stats.time_sync.synced:
                 self._clock_offset_ms = stats.time_sync.offset_ms
+        for name, supervision in sources.order_side.items():
+            self._order_side[name] = supervision.statistics()
         for name, breaker in sources.breakers.items():
             b = breaker.statistics()
             previous = self._breakers.get(name)
@@ -448,7 +487,10 @@ class OpsView:
             feed_down_reason=None if down is None else down.reason,
             feed_gaps=self._feed_gaps,
             sequence_resets=self._sequence_resets,
-            user_stream=self._user_stream,
+            user_stream=self._user_stream_state(),
+            order_side=tuple(
+                _order_side_row(self._order_side[name], now) for name in sorted(self._order_side)
+            ),
         )
         return ViewSnapshot(
             header=header,
@@ -476,11 +518,32 @@ class OpsView:
             alerts=tuple(self._alerts),
         )
 
+    def _user_stream_state(self) -> str | None:
+        supervised = self._order_side.get("user_stream")
+        if supervised is not None and supervised.crashes:
+            # The crashed service published nothing: its last status is stale until it is up.
+            if supervised.state is SupervisedState.BACKOFF:
+                return "crashed"
+            if supervised.state is SupervisedState.STARTING:
+                return "restarting"
+        return self._user_stream
+
     def _symbol_row(self, state: _SymbolState, now: float) -> SymbolRow:
         since = state.last_event_at if state.last_event_at is not None else self.started_at
         age_s = None if state.last_event_at is None else max(0.0, now - state.last_event_at)
         stale = self._feed_down is not None or now - since > STALE_AFTER_S
         return attrs.evolve(state.row, age_s=age_s, stale=stale)
+
+
+def _order_side_row(stats: SupervisorStatistics, now: float) -> OrderSideRow:
+    return OrderSideRow(
+        name=stats.name,
+        state=stats.state,
+        crashes=stats.crashes,
+        restarts=stats.restarts,
+        last_error=stats.last_error,
+        restart_in_s=None if stats.restart_at is None else max(0.0, stats.restart_at - now),
+    )
 
 
 def _with_last(row: SymbolRow, price: Decimal) -> SymbolRow:

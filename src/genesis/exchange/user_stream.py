@@ -53,6 +53,10 @@ being recorded. Settling is bounded by ``connect_timeout_s`` plus one ``request_
 request (two for Ed25519). When it failed, every later subscription is treated as following a
 gap (``on_gap`` runs), and :meth:`UserStreamHandle.wait_subscribed` waits for the stream.
 
+Restart (``resume=``): a bug that escapes ends the service; the order-side supervisor
+(:mod:`genesis.app.supervisor`) starts it again with the old handle, which the new run takes
+over with its counters. Its first subscription follows a gap, so the downtime is reconciled.
+
 Availability changes are published as :class:`~genesis.models.events.UserStreamStatus` events
 (subscribed; lost or never reached): while unavailable, order outcomes come from REST queries.
 
@@ -319,6 +323,31 @@ class _Service:
     def _set_state(self, state: UserStreamState) -> None:
         self.state = state
         self.changed.unpark_all()
+
+    def continue_from(self, previous: _Service) -> None:
+        """Carry ``previous``'s counters over (a restart after a crash): they never reset.
+
+        The first subscription then follows a gap: nobody listened while it was down.
+        """
+        self.attempts = previous.attempts
+        self.connects = previous.connects
+        self.subscriptions = previous.subscriptions
+        self.reconnects = previous.reconnects
+        self.rotations = previous.rotations
+        self.resubscriptions = previous.resubscriptions
+        self.rejections = previous.rejections
+        self.gaps = previous.gaps
+        self.events = Counter(previous.events)
+        self.malformed = previous.malformed
+        self.unexpected_answers = previous.unexpected_answers
+        self.last_error = previous.last_error
+        self.last_event_ms = previous.last_event_ms
+        self.gap_pending = True
+
+    def stopped(self) -> None:
+        """The service ended (a crash or a cancellation): nothing is connected any more."""
+        self.conn = None
+        self._set_state(UserStreamState.BACKOFF)
 
     async def _announce(self, reason: str | None) -> None:
         """Publish a :class:`UserStreamStatus` if availability changed since the last one."""
@@ -647,13 +676,20 @@ class _Service:
 class UserStreamHandle:
     """What :func:`run_user_stream` hands to ``nursery.start``: statistics and a wait.
 
-    The handle is read-only; cancelling the service's task stops the stream.
+    The handle is read-only; cancelling the service's task stops the stream. A
+    :func:`run_user_stream` started with ``resume=handle`` takes it over: from then on the handle
+    reads (and :meth:`wait_subscribed` waits on) the new run.
     """
 
     def __init__(self, service: _Service) -> None:
         self._service = service
         self.url: str = service.url
         """The WebSocket API URL."""
+
+    def _continue_with(self, service: _Service) -> None:
+        """Read ``service`` from now on (a resumed :func:`run_user_stream`)."""
+        previous, self._service = self._service, service
+        previous.changed.unpark_all()  # waiters park on the new service's lot
 
     def statistics(self) -> UserStreamStatistics:
         """A snapshot: state, subscription, counters, last error and last event time."""
@@ -662,11 +698,11 @@ class UserStreamHandle:
     async def wait_subscribed(self, subscriptions: int = 1) -> None:
         """Wait until a subscription is live and at least ``subscriptions`` have been made."""
         await trio.lowlevel.checkpoint()
-        service = self._service
         while not (
-            service.state is UserStreamState.SUBSCRIBED and service.subscriptions >= subscriptions
+            (service := self._service).state is UserStreamState.SUBSCRIBED
+            and service.subscriptions >= subscriptions
         ):
-            await service.changed.park()
+            await service.changed.park()  # a resumed run unparks it: then its own service
 
 
 async def run_user_stream(
@@ -681,6 +717,7 @@ async def run_user_stream(
     connector: WebSocketConnector = connect_tcp_websocket,
     server_time_ms: WallClock = system_wall_clock_ms,
     rng: random.Random | None = None,
+    resume: UserStreamHandle | None = None,
     task_status: trio.TaskStatus[UserStreamHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep a user data subscription on the WebSocket API and publish what it reports.
@@ -705,6 +742,13 @@ async def run_user_stream(
         server_time_ms: Epoch-ms clock for the signed ``timestamp`` (the gateway's
             server-synchronised ``server_time_ms``).
         rng: Source of backoff jitter when ``config.backoff.jitter`` is set.
+        resume: The handle of an earlier run that ended (a crash; the supervisor in
+            :mod:`genesis.app.supervisor` restarts it). This run takes the handle over and
+            hands out that same one; its counters (connects, subscriptions, reconnects, gaps,
+            events, ``last_error`` …) go on from the earlier run's, never from zero; ``state``,
+            ``uptime_s`` and the subscription are this run's; the reconnect schedule starts
+            afresh. Its first subscription follows a gap (every report while it was down is
+            missed), so ``on_gap`` runs before it reports ``SUBSCRIBED``.
         task_status: Receives the :class:`UserStreamHandle` once the first attempt settled:
             subscribed, or failed (see the module docstring for why it does not wait longer).
 
@@ -714,7 +758,9 @@ async def run_user_stream(
 
     Runs until cancelled; exchange and transport trouble never escapes (it is a WARNING, a
     state in the statistics, and retried forever). On cancellation the subscription is ended
-    and the connection closed, bounded by ``CLOSE_ON_CANCEL_S``.
+    and the connection closed, bounded by ``CLOSE_ON_CANCEL_S``. Once it has ended (a bug that
+    propagated, or a cancellation) the handle reports ``BACKOFF``, not connected, until a
+    resumed run takes it over.
     """
     config = UserStreamConfig() if config is None else config
     if config.backoff.jitter and rng is None:
@@ -729,10 +775,23 @@ async def run_user_stream(
         connector=connector,
         backoff=Backoff(config.backoff, rng),
     )
-    handle = UserStreamHandle(service)
-    logger.info("user_stream.start url=%s key_type=%s", url, signer.key_type)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.run)
-        await service.settled.wait()
-        task_status.started(handle)
+    if resume is None:
+        handle = UserStreamHandle(service)
+    else:
+        service.continue_from(resume._service)
+        handle = resume
+        handle._continue_with(service)
+    logger.info(
+        "user_stream.start url=%s key_type=%s resumed=%s",
+        url,
+        signer.key_type,
+        resume is not None,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            await service.settled.wait()
+            task_status.started(handle)
+    finally:
+        service.stopped()
     raise AssertionError("user stream task ended")  # pragma: no cover

@@ -405,7 +405,10 @@ class _ReconcilerState:
 
 @attrs.frozen
 class ReconcilerHandle:
-    """What :func:`run_reconciler` hands its starter: a view of its state."""
+    """What :func:`run_reconciler` hands its starter: a view of its state.
+
+    A run started with ``resume=handle`` continues this state, so one handle reads every run.
+    """
 
     _state: _ReconcilerState
 
@@ -451,6 +454,7 @@ async def run_reconciler(
     symbols: Sequence[str],
     trigger: trio.MemoryReceiveChannel[None] | None = None,
     config: ReconcileConfig = ReconcileConfig(),  # frozen: one shared default is safe
+    resume: ReconcilerHandle | None = None,
     task_status: trio.TaskStatus[ReconcilerHandle] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Reconcile at start, after every trigger, and again while orders are still unknown.
@@ -469,22 +473,34 @@ async def run_reconciler(
       retried after the backoff (1, 2, 4 … 30 s); triggers do not cut a backoff short. Nothing
       the exchange does makes this raise.
 
-    Runs until cancelled; cancellation may stop a cycle half-way (see :func:`reconcile_once`).
-    It closes nothing it was given: the trigger channel's owner closes it.
+    - ``resume``: the handle of an earlier run that ended (a crash; the supervisor in
+      :mod:`genesis.app.supervisor` restarts it): this run continues it and hands out that same
+      handle, so whoever holds it reads this run. Its figures go on from where they were
+      (``cycles``, ``failures``, ``last_report``, ``last_error`` …; a crash mid-cycle is not
+      counted as a failure), and the retry schedule starts afresh. Like any start, it reconciles
+      at once, which also covers triggers sent while it was down (they wait in ``trigger``).
 
-    Raises:
+    Runs until cancelled; cancellation may stop a cycle half-way (see :func:`reconcile_once`).
+    It closes nothing it was given: the trigger channel's owner closes it, so the channel
+    outlives a crash and a restart.
     """
     symbols = tuple(symbols)
-    state = _ReconcilerState()
+    handle = ReconcilerHandle(_ReconcilerState()) if resume is None else resume
+    state = handle._state
     backoff = Backoff(config.backoff)
-    logger.info("reconcile.start symbols=%s trigger=%s", ",".join(symbols), trigger is not None)
+    logger.info(
+        "reconcile.start symbols=%s trigger=%s resumed=%s",
+        ",".join(symbols),
+        trigger is not None,
+        resume is not None,
+    )
     started = False
     while True:
         trigger = _drain(trigger)  # this cycle covers every trigger queued before it
         wait_s, failed = await _cycle(service, symbols, config, state, backoff)
         if not started:
             started = True
-            task_status.started(ReconcilerHandle(state))
+            task_status.started(handle)
         if failed:
             await trio.sleep(wait_s)  # a gap does not cut a backoff short: it is retried anyway
         else:
