@@ -41,8 +41,8 @@ the gateway read over REST: every symbol that is not listed, or not ``TRADING``,
 data stream.
 
 The order side (the reconciler, the user data stream) runs under :func:`supervise_order_side`
-(app/supervisor.py): once started, a crash of either is an ERROR line (with its traceback) and,
-for the user stream, a ``USER_STREAM_DOWN`` alert saying when it restarts; the rest of the tree,
+(app/supervisor.py): once started, a crash of either is an ERROR line (with its traceback) and a
+``USER_STREAM_DOWN`` or ``RECONCILER_DOWN`` alert saying when it restarts; the rest of the tree,
 market data first, keeps running, and the crashed service is started again after a backoff of
 1, 2, 4 … 60 s (up for 60 s resets it; a restart that fails before it is up backs off further,
 only a failure of the very first start is the tree's). The handles in :class:`GenesisHandle`
@@ -502,6 +502,7 @@ async def _run_tree(
                     bus,
                     "reconciler",
                     partial(run_reconciler, service, symbols=settings.symbols, trigger=gaps),
+                    alert=AlertKind.RECONCILER_DOWN,
                     supervision=order_side["reconciler"],
                 )
             )

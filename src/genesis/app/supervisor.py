@@ -18,7 +18,7 @@ nor leaves the process running without them until a person restarts it:
   error bare) so that ``genesis run`` fails at once instead of limping.
 - Any later failure (a crash after ``started``, a restarted service failing before its own
   ``started``, a service that returns) is logged at ERROR with its traceback, counted, and the
-  alert (for the user stream ``USER_STREAM_DOWN``) goes on the bus saying when it restarts; the
+  alert (``USER_STREAM_DOWN``, ``RECONCILER_DOWN``) goes on the bus saying when it restarts; the
   service is started again after the delay. A restart that fails before ``started`` is not a
   start-up problem any more (the tree is running, the configuration was good once): it backs off
   further and retries.

@@ -345,6 +345,7 @@ class AlertKind(enum.Enum):
     RECORDER_FAILED = "recorder_failed"
     BROKER_UNREACHABLE = "broker_unreachable"
     USER_STREAM_DOWN = "user_stream_down"
+    RECONCILER_DOWN = "reconciler_down"
 
 
 class AlertSeverity(enum.Enum):
