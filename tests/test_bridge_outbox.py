@@ -105,7 +105,11 @@ async def test_only_an_order_that_became_unknown_keeps_its_update() -> None:
         }
         became = {
             cid: await journal.record_unknown(
-                cid, reason="timeout", sent_at_ms=2, now_ms=4, update=update
+                cid,
+                reason="timeout",
+                sent_at_ms=2,
+                now_ms=4,
+                outbox=journal.outbox_message(update),
             )
             for cid, update in updates.items()
         }
@@ -119,13 +123,17 @@ async def test_a_record_that_fails_keeps_nothing_in_the_outbox() -> None:
     async with open_journal(":memory:") as journal:
         journal.keep_updates_in_outbox(encode_message)
         update = order_update(cid="x-9")
-        await journal.record_external(update.order, now_ms=1, update=update)
+        message = journal.outbox_message(update)
+        await journal.record_external(update.order, now_ms=1, outbox=message)
         with pytest.raises(DuplicateOrderError):
-            await journal.record_external(update.order, now_ms=2, update=update)
+            await journal.record_external(update.order, now_ms=2, outbox=message)
         missing = order_update(cid="x-10")
         with pytest.raises(OrderNotFoundError):
             await journal.record_update(
-                missing.order, source=missing.source, now_ms=3, update=missing
+                missing.order,
+                source=missing.source,
+                now_ms=3,
+                outbox=journal.outbox_message(missing),
             )
         assert journal.statistics().outbox == 1
         assert [e.message for e in await journal.outbox_pending(10)] == [encode_message(update)]
@@ -138,3 +146,23 @@ async def test_without_a_bridge_no_update_is_kept() -> None:
         await recorder.record(update.order, update.source)
         assert journal.statistics().outbox == 0
         assert await journal.outbox_pending(10) == []
+
+
+async def test_an_update_the_encoder_cannot_encode_is_still_journaled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(update: OrderUpdate) -> OutboxMessage:
+        raise ValueError("a bug in the broker's encoding")
+
+    async with open_journal(":memory:") as journal:
+        journal.keep_updates_in_outbox(broken)
+        recorder = OrderRecorder(journal, EventBus().publish, lambda: 1_000)
+        update = order_update(cid="x-1")
+        await recorder.record(update.order, update.source)
+        entry = await journal.get("x-1")
+        stats = journal.statistics()
+    assert entry is not None  # the order's record is kept whatever the broker's copy does
+    assert (stats.outbox, stats.outbox_unencodable) == (0, 1)
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("journal.outbox_unencodable")]
+    assert line.levelname == "ERROR"
+    assert "client_order_id=x-1" in line.getMessage()

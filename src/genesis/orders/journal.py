@@ -27,10 +27,11 @@ always matches Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``.
 - The *outbox* (:meth:`Journal.outbox_put`, :meth:`~Journal.outbox_pending`,
   :meth:`~Journal.outbox_done`) keeps order events for the NATS bridge until the broker has
   acknowledged them, so a broker outage or a restart loses none. Once the bridge has called
-  :meth:`Journal.keep_updates_in_outbox`, an :class:`~genesis.models.events.OrderUpdate` given
-  to a ``record_*`` method as ``update=`` goes into the outbox *in the transaction that journals
-  it*: an update the journal has is never missing from the bridge, even when the process dies
-  before the bus hands it to the bridge.
+  :meth:`Journal.keep_updates_in_outbox`, the message of an
+  :class:`~genesis.models.events.OrderUpdate` (:meth:`Journal.outbox_message`) given to a
+  ``record_*`` method as ``outbox=`` goes into the outbox *in the transaction that journals the
+  update*: an update the journal has is never missing from the bridge, even when the process
+  dies before the bus hands it to the bridge.
 
 Portability to PostgreSQL: the statements (``INSERT … RETURNING``, ``ON CONFLICT … DO UPDATE``,
 a correlated ``UPDATE``) are standard apart from the ``?`` placeholders; the SQLite-only pieces
@@ -197,7 +198,8 @@ class JournalEvent:
 class JournalStatistics:
     """Counters of an open journal, kept in memory (reading them never touches the disk).
 
-    ``outbox`` is the number of messages waiting in the outbox for the broker.
+    ``outbox`` is the number of messages waiting in the outbox for the broker;
+    ``outbox_unencodable`` counts updates journaled without one because the encoder failed.
     """
 
     path: str
@@ -206,6 +208,7 @@ class JournalStatistics:
     unfinished: int
     events: int
     outbox: int = 0
+    outbox_unencodable: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -227,6 +230,12 @@ class OutboxEntry:
     id: int
     message: OutboxMessage
     created_ms: int
+
+
+def _outbox_rows(message: OutboxMessage | None, now_ms: int) -> list[_OutboxRow]:
+    if message is None:
+        return []
+    return [(message.subject, message.msg_id, message.payload, now_ms)]
 
 
 def exchange_info_is_fresh(fetched_ms: int, *, now_ms: int) -> bool:
@@ -352,6 +361,7 @@ class Journal:
         self._schema_version = schema_version
         self._orders = self._unfinished = self._events = self._outbox = 0
         self._encode: Callable[[OrderUpdate], OutboxMessage] | None = None
+        self._unencodable = 0
 
     @property
     def path(self) -> str:
@@ -370,23 +380,40 @@ class Journal:
             unfinished=self._unfinished,
             events=self._events,
             outbox=self._outbox,
+            outbox_unencodable=self._unencodable,
         )
 
     def keep_updates_in_outbox(self, encode: Callable[[OrderUpdate], OutboxMessage]) -> None:
         """From now on, keep ``encode(update)`` in the outbox with every record given ``update``.
 
-        The message is written in the transaction that journals the update (all or none), so
+        :meth:`outbox_message` encodes an update with it; a ``record_*`` call given that message
+        (``outbox=``) writes it in the transaction that journals the update (all or none), so
         whatever the journal has of an order, the broker gets too (the NATS bridge calls this
-        when it starts, for the life of the journal). ``encode`` runs in the caller's thread,
-        before the transaction.
+        when it starts, for the life of the journal).
         """
         self._encode = encode
 
-    def _outbox_rows(self, update: OrderUpdate | None, now_ms: int) -> list[_OutboxRow]:
-        if update is None or self._encode is None:
-            return []
-        message = self._encode(update)
-        return [(message.subject, message.msg_id, message.payload, now_ms)]
+    def outbox_message(self, update: OrderUpdate) -> OutboxMessage | None:
+        """The broker's message of ``update`` for a ``record_*`` call's ``outbox=``.
+
+        ``None`` until :meth:`keep_updates_in_outbox`, or when the encoder failed (an ERROR
+        line, ``statistics().outbox_unencodable``): the broker's copy is lost then, the order's
+        record never is.
+        """
+        if self._encode is None:
+            return None
+        try:
+            return self._encode(update)
+        except Exception as exc:  # the broker's copy, never the journal's record, is what fails
+            self._unencodable += 1
+            logger.error(
+                "journal.outbox_unencodable client_order_id=%s error=%s: the update is journaled"
+                " but will not reach the broker",
+                update.order.client_order_id,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            return None
 
     async def _run(self, work: Callable[[], _T]) -> _T:
         try:
@@ -532,15 +559,15 @@ class Journal:
         source: OrderUpdateSource,
         reason: str | None = None,
         now_ms: int,
-        update: OrderUpdate | None = None,
+        outbox: OutboxMessage | None = None,
     ) -> bool:
         """Append what was reported of ``order``; apply it where it moves the order on.
 
         The event is always appended. The row takes the reported status only if it is further
         along (a terminal order never goes back: a late NEW after FILLED is history only),
         ``filled_quantity`` never decreases, and a missing exchange order id is filled in.
-        ``update`` (the event to be published for it) goes into the outbox in the same
-        transaction (:meth:`keep_updates_in_outbox`).
+        ``outbox`` (the broker's message of the update to be published,
+        :meth:`outbox_message`) goes into the outbox in the same transaction.
 
         Returns:
             Whether the order's row changed.
@@ -550,7 +577,7 @@ class Journal:
         """
         payload = _dumps(order)
         reported = (order.status, order.exchange_status, decimal_to_wire(order.filled_quantity))
-        outbox = self._outbox_rows(update, now_ms)
+        rows = _outbox_rows(outbox, now_ms)
 
         def work() -> bool:
             with _transaction(self._conn):
@@ -582,8 +609,8 @@ class Journal:
                 resolved = old_status is OrderStatus.UNKNOWN and status is not OrderStatus.UNKNOWN
                 kind = JournalEventKind.RESOLVED if resolved else JournalEventKind.UPDATE
                 self._append(row["id"], kind, now_ms, reported, source, payload, reason)
-                self._put(outbox)
-            self._counted(old_status, status, outbox=len(outbox))
+                self._put(rows)
+            self._counted(old_status, status, outbox=len(rows))
             return changed
 
         return await self._run(work)
@@ -595,12 +622,12 @@ class Journal:
         reason: str,
         sent_at_ms: int,
         now_ms: int,
-        update: OrderUpdate | None = None,
+        outbox: OutboxMessage | None = None,
     ) -> bool:
         """Record that the placement's outcome was lost, keeping ``sent_at_ms`` for the resolver.
 
-        ``update`` (the UNKNOWN event to be published) goes into the outbox in the same
-        transaction if the order did become UNKNOWN.
+        ``outbox`` (the message of the UNKNOWN update to be published) goes into the outbox in
+        the same transaction if the order did become UNKNOWN.
 
         Returns:
             Whether the order is now UNKNOWN: ``False`` when the exchange had reported it
@@ -610,7 +637,7 @@ class Journal:
             OrderNotFoundError: no such order.
         """
         payload = orjson.dumps({"sent_at_ms": sent_at_ms}).decode()
-        outbox = self._outbox_rows(update, now_ms)
+        rows = _outbox_rows(outbox, now_ms)
 
         def work() -> bool:
             with _transaction(self._conn):
@@ -627,7 +654,7 @@ class Journal:
                 reported = (OrderStatus.UNKNOWN, None, row["filled_quantity"])
                 kind = JournalEventKind.UNKNOWN
                 self._append(row["id"], kind, now_ms, reported, None, payload, reason)
-                kept = outbox if fresh else []
+                kept = rows if fresh else []
                 self._put(kept)
             self._counted(old, status, outbox=len(kept))
             return fresh
@@ -635,11 +662,11 @@ class Journal:
         return await self._run(work)
 
     async def record_external(
-        self, order: Order, *, now_ms: int, update: OrderUpdate | None = None
+        self, order: Order, *, now_ms: int, outbox: OutboxMessage | None = None
     ) -> JournalEntry:
         """Journal an order found on the exchange that the journal never saw (``external``).
 
-        ``update`` (the event to be published for it) goes into the outbox in the same
+        ``outbox`` (the message of the update to be published) goes into the outbox in the same
         transaction.
 
         Raises:
@@ -647,7 +674,7 @@ class Journal:
         """
         cid, filled = order.client_order_id, decimal_to_wire(order.filled_quantity)
         payload = _dumps(order)
-        outbox = self._outbox_rows(update, now_ms)
+        rows = _outbox_rows(outbox, now_ms)
         if cid.startswith(f"{self._prefix}-"):
             logger.warning(
                 "journal.external_own_prefix client_order_id=%s: an id of this journal that it"
@@ -677,9 +704,9 @@ class Journal:
                 reported = (order.status, order.exchange_status, filled)
                 kind, source = JournalEventKind.EXTERNAL, OrderUpdateSource.RECONCILE
                 self._append(row_id, kind, now_ms, reported, source, payload)
-                self._put(outbox)
+                self._put(rows)
                 entry = _entry(self._row(cid))
-            self._counted(None, order.status, orders=1, outbox=len(outbox))
+            self._counted(None, order.status, orders=1, outbox=len(rows))
             return entry
 
         return await self._run(work)

@@ -121,10 +121,11 @@ class OrderRecorder:
     ) -> None:
         """Journal ``order`` (as external if the journal never saw it) and publish it."""
         update = OrderUpdate(order=order, source=source, reason=reason)
+        outbox = self.journal.outbox_message(update)
         now_ms = self.server_time_ms()
         try:
             await self.journal.record_update(
-                order, source=source, reason=reason, now_ms=now_ms, update=update
+                order, source=source, reason=reason, now_ms=now_ms, outbox=outbox
             )
         except OrderNotFoundError:
             logger.warning(
@@ -134,7 +135,7 @@ class OrderRecorder:
                 order.symbol,
                 order.status_name,
             )
-            await self.journal.record_external(order, now_ms=now_ms, update=update)
+            await self.journal.record_external(order, now_ms=now_ms, outbox=outbox)
         await self.publish(update)
 
 
@@ -196,7 +197,7 @@ class OrderService:
                 reason=exc.reason,
                 sent_at_ms=exc.sent_at_ms,
                 now_ms=self.gateway.server_time_ms(),
-                update=update,
+                outbox=self.journal.outbox_message(update),
             )
             if fresh:
                 await self.recorder.publish(update)
