@@ -41,6 +41,7 @@ import logging
 import math
 from collections import deque
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
@@ -50,6 +51,7 @@ from wsproto.utilities import LocalProtocolError
 
 from genesis.errors import CircuitOpenError, ExchangeError, ExchangeProtocolError, TransportError
 from genesis.exchange.streams import combined_stream_url
+from genesis.exchange.ws_connect import dial_guarded
 from genesis.exchange.ws_errors import describe_error, first_leaf, translate_connect_error
 from genesis.exchange.ws_manager import connect_tcp_websocket
 from genesis.models.codec import decode_depth_update
@@ -438,8 +440,7 @@ async def _session(
                 on_connected()
                 await _read(ws, books, handle, bus, config, backoff)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await ws.aclose()
+                await _close(ws)
                 nursery.cancel_scope.cancel()
     except* (TransportError, CircuitOpenError, trio_websocket.ConnectionClosed) as group:
         error = describe_error(first_leaf(group))
@@ -465,20 +466,7 @@ class _Dialler:
     async def __call__(self, nursery: trio.Nursery) -> WebSocket:
         if self.attempt_limiter is not None:
             await self.attempt_limiter.acquire(ROLE)
-        if self.breaker is None:
-            return await self._dial(nursery)
-        dialled: WebSocket | None = None
-        try:
-            # Around the timeout scope, not inside it: a connect timeout is the breaker's
-            # failure, not a cancelled call.
-            async with self.breaker.guard():
-                dialled = await self._dial(nursery)
-        except BaseException:
-            if dialled is not None:  # opened, then the guard's bookkeeping raised: ours to close
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await dialled.aclose()
-            raise
-        return dialled
+        return await dial_guarded(self.breaker, partial(self._dial, nursery), _close)
 
     async def _dial(self, nursery: trio.Nursery) -> WebSocket:
         config = self.config
@@ -490,6 +478,12 @@ class _Dialler:
             except (trio_websocket.HandshakeError, OSError) as exc:
                 raise translate_connect_error(exc) from exc
         raise TransportError(f"connect timed out after {config.connect_timeout_s:g} s")
+
+
+async def _close(ws: WebSocket) -> None:
+    """Close ``ws``, shielded and bounded (also while the task is being cancelled)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await ws.aclose()
 
 
 async def _read(

@@ -19,6 +19,7 @@ import trio_websocket
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from genesis.resilience.circuit_breaker import CircuitBreaker
     from genesis.resilience.connect_limiter import ConnectAttemptLimiter
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "WebSocket",
     "WebSocketConnector",
     "connect_tcp_websocket",
+    "dial_guarded",
     "limited_connector",
     "one_message",
 ]
@@ -54,6 +56,34 @@ class BatchWebSocket(WebSocket, Protocol):
     async def get_messages(self) -> Sequence[str | bytes]:
         """Every message of the next read (at least one); ``ConnectionClosed`` once closed."""
         ...
+
+
+async def dial_guarded(
+    breaker: CircuitBreaker | None,
+    dial: Callable[[], Awaitable[WebSocket]],
+    close: Callable[[WebSocket], Awaitable[None]],
+) -> WebSocket:
+    """``await dial()`` as one call through ``breaker`` (if any); the connection it opened.
+
+    Wrap the dial's timeout scope, not the other way round: a connect timeout is the breaker's
+    failure, not a cancelled call. A connection that opened is closed with ``close`` if
+    anything is raised on the way out of the guard (the breaker's bookkeeping), or its socket
+    would leak.
+
+    Raises:
+        CircuitOpenError: the breaker refused the attempt; nothing was dialled.
+    """
+    if breaker is None:
+        return await dial()
+    dialled: WebSocket | None = None
+    try:
+        async with breaker.guard():
+            dialled = await dial()
+    except BaseException:
+        if dialled is not None:
+            await close(dialled)
+        raise
+    return dialled
 
 
 def one_message(ws: WebSocket) -> Callable[[], Awaitable[Sequence[str | bytes]]]:

@@ -73,6 +73,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Final, NoReturn, TypeAlias
 
 import attrs
@@ -104,6 +105,7 @@ from genesis.exchange.ws_connect import (
     WebSocket,
     WebSocketConnector,
     connect_tcp_websocket,
+    dial_guarded,
     limited_connector,
     one_message,
 )
@@ -438,22 +440,9 @@ class _Service:
             await self.attempt_limiter.acquire(role.name)
         logger.info("ws.connect role=%s session=%d", role.name, session.id)
         async with trio.open_nursery() as nursery:
-            dialled: WebSocket | None = None
-            try:
-                if self.breaker is None:
-                    dialled = await self._dial(nursery, role.name)
-                else:
-                    # Around the timeout scope, not inside it: a connect timeout is the
-                    # breaker's failure, not a cancelled (abandoned) call.
-                    async with self.breaker.guard():
-                        dialled = await self._dial(nursery, role.name)
-            except BaseException:
-                # Raised after the connection opened (the breaker's bookkeeping on the way
-                # out): it is ours to close, or its socket leaks.
-                if dialled is not None:
-                    await self._close(dialled)
-                raise
-            ws = dialled
+            ws = await dial_guarded(
+                self.breaker, partial(self._dial, nursery, role.name), self._close
+            )
             session.connected_at = trio.current_time()
             session.ws = ws
             role.rejections = 0
