@@ -91,8 +91,10 @@ def _digest(record: dict[str, object]) -> str:
     return hashlib.blake2b(data, digest_size=_DIGEST_BYTES).hexdigest()
 
 
-def message_id(event: object) -> str:
+def message_id(event: object, record: dict[str, object] | None = None) -> str:
     """The ``Nats-Msg-Id`` of ``event``: equal for the same exchange event, distinct otherwise.
+
+    ``record`` is ``event_to_record(event)`` when the caller has it already (it is not changed).
 
     Raises:
         ValueError: the bridge does not carry this event type.
@@ -112,13 +114,13 @@ def message_id(event: object) -> str:
     if isinstance(event, Ticker):
         return f"ticker:{event.symbol}:{event.event_time_ms:d}:{event.last_trade_id:d}"
     if isinstance(event, OrderUpdate):
-        record = event_to_record(event)
+        record = event_to_record(event) if record is None else record
         order = dict(record["order"])  # type: ignore[call-overload]  # an attrs object's record
         for name in _LOCAL_ORDER_FIELDS:
             order.pop(name, None)
-        record["order"] = order
-        return f"order:{event.order.symbol}:{event.order.client_order_id}:{_digest(record)}"
+        stripped = {**record, "order": order}
+        return f"order:{event.order.symbol}:{event.order.client_order_id}:{_digest(stripped)}"
     if isinstance(event, AccountBalances):
-        record = event_to_record(event)
+        record = event_to_record(event) if record is None else record
         return f"balance:{event.event_time_ms:d}:{event.update_time_ms:d}:{_digest(record)}"
     raise ValueError(f"the bridge does not carry {type(event).__name__}")

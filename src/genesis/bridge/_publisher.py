@@ -163,10 +163,10 @@ class BridgeStatistics:
 
 def encode_message(event: object) -> OutboxMessage:
     """``event`` as a broker message: its subject, its ``Nats-Msg-Id`` and the record JSON."""
+    subject = subject_for(event)  # first: it refuses a type the bridge does not carry
+    record = event_to_record(event)
     return OutboxMessage(
-        subject=subject_for(event),
-        msg_id=message_id(event),
-        payload=orjson.dumps(event_to_record(event)),
+        subject=subject, msg_id=message_id(event, record), payload=orjson.dumps(record)
     )
 
 
