@@ -23,7 +23,7 @@ from genesis.exchange.gateway import GatewayConfig, open_gateway
 from genesis.models.events import OrderUpdate, OrderUpdateSource
 from genesis.models.orders import Order, OrderRequest, OrderSide, OrderStatus
 from genesis.orders.journal import JournalEventKind, open_journal
-from genesis.orders.service import OrderService
+from genesis.orders.service import FILTER_REFRESH_INTERVAL_S, OrderService
 from genesis.sim.clock import SimClock
 from genesis.sim.server import SimConfig, build_simulator
 from tests.gateway_support import T0, memory_gateway
@@ -111,11 +111,33 @@ async def test_an_exchange_filter_rejection_refreshes_the_cached_filters(
         refreshed = m.gateway.cached_exchange_info
         assert refreshed is not None
         assert refreshed.symbols["BTCUSDT"].filters.tick_size == D("0.01")  # read again
-        # A refresh that fails keeps the old filters and is only a warning.
+        # A refresh that fails (a minute later: refreshes are spaced) keeps the old filters
+        # and is only a warning.
+        await trio.sleep(FILTER_REFRESH_INTERVAL_S)
         kept = m.gateway.cached_exchange_info
         m.sim.faults.error_burst(1)
         await service._refresh_filters()
         assert m.gateway.cached_exchange_info is kept
+
+
+async def test_filter_rejections_read_the_filters_again_at_most_once_a_minute(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A BUY far above the average price: our checks pass (they have no reference price), the
+    # exchange refuses it with -1013 PERCENT_PRICE_BY_SIDE every time, and every time the
+    # filters are the same: only the first refusal of a minute reads them again.
+    async with memory_gateway() as m, open_journal(":memory:") as journal:
+        service = OrderService(m.gateway, journal, EventBus().publish)
+        trade = OrderRequest.market(symbol="BTCUSDT", side=OrderSide.BUY, quantity=D("0.001"))
+        sent: list[int] = []
+        for wait_s in (0.0, 1.0, FILTER_REFRESH_INTERVAL_S):
+            await trio.sleep(wait_s)
+            await service.place(trade)  # a trade this minute: there is an average price
+            before = m.sim.rest.statistics().requests
+            with pytest.raises(ExchangeRejectedError, match="PERCENT_PRICE_BY_SIDE"):
+                await service.place(limit_buy(price="900000"))
+            sent.append(m.sim.rest.statistics().requests - before)
+    assert sent == [2, 1, 2]  # the order, and exchangeInfo: read, skipped, read again
 
 
 async def test_without_exchange_info_the_exchange_checks_alone(

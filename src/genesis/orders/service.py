@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FILTER_FAILURE",
+    "FILTER_REFRESH_INTERVAL_S",
     "NO_SUCH_ORDER",
     "RESOLVE_MARGIN_MS",
     "OrderGateway",
@@ -68,6 +69,10 @@ FILTER_FAILURE: Final = -1013
 RESOLVE_MARGIN_MS: Final = 1000
 """Waited past ``timestamp + recvWindow`` before asking: the exchange's clock may lag ours."""
 _RESOLVE_BACKOFF: Final = BackoffPolicy(initial_s=1.0, max_s=30.0)
+FILTER_REFRESH_INTERVAL_S: Final = 60.0
+"""Filter rejections read exchangeInfo (weight 20) again at most once per this long: an order
+refused again and again (a price outside PERCENT_PRICE_BY_SIDE, which needs no new filters)
+does not turn every refusal into a refetch."""
 
 
 class OrderGateway(Protocol):
@@ -146,6 +151,7 @@ class OrderService:
         self.gateway = gateway
         self.journal = journal
         self.recorder = OrderRecorder(journal, publish, gateway.server_time_ms)
+        self._filters_refreshed_at: float | None = None
 
     async def place(self, request: OrderRequest, *, expected_price: Decimal | None = None) -> Order:
         """Place ``request`` once, journaled before it leaves; returns the exchange's answer.
@@ -303,7 +309,14 @@ class OrderService:
 
     async def _refresh_filters(self) -> None:
         # The exchange's filters disagree with ours: read them again (issue: "refreshed on a
-        # filter rejection"). Failing that is a warning; the old ones stay.
+        # filter rejection"), at most once per FILTER_REFRESH_INTERVAL_S. Failing that is a
+        # warning; the old ones stay.
+        now = trio.current_time()
+        last = self._filters_refreshed_at
+        if last is not None and now - last < FILTER_REFRESH_INTERVAL_S:
+            logger.info("orders.filters_refresh_skipped read_s_ago=%.0f", now - last)
+            return
+        self._filters_refreshed_at = now
         try:
             await self.gateway.exchange_info()
         except GenesisError as exc:
