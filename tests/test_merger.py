@@ -194,6 +194,105 @@ def test_the_hold_is_bounded_while_a_backfill_is_in_flight() -> None:
     assert ids(out)[-1] == 8
 
 
+def test_after_every_connection_was_down_a_quiet_stream_asks_rest_for_what_it_missed() -> None:
+    merger, out = collector()
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_frame(A, trade_frame(2), 0, 0.5)
+    merger.on_feed_restored(1.0, 5.0)  # every connection down from 1 s to 5 s
+    (request,) = merger.take_backfill_requests()
+    assert isinstance(request, TradeBackfillRequest)
+    assert (request.symbol, request.first_id, request.last_id) == ("BTCUSDT", 3, 10_002)
+    assert request.open_ended
+    merger.on_frame(A, trade_frame(7), 0, 5.1)  # live again: held behind the catch-up
+    merger.on_time(5.4)  # past gap_hold_s: no second request while the catch-up is out
+    assert merger.take_backfill_requests() == []
+    assert ids(out) == [1, 2]
+    merger.on_trade_backfill(request, [trade(3), trade(4), trade(6)], None, 5.5)
+    assert ids(out) == [1, 2, 3, 4, ("gap", 5, 5), 6, 7]
+    stats = merger.statistics()
+    assert (stats.backfills, stats.backfilled_trades, stats.gaps, stats.held) == (1, 3, 1, 0)
+    assert merger.next_deadline() == float("inf")
+
+
+def test_a_catch_up_that_finds_the_end_of_history_reports_no_gap() -> None:
+    merger, out = collector()
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_feed_restored(1.0, 5.0)
+    (request,) = merger.take_backfill_requests()
+    assert isinstance(request, TradeBackfillRequest)
+    merger.on_trade_backfill(request, [trade(2), trade(3)], None, 5.2)
+    assert merger.next_deadline() == float("inf")
+    merger.on_frame(A, trade_frame(4), 0, 6.0)  # the next live trade follows at once
+    assert ids(out) == [1, 2, 3, 4]
+    assert merger.statistics().gaps == 0
+    # Nothing printed during the outage: an empty answer is no gap either.
+    merger.on_feed_restored(7.0, 9.0)
+    (quiet,) = merger.take_backfill_requests()
+    assert isinstance(quiet, TradeBackfillRequest)
+    assert quiet.first_id == 5
+    merger.on_trade_backfill(quiet, [], None, 9.1)
+    merger.on_frame(A, trade_frame(5), 0, 9.2)
+    assert ids(out) == [1, 2, 3, 4, 5]
+    assert merger.statistics().gaps == 0
+
+
+def test_no_catch_up_where_trades_kept_flowing_a_hole_is_held_or_nothing_was_seen() -> None:
+    merger, _ = collector()
+    merger.on_frame(A, trade_frame(1), 0, 2.0)  # published after the feed went down at 1 s
+    merger.on_feed_restored(1.0, 3.0)
+    assert merger.take_backfill_requests() == []
+    merger.on_frame(A, trade_frame(5), 0, 3.1)  # a hole, already held
+    merger.on_feed_restored(3.05, 3.15)
+    assert merger.take_backfill_requests() == []
+    never_seen, _ = collector()
+    never_seen.on_feed_restored(0.0, 1.0)
+    assert never_seen.take_backfill_requests() == []
+    out: list[object] = []
+    without_rest = Merger(out.append, MergerConfig())
+    without_rest.on_frame(A, trade_frame(1), 0, 0.0)
+    without_rest.on_feed_restored(1.0, 5.0)
+    assert without_rest.take_backfill_requests() == []
+    assert without_rest.next_deadline() == float("inf")
+
+
+def test_a_catch_up_that_fills_its_window_leaves_the_rest_to_an_ordinary_hole() -> None:
+    merger, out = collector(max_backfill_trades=3)
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_feed_restored(1.0, 5.0)
+    (request,) = merger.take_backfill_requests()
+    assert isinstance(request, TradeBackfillRequest)
+    assert (request.first_id, request.last_id) == (2, 4)
+    merger.on_frame(A, trade_frame(9), 0, 5.1)
+    merger.on_trade_backfill(request, [trade(2), trade(3), trade(4)], None, 5.2)
+    assert ids(out) == [1, 2, 3, 4]  # 5..8: not yet known to be missing, and 9 held
+    merger.on_time(5.4)
+    (hole,) = merger.take_backfill_requests()
+    assert isinstance(hole, TradeBackfillRequest)
+    assert (hole.first_id, hole.last_id, hole.open_ended) == (6, 8, False)  # the newest 3
+    merger.on_trade_backfill(hole, [trade(6), trade(7), trade(8)], None, 5.5)
+    assert ids(out) == [1, 2, 3, 4, ("gap", 5, 5), 6, 7, 8, 9]
+
+
+def test_a_failed_or_late_catch_up_costs_no_trade() -> None:
+    merger, out = collector(backfill_timeout_s=5.0)
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_feed_restored(1.0, 5.0)
+    (failed,) = merger.take_backfill_requests()
+    assert isinstance(failed, TradeBackfillRequest)
+    merger.on_trade_backfill(failed, [], "CircuitOpenError: rest open", 5.1)
+    assert merger.statistics().backfill_failures == 1
+    assert merger.next_deadline() == float("inf")
+    merger.on_feed_restored(6.0, 8.0)
+    (late,) = merger.take_backfill_requests()
+    assert isinstance(late, TradeBackfillRequest)
+    merger.on_frame(A, trade_frame(2), 0, 8.5)  # live, consecutive: published at once
+    merger.on_time(13.0)  # the catch-up timed out
+    merger.on_trade_backfill(late, [trade(2), trade(3)], None, 14.0)  # dropped: too late
+    merger.on_frame(A, trade_frame(3), 0, 14.1)
+    assert ids(out) == [1, 2, 3]
+    assert merger.statistics().backfill_failures == 2
+
+
 def test_a_restarted_sequence_is_reset_and_fresh_trades_flow_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -88,8 +88,8 @@ async def fetch_trades(
 
     Returns:
         The trades found (in id order, possibly fewer than asked) and ``None``, or what was
-        found before a failure and the failure's description. An empty page ends the fetch
-        (those ids are no longer, or not yet, in the exchange's history).
+        found before a failure and the failure's description. A short or empty page ends
+        the fetch (the ids after it are no longer, or not yet, in the exchange's history).
 
     Cancellation: whatever was fetched is lost; nothing else to clean up.
     """
@@ -110,6 +110,8 @@ async def fetch_trades(
         if not page_ids:
             break
         trades.extend(t for t in page if next_id <= t.trade_id <= request.last_id)
+        if len(page_ids) < limit:
+            break  # a short page: the exchange has nothing newer yet
         next_id = max(page_ids) + 1
     return trades, None
 

@@ -23,6 +23,11 @@ Rules (each event reaches the subscribers exactly once, in order per stream):
   it answers or ``backfill_timeout_s`` passes; then everything is released in order. A hole
   nobody could fill is published as a :class:`~genesis.models.events.FeedGap` before the
   trades behind it, counted and logged.
+- catch-up: a hole is only seen when a trade behind it arrives, and after every connection
+  was down a quiet market may print none for minutes. So when a connection is up again
+  (:meth:`Merger.on_feed_restored`), a stream that published no trade since the last one went
+  down asks REST for the trades after its newest id at once (open-ended, up to
+  ``max_backfill_trades``); what is printed from then on arrives live.
 - depth20: a newer ``lastUpdateId`` wins; ticker: a newer event time ``E`` wins.
 - kline: a newer ``(open time, E)`` wins; a kline's closed frame is never dropped, even late.
   A closed kline that never arrived (every connection was down over a minute boundary) is
@@ -419,6 +424,16 @@ class Merger:
             on_frame(source, raw, received_ms, now)
         if self._trades.holding:
             self._trades.on_time(now)
+
+    def on_feed_restored(self, quiet_since: float, now: float) -> None:
+        """A connection is up again after every one was down from ``quiet_since``.
+
+        Each trade stream that published nothing since then asks the backfill source for the
+        trades after its newest id (an open-ended :class:`TradeBackfillRequest`): otherwise
+        the trades printed during the outage would stay unseen until the next one prints.
+        A stream already holding a hole, or never seen, asks nothing.
+        """
+        self._trades.catch_up(quiet_since, now)
 
     def on_close(self, code: int, now: float) -> None:
         """Count a connection closed by the peer with an unexpected close code."""

@@ -72,6 +72,12 @@ class MergerLoop:
         if (core.backfill_requests or core.next_deadline() != deadline) and self._wait_scope:
             self._wait_scope.cancel()
 
+    def feed_restored(self, quiet_since: float, now: float) -> None:
+        """A connection is up again after every one was down: the core catches up."""
+        self.core.on_feed_restored(quiet_since, now)
+        if self.core.backfill_requests and self._wait_scope is not None:
+            self._wait_scope.cancel()
+
     async def run(self) -> NoReturn:
         """Act on holds at their deadlines and run the backfill requests, until cancelled."""
         core = self.core

@@ -7,8 +7,8 @@ id, asks the backfill source for a hole nobody filled, takes the answer, publish
 :class:`~genesis.models.events.SequenceReset` when the exchange restarts a sequence (trade or
 depth). Like the merger it never reads a clock: every call takes ``now``.
 
-Logs: ``ws.merger.gap``, ``ws.merger.backfill``, ``ws.merger.backfill_late``,
-``ws.merger.backfill_failed``, ``ws.merger.sequence_reset``.
+Logs: ``ws.merger.gap``, ``ws.merger.backfill``, ``ws.merger.catch_up``,
+``ws.merger.backfill_late``, ``ws.merger.backfill_failed``, ``ws.merger.sequence_reset``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,18 @@ logger = logging.getLogger("genesis.exchange.merger")
 
 @attrs.frozen(eq=False)
 class TradeBackfillRequest:
-    """Trades ``first_id..last_id`` (inclusive) of ``symbol`` wanted from REST."""
+    """Trades ``first_id..last_id`` (inclusive) of ``symbol`` wanted from REST.
+
+    ``open_ended``: a catch-up after every connection was down, not a known hole. Nobody knows
+    how many trades the outage cost, so ``last_id`` only bounds the fetch; ids past the newest
+    REST returns are not missing, only not yet printed.
+    """
 
     symbol: str
     stream: str
     first_id: int
     last_id: int
+    open_ended: bool = attrs.field(default=False, kw_only=True)
 
 
 @attrs.define(eq=False)
@@ -212,6 +218,29 @@ class TradeSequencer:
             last_missing,
         )
 
+    def catch_up(self, quiet_since: float, now: float) -> None:
+        """See :meth:`genesis.exchange.merger.Merger.on_feed_restored`."""
+        if not self.backfill:
+            return
+        for seq in self.sequences.values():
+            if seq.last_id is None or seq.held or seq.backfill is not None:
+                continue  # nothing to continue from, or a hole already on its way
+            if seq.last_at > quiet_since:
+                continue  # a trade was published since: the ids stayed consecutive
+            first = seq.last_id + 1
+            request = TradeBackfillRequest(
+                seq.route.symbol,
+                seq.route.name,
+                first,
+                first + self.config.max_backfill_trades - 1,
+                open_ended=True,
+            )
+            seq.backfill = request
+            seq.deadline = now + self.config.backfill_timeout_s
+            self.holding[seq.route.name] = seq
+            self.ask(request)
+            logger.info("ws.merger.catch_up stream=%s from_id=%d", seq.route.name, first)
+
     def on_backfill(
         self,
         request: TradeBackfillRequest,
@@ -237,15 +266,19 @@ class TradeSequencer:
             )
         last_id = seq.last_id
         assert last_id is not None
+        newest = last_id
         for trade in trades:
             trade_id = trade.trade_id
-            if last_id < trade_id <= request.last_id and trade_id not in seq.held:
-                if trade.symbol != seq.route.symbol:
-                    continue
-                seq.held[trade_id] = trade
-                self.backfilled_trades += 1
+            if last_id < trade_id <= request.last_id and trade.symbol == seq.route.symbol:
+                newest = max(newest, trade_id)
+                if trade_id not in seq.held:
+                    seq.held[trade_id] = trade
+                    self.backfilled_trades += 1
         reason = f"backfill failed: {error}" if error is not None else "not in REST history"
-        self._release_through(seq, request.last_id + 1, now, reason)
+        # A catch-up knows no hole's end: what lies past the newest trade REST had is not
+        # missing (a live trade held there opens a hole of its own, held and asked as usual).
+        upto = newest if request.open_ended else request.last_id + 1
+        self._release_through(seq, upto, now, reason)
 
     def _reset(self, seq: TradeSequence, first: int, source: FrameSource, now: float) -> None:
         assert seq.last_id is not None

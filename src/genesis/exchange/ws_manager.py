@@ -264,6 +264,9 @@ class _Service:
     rejected_everywhere: bool = False
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
+    disconnected_since: float | None = None
+    """When the last connected session ended (``None``: one is connected, or none ever was):
+    trades printed since reached nobody, and the next connection asks REST for them."""
 
     def notify_state(self) -> None:
         self.state_changed.unpark_all()
@@ -300,6 +303,13 @@ class _Service:
                 await self.bus.publish(FeedDown(at=now, reason=reason, last_event_age_s=age))
                 continue
             await self.state_changed.park()
+
+    def _any_connected(self) -> bool:
+        return any(
+            session is not None and session.connected_at is not None and not session.ended
+            for role in self.roles
+            for session in (role.current, role.previous)
+        )
 
     def _down_reason(self) -> str:
         for role in self.roles:
@@ -409,6 +419,8 @@ class _Service:
             session.ws = None
             if role.previous is session:
                 role.previous = None
+            if session.connected_at is not None and not self._any_connected():
+                self.disconnected_since = trio.current_time()
             reason = error or ("rotated" if session.retired else "cancelled")
             if role.current is session and error is not None:
                 role.last_error = error
@@ -445,6 +457,11 @@ class _Service:
             )
             session.connected_at = trio.current_time()
             session.ws = ws
+            if self.disconnected_since is not None:
+                # Every connection was down: what was printed meanwhile reached none of them,
+                # and a quiet market may print nothing that would reveal the hole.
+                self.merger.feed_restored(self.disconnected_since, session.connected_at)
+                self.disconnected_since = None
             role.rejections = 0
             if role.current is session:
                 role.state = ConnectionState.CONNECTED
