@@ -28,6 +28,7 @@ from genesis.app.supervisor import (
 )
 from genesis.bus import EventBus
 from genesis.config import Secret
+from genesis.exchange.health_monitor import run_heartbeat
 from genesis.exchange.signing import HmacSigner
 from genesis.exchange.user_stream import UserStreamEvent, UserStreamHandle, run_user_stream
 from genesis.models.events import Alert, AlertKind, OrderUpdate, OrderUpdateSource, UserStreamState
@@ -37,6 +38,7 @@ from genesis.orders.reconcile import ReconcilerHandle, reconcile_trigger, run_re
 from genesis.orders.service import OrderService
 from genesis.resilience.backoff import BackoffPolicy
 from tests.gateway_support import loopback_gateway, memory_gateway
+from tests.test_app_run import FakeHealth
 from tests.test_user_stream import MAKER, SIM_URL, open_harness
 
 if TYPE_CHECKING:
@@ -158,6 +160,92 @@ async def test_a_crash_is_restarted_after_a_growing_capped_backoff_and_a_long_ru
     assert (stats.crashes, stats.restarts, stats.state) == (10, 10, SupervisedState.RUNNING)
     assert stats.last_error == "RuntimeError: a bug in the order side #10"
     assert RESTART_POLICY.max_s == delays[-1]  # the schedule above is the default one
+
+
+async def test_the_heartbeat_reports_each_service_and_warns_of_a_crash_between_reports(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="genesis.exchange.health_monitor")
+    reconciler, user_stream = Supervision("reconciler"), Supervision("user_stream")
+    starts: list[float] = []
+
+    async def crashes_at_40(*, resume: str | None, task_status: trio.TaskStatus[str]) -> NoReturn:
+        starts.append(trio.current_time())
+        task_status.started("handle")
+        if len(starts) == 1:
+            await trio.sleep(40.0)
+            raise RuntimeError(BUG)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def always_crashes(*, resume: None, task_status: trio.TaskStatus[None]) -> NoReturn:
+        task_status.started()
+        raise RuntimeError("the stream is broken")
+
+    with trio.move_on_after(95):
+        async with trio.open_nursery() as nursery:
+            bus = EventBus()
+            await nursery.start(
+                functools.partial(
+                    supervise_order_side, bus, "reconciler", crashes_at_40, supervision=reconciler
+                )
+            )
+            await nursery.start(
+                functools.partial(
+                    supervise_order_side,
+                    bus,
+                    "user_stream",
+                    always_crashes,
+                    policy=BackoffPolicy(initial_s=1000.0, max_s=1000.0),
+                    supervision=user_stream,
+                )
+            )
+            await nursery.start(
+                functools.partial(
+                    run_heartbeat, FakeHealth(), None, 30.0, order_side=(reconciler, user_stream)
+                )
+            )
+    assert starts == [0.0, 41.0]
+    lines = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.getMessage().startswith("heartbeat.order_side ")
+    ]
+    assert lines == [
+        # 30 s: the reconciler runs; the user stream crashed at once and waits 1,000 s.
+        (
+            logging.INFO,
+            "heartbeat.order_side service=reconciler state=running crashes=0 restarts=0 "
+            "last_error=-",
+        ),
+        (
+            logging.WARNING,
+            "heartbeat.order_side service=user_stream state=backoff crashes=1 restarts=0 "
+            "last_error=RuntimeError: the stream is broken",
+        ),
+        # 60 s: the reconciler crashed at 40 s and runs again since 41 s: still a warning.
+        (
+            logging.WARNING,
+            "heartbeat.order_side service=reconciler state=running crashes=1 restarts=1 "
+            "last_error=RuntimeError: a bug in the order side",
+        ),
+        (
+            logging.WARNING,
+            "heartbeat.order_side service=user_stream state=backoff crashes=1 restarts=0 "
+            "last_error=RuntimeError: the stream is broken",
+        ),
+        # 90 s: no crash since the last report.
+        (
+            logging.INFO,
+            "heartbeat.order_side service=reconciler state=running crashes=1 restarts=1 "
+            "last_error=RuntimeError: a bug in the order side",
+        ),
+        (
+            logging.WARNING,
+            "heartbeat.order_side service=user_stream state=backoff crashes=1 restarts=0 "
+            "last_error=RuntimeError: the stream is broken",
+        ),
+    ]
 
 
 async def test_a_restart_that_fails_before_it_started_backs_off_and_retries(

@@ -541,6 +541,7 @@ async def _run_tree(
                     user_stream=user_stream,
                     prober=market_data,
                     publish=bus.publish,
+                    order_side=tuple(order_side.values()),
                 )
             )
             metrics = None

@@ -11,6 +11,10 @@ connection (:meth:`~genesis.exchange.ws_manager.MarketDataHandle.probe_connectio
 round trip the report shows. Given ``publish`` (``bus.publish``), every connection's
 :class:`~genesis.models.events.ConnectionHealth` goes on the bus with each report.
 
+Given the order side's supervision records (``order_side``), each report adds one line per
+supervised service (state, crashes, restarts, last error); one that is not running, or has
+crashed since the last report, is a WARNING.
+
 Given the REST gateway, each report adds one line of gateway state (breaker, limiter usage,
 clock offset), and every ``time_sync_interval_s`` (5 minutes) the heartbeat refreshes the
 gateway's clock offset from fresh ``GET /api/v3/time`` samples. A failed refresh is a WARNING
@@ -29,7 +33,8 @@ from genesis.exchange.ws_manager import ConnectionState
 from genesis.models.events import BreakerState
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    import enum
+    from collections.abc import Awaitable, Callable, Sequence
 
     from genesis.bus import BusStatistics
     from genesis.exchange.gateway import GatewayStatistics
@@ -44,9 +49,12 @@ __all__ = [
     "ConnectionProber",
     "GatewaySource",
     "HealthSource",
+    "SupervisedSource",
+    "SupervisedStatistics",
     "UserStreamSource",
     "log_gateway",
     "log_health",
+    "log_order_side",
     "log_user_stream",
     "run_heartbeat",
 ]
@@ -79,6 +87,51 @@ class UserStreamSource(Protocol):
     """Anything with user-stream statistics (:class:`.user_stream.UserStreamHandle`)."""
 
     def statistics(self) -> UserStreamStatistics: ...
+
+
+class SupervisedStatistics(Protocol):
+    """What the heartbeat reads of a supervised service
+    (:class:`~genesis.app.supervisor.SupervisorStatistics`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> enum.Enum: ...
+    @property
+    def crashes(self) -> int: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+
+
+class SupervisedSource(Protocol):
+    """A supervised service's record (:class:`~genesis.app.supervisor.Supervision`)."""
+
+    def statistics(self) -> SupervisedStatistics: ...
+
+
+def log_order_side(sources: Sequence[SupervisedSource], crashes_before: dict[str, int]) -> None:
+    """Log one line per supervised order-side service.
+
+    WARNING while it is not running (starting again, or waiting to restart), or when it crashed
+    since the last report (``crashes_before``: the crash counts seen then, updated here), so a
+    crash and restart between two reports still shows; INFO otherwise.
+    """
+    for source in sources:
+        stats = source.statistics()
+        crashed = stats.crashes > crashes_before.get(stats.name, 0)
+        crashes_before[stats.name] = stats.crashes
+        level = logging.INFO if stats.state.value == "running" and not crashed else logging.WARNING
+        logger.log(
+            level,
+            "heartbeat.order_side service=%s state=%s crashes=%d restarts=%d last_error=%s",
+            stats.name,
+            stats.state.value,
+            stats.crashes,
+            stats.restarts,
+            stats.last_error or "-",
+        )
 
 
 def log_user_stream(source: UserStreamSource) -> None:
@@ -200,6 +253,7 @@ async def run_heartbeat(
     time_sync_interval_s: float = TIME_SYNC_INTERVAL_S,
     prober: ConnectionProber | None = None,
     publish: Callable[[object], Awaitable[None]] | None = None,
+    order_side: Sequence[SupervisedSource] = (),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Log the health of ``source`` (and ``bus``, ``gateway``) every ``interval_s``.
@@ -217,6 +271,7 @@ async def run_heartbeat(
         time_sync_interval_s: seconds between time syncs.
         prober: pings every connection before each report (the market-data handle).
         publish: where each report's ``ConnectionHealth`` events go (``bus.publish``).
+        order_side: the supervision records of the order side (reconciler, user stream).
         task_status: ``started()`` at once; the task holds no resources.
     """
     if not interval_s > 0:
@@ -227,6 +282,7 @@ async def run_heartbeat(
     start = trio.current_time()
     next_at = start + interval_s
     next_sync_at = start + time_sync_interval_s
+    crashes_seen: dict[str, int] = {}
     while True:
         await trio.sleep_until(min(next_at, next_sync_at) if gateway is not None else next_at)
         now = trio.current_time()
@@ -245,3 +301,5 @@ async def run_heartbeat(
                 log_gateway(gateway)
             if user_stream is not None:
                 log_user_stream(user_stream)
+            if order_side:
+                log_order_side(order_side, crashes_seen)
