@@ -236,6 +236,25 @@ def test_a_catch_up_that_finds_the_end_of_history_reports_no_gap() -> None:
     assert merger.statistics().gaps == 0
 
 
+def test_live_trades_past_a_short_catch_up_answer_get_a_hold_of_their_own_not_a_gap() -> None:
+    merger, out = collector()
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_feed_restored(1.0, 5.0)
+    (request,) = merger.take_backfill_requests()
+    assert isinstance(request, TradeBackfillRequest)
+    merger.on_frame(A, trade_frame(9), 0, 5.1)  # printed after REST answered, 5..8 in flight
+    merger.on_trade_backfill(request, [trade(2), trade(3), trade(4)], None, 5.2)
+    assert ids(out) == [1, 2, 3, 4]  # 5..8 are not given up yet
+    merger.on_frame(B, trade_frame(6), 0, 5.25)
+    merger.on_time(5.4)  # gap_hold_s after the answer: 5, 7 and 8 are asked of REST
+    (hole,) = merger.take_backfill_requests()
+    assert isinstance(hole, TradeBackfillRequest)
+    assert (hole.first_id, hole.last_id, hole.open_ended) == (5, 8, False)
+    merger.on_trade_backfill(hole, [trade(5), trade(6), trade(7), trade(8)], None, 5.5)
+    assert ids(out) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert merger.statistics().gaps == 0
+
+
 def test_no_catch_up_where_trades_kept_flowing_a_hole_is_held_or_nothing_was_seen() -> None:
     merger, _ = collector()
     merger.on_frame(A, trade_frame(1), 0, 2.0)  # published after the feed went down at 1 s

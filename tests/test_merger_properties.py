@@ -1,7 +1,8 @@
 """Properties of the merger's pure core: exactly once and in order, for any interleaving.
 
 Hypothesis draws a trade sequence, three copies of it (each with its own delays, dropped
-frames and disconnected stretches, and duplicated frames), and how long REST takes to answer.
+frames and disconnected stretches, and duplicated frames), how long REST takes to answer, and
+when a connection came up after every one was down (the merger's catch-up).
 A tiny event loop plays the copies into :class:`~genesis.exchange.merger.Merger` in arrival
 order, wakes it at its deadlines and answers its backfill requests from the full history, the
 way ``ws_manager``'s loop does. The expected outcome is derived from the drawn scenario alone.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import attrs
 from hypothesis import given
@@ -22,6 +24,9 @@ from genesis.exchange.streams import market_streams
 from genesis.models.events import FeedGap
 from genesis.models.market import Trade
 from tests.test_ws_manager import trade_payload
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 HOLD_S = 0.2
 BACKFILL_TIMEOUT_S = 2.0
@@ -78,7 +83,16 @@ class Outcome:
     first: int | None
     """The id of the first frame the merger received."""
     newest: int | None
-    """The highest id any connection delivered."""
+    """The highest id any connection delivered or a catch-up published."""
+
+
+@attrs.frozen
+class Restored:
+    quiet_since: float
+
+
+restorations = st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 5.0)), max_size=3)
+"""When a connection came up after a full outage, and how long the outage was."""
 
 
 def play(
@@ -87,6 +101,7 @@ def play(
     backfill: bool,
     rest_delay_s: float,
     rest_history: range,
+    restores: Sequence[tuple[float, float]] = (),
 ) -> Outcome:
     published: list[object] = []
     merger = Merger(
@@ -103,6 +118,8 @@ def play(
     for source, copy in zip(sources, connections, strict=True):
         for at, trade_id in copy:
             heapq.heappush(queue, (at, next(order), (source, trade_id)))
+    for at, quiet_for in restores:  # a connection up after every one was down for quiet_for
+        heapq.heappush(queue, (at, next(order), Restored(at - quiet_for)))
     now = 0.0
     while queue or merger.next_deadline() < float("inf"):
         deadline = merger.next_deadline()
@@ -112,6 +129,8 @@ def play(
                 source, trade_id = item
                 first = trade_id if first is None else first
                 merger.on_frame(source, frame(trade_id), 0, now)
+            elif isinstance(item, Restored):
+                merger.on_feed_restored(item.quiet_since, now)
             else:
                 assert isinstance(item, TradeBackfillRequest)
                 found = [history(i) for i in rest_history if item.first_id <= i <= item.last_id]
@@ -122,7 +141,8 @@ def play(
         for request in merger.take_backfill_requests():
             assert isinstance(request, TradeBackfillRequest)
             heapq.heappush(queue, (now + rest_delay_s, next(order), request))
-    return Outcome(published, first, max(ids, default=None))
+    top = max([*ids, *trade_ids(published)], default=None)  # a catch-up may reach past them
+    return Outcome(published, first, top)
 
 
 def trade_ids(events: list[object]) -> list[int]:
@@ -134,13 +154,19 @@ scenarios = st.integers(2, 40).flatmap(
 )
 
 
-@given(scenarios, st.floats(0.0, 1.5))
+@given(scenarios, st.floats(0.0, 1.5), restorations)
 def test_with_a_backfill_source_every_trade_arrives_exactly_once_in_order(
-    scenario: tuple[int, list[list[tuple[float, int]]]], rest_delay_s: float
+    scenario: tuple[int, list[list[tuple[float, int]]]],
+    rest_delay_s: float,
+    restores: list[tuple[float, float]],
 ) -> None:
     count, connections = scenario
     outcome = play(
-        connections, backfill=True, rest_delay_s=rest_delay_s, rest_history=range(1, count + 1)
+        connections,
+        backfill=True,
+        rest_delay_s=rest_delay_s,
+        rest_history=range(1, count + 1),
+        restores=restores,
     )
     if outcome.first is None or outcome.newest is None:
         assert outcome.published == []
@@ -152,9 +178,12 @@ def test_with_a_backfill_source_every_trade_arrives_exactly_once_in_order(
     assert not any(isinstance(e, FeedGap) for e in outcome.published)
 
 
-@given(scenarios, st.booleans(), st.floats(0.0, 3.0))
+@given(scenarios, st.booleans(), st.floats(0.0, 3.0), restorations)
 def test_whatever_is_lost_is_announced_in_place_and_nothing_repeats(
-    scenario: tuple[int, list[list[tuple[float, int]]]], backfill: bool, rest_delay_s: float
+    scenario: tuple[int, list[list[tuple[float, int]]]],
+    backfill: bool,
+    rest_delay_s: float,
+    restores: list[tuple[float, float]],
 ) -> None:
     count, connections = scenario
     # REST may be slower than the timeout, and has forgotten the first half of the history.
@@ -163,6 +192,7 @@ def test_whatever_is_lost_is_announced_in_place_and_nothing_repeats(
         backfill=backfill,
         rest_delay_s=rest_delay_s,
         rest_history=range(count // 2, count + 1),
+        restores=restores,
     )
     if outcome.first is None or outcome.newest is None:
         return
