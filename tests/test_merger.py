@@ -194,6 +194,16 @@ def test_the_hold_is_bounded_while_a_backfill_is_in_flight() -> None:
     assert ids(out)[-1] == 8
 
 
+def caught_up(**config: object) -> tuple[Merger, list[object], TradeBackfillRequest]:
+    """Trade 1 seen at 0 s, every connection down from 1 s to 5 s: the catch-up it asks."""
+    merger, out = collector(**config)
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_feed_restored(1.0, 5.0)
+    (request,) = merger.take_backfill_requests()
+    assert isinstance(request, TradeBackfillRequest)
+    return merger, out, request
+
+
 def test_after_every_connection_was_down_a_quiet_stream_asks_rest_for_what_it_missed() -> None:
     merger, out = collector()
     merger.on_frame(A, trade_frame(1), 0, 0.0)
@@ -215,11 +225,7 @@ def test_after_every_connection_was_down_a_quiet_stream_asks_rest_for_what_it_mi
 
 
 def test_a_catch_up_that_finds_the_end_of_history_reports_no_gap() -> None:
-    merger, out = collector()
-    merger.on_frame(A, trade_frame(1), 0, 0.0)
-    merger.on_feed_restored(1.0, 5.0)
-    (request,) = merger.take_backfill_requests()
-    assert isinstance(request, TradeBackfillRequest)
+    merger, out, request = caught_up()
     merger.on_trade_backfill(request, [trade(2), trade(3)], None, 5.2)
     assert merger.next_deadline() == float("inf")
     merger.on_frame(A, trade_frame(4), 0, 6.0)  # the next live trade follows at once
@@ -237,11 +243,7 @@ def test_a_catch_up_that_finds_the_end_of_history_reports_no_gap() -> None:
 
 
 def test_live_trades_past_a_short_catch_up_answer_get_a_hold_of_their_own_not_a_gap() -> None:
-    merger, out = collector()
-    merger.on_frame(A, trade_frame(1), 0, 0.0)
-    merger.on_feed_restored(1.0, 5.0)
-    (request,) = merger.take_backfill_requests()
-    assert isinstance(request, TradeBackfillRequest)
+    merger, out, request = caught_up()
     merger.on_frame(A, trade_frame(9), 0, 5.1)  # printed after REST answered, 5..8 in flight
     merger.on_trade_backfill(request, [trade(2), trade(3), trade(4)], None, 5.2)
     assert ids(out) == [1, 2, 3, 4]  # 5..8 are not given up yet
@@ -275,11 +277,7 @@ def test_no_catch_up_where_trades_kept_flowing_a_hole_is_held_or_nothing_was_see
 
 
 def test_a_catch_up_that_fills_its_window_leaves_the_rest_to_an_ordinary_hole() -> None:
-    merger, out = collector(max_backfill_trades=3)
-    merger.on_frame(A, trade_frame(1), 0, 0.0)
-    merger.on_feed_restored(1.0, 5.0)
-    (request,) = merger.take_backfill_requests()
-    assert isinstance(request, TradeBackfillRequest)
+    merger, out, request = caught_up(max_backfill_trades=3)
     assert (request.first_id, request.last_id) == (2, 4)
     merger.on_frame(A, trade_frame(9), 0, 5.1)
     merger.on_trade_backfill(request, [trade(2), trade(3), trade(4)], None, 5.2)
@@ -293,11 +291,7 @@ def test_a_catch_up_that_fills_its_window_leaves_the_rest_to_an_ordinary_hole() 
 
 
 def test_a_failed_or_late_catch_up_costs_no_trade() -> None:
-    merger, out = collector(backfill_timeout_s=5.0)
-    merger.on_frame(A, trade_frame(1), 0, 0.0)
-    merger.on_feed_restored(1.0, 5.0)
-    (failed,) = merger.take_backfill_requests()
-    assert isinstance(failed, TradeBackfillRequest)
+    merger, out, failed = caught_up(backfill_timeout_s=5.0)
     merger.on_trade_backfill(failed, [], "CircuitOpenError: rest open", 5.1)
     assert merger.statistics().backfill_failures == 1
     assert merger.next_deadline() == float("inf")
