@@ -30,7 +30,7 @@ from genesis.bridge._nats import NatsSession
 from genesis.bridge._tail import run_tail
 from genesis.bus import EventBus
 from genesis.errors import ConfigError
-from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
+from genesis.models.events import AccountBalances, Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.models.market import Trade
 from genesis.orders.journal import open_journal
 from genesis.orders.service import OrderRecorder
@@ -38,7 +38,7 @@ from genesis.resilience.backoff import BackoffPolicy
 from genesis.sim.server import SimConfig, run_simulator
 from genesis.testing import settings_for
 from tests.bridge_support import open_nats_server
-from tests.test_bridge_ids import order_update, trade
+from tests.test_bridge_ids import balances, order_update, trade
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -354,3 +354,41 @@ async def test_an_update_journaled_after_the_bridge_stopped_is_bridged_at_its_ne
     # Each update went to the broker once: the reader did not keep the bus's copy again.
     assert (before.published_by_kind, before.duplicates) == ({"order": 1}, 0)
     assert (after.published_by_kind, after.duplicates, after.outbox) == ({"order": 1}, 0, 0)
+
+
+async def test_a_balance_event_published_after_the_bridge_stopped_is_bridged_at_its_next_start(
+    tmp_path: Path,
+) -> None:
+    # The same for balance events, which have no journal record: the order side puts each in
+    # the outbox before the bus, and the reader does not keep the bus's copy again.
+    first, second = balances(free="1"), balances(free="2")
+    with trio.fail_after(30):
+        async with (
+            open_nats_server(tmp_path / "js") as server,
+            open_journal(tmp_path / "genesis.db") as journal,
+        ):
+            bus = EventBus()
+            recorder = OrderRecorder(journal, bus.publish, lambda: 1_000)
+            async with trio.open_nursery() as nursery:
+                bridge: Bridge = await nursery.start(
+                    run_bridge, BridgeConfig(url=server.url), bus, journal
+                )
+                await recorder.record_balances(first, bus.publish)
+                await bridge.wait_idle()
+                before = bridge.statistics()
+                nursery.cancel_scope.cancel()
+            await recorder.record_balances(second, bus.publish)
+            async with trio.open_nursery() as nursery:
+                bridge = await nursery.start(
+                    run_bridge, BridgeConfig(url=server.url), EventBus(), journal
+                )
+                await bridge.wait_idle()
+                after = bridge.statistics()
+                local = EventBus()
+                received = local.subscribe(AccountBalances)
+                async with subscribe(server.url, local):
+                    got = [await received.receive() for _ in range(2)]
+                nursery.cancel_scope.cancel()
+    assert got == [first, second]
+    assert (before.published_by_kind, before.duplicates) == ({"balance": 1}, 0)
+    assert (after.published_by_kind, after.duplicates, after.outbox) == ({"balance": 1}, 0, 0)

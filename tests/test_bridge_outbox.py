@@ -8,7 +8,7 @@ import pytest
 
 from genesis.bridge import encode_message
 from genesis.bus import EventBus
-from genesis.models.events import OrderUpdate, OrderUpdateSource
+from genesis.models.events import AccountBalances, OrderUpdate, OrderUpdateSource
 from genesis.models.orders import Order, OrderStatus
 from genesis.orders.journal import (
     DuplicateOrderError,
@@ -17,7 +17,7 @@ from genesis.orders.journal import (
     open_journal,
 )
 from genesis.orders.service import OrderRecorder
-from tests.test_bridge_ids import order_update
+from tests.test_bridge_ids import balances, order_update
 from tests.test_journal import limit_buy, report
 
 if TYPE_CHECKING:
@@ -166,3 +166,61 @@ async def test_an_update_the_encoder_cannot_encode_is_still_journaled(
     (line,) = [r for r in caplog.records if r.getMessage().startswith("journal.outbox_unencodable")]
     assert line.levelname == "ERROR"
     assert "client_order_id=x-1" in line.getMessage()
+
+
+# --- balance events (Journal.keep_balances_in_outbox) ------------------------------------------
+
+
+async def test_a_balance_event_is_in_the_outbox_before_it_is_on_the_bus(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.db"
+    event = balances(free="2")
+    bus = EventBus()
+    seen = bus.subscribe(AccountBalances)
+    outbox_when_published: list[int] = []
+
+    async with open_journal(path) as journal:
+
+        async def publish(published: AccountBalances) -> None:
+            outbox_when_published.append(journal.statistics().outbox)
+            await bus.publish(published)
+
+        journal.keep_balances_in_outbox(encode_message)
+        recorder = OrderRecorder(journal, bus.publish, lambda: 1_000)
+        await recorder.record_balances(event, publish)
+        assert seen.receive_nowait() == event
+        # The process dies here: no bridge ever read the bus.
+    assert outbox_when_published == [1]
+    async with open_journal(path) as journal:
+        pending = await journal.outbox_pending(10)
+    assert [e.message for e in pending] == [encode_message(event)]
+    assert [e.created_ms for e in pending] == [1_000]
+
+
+async def test_without_a_bridge_a_balance_event_only_goes_on_the_bus() -> None:
+    bus = EventBus()
+    seen = bus.subscribe(AccountBalances)
+    async with open_journal(":memory:") as journal:
+        recorder = OrderRecorder(journal, bus.publish, lambda: 1_000)
+        await recorder.record_balances(balances(), bus.publish)
+        assert journal.statistics().outbox == 0
+    assert seen.receive_nowait() == balances()
+
+
+async def test_a_balance_event_the_encoder_cannot_encode_is_still_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: AccountBalances) -> OutboxMessage:
+        raise ValueError("a bug in the broker's encoding")
+
+    bus = EventBus()
+    seen = bus.subscribe(AccountBalances)
+    async with open_journal(":memory:") as journal:
+        journal.keep_balances_in_outbox(broken)
+        recorder = OrderRecorder(journal, bus.publish, lambda: 1_000)
+        await recorder.record_balances(balances(), bus.publish)
+        stats = journal.statistics()
+    assert seen.receive_nowait() == balances()
+    assert (stats.outbox, stats.outbox_unencodable) == (0, 1)
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("journal.outbox_unencodable")]
+    assert line.levelname == "ERROR"
+    assert "balances_time_ms=4" in line.getMessage()

@@ -92,7 +92,7 @@ from genesis.exchange.order_book import run_order_books
 from genesis.exchange.signing import HmacSigner, load_signer
 from genesis.exchange.user_stream import UserStreamConfig, run_user_stream
 from genesis.exchange.ws_manager import limited_connector, run_market_data
-from genesis.models.events import AlertKind, OrderUpdate
+from genesis.models.events import AccountBalances, AlertKind, OrderUpdate
 from genesis.orders.journal import open_journal
 from genesis.orders.manager import OrderCommand, run_order_task
 from genesis.orders.reconcile import reconcile_trigger, run_reconciler
@@ -613,9 +613,12 @@ def _validate_symbols(gateway: Gateway, symbols: tuple[str, ...]) -> None:
 
 
 async def _route_user_event(service: OrderService, bus: EventBus, event: UserStreamEvent) -> None:
-    """Order reports go through the journal first (then the bus); the rest straight to the bus."""
+    """Order reports go through the journal first (then the bus), balances through the outbox
+    (where the bridge runs), the rest straight to the bus."""
     if isinstance(event, OrderUpdate):
         await service.recorder.record(event.order, event.source, event.reason)
+    elif isinstance(event, AccountBalances):
+        await service.recorder.record_balances(event, bus.publish)
     else:
         await bus.publish(event)
 

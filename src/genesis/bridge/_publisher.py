@@ -3,8 +3,9 @@
 ```
 run_bridge
 ├── reader      bus subscription → market data into a bounded buffer (drop oldest, counted)
-│                                → balance events into the journal's outbox (on disk); order
-│                                  updates are there already (written with the journal's record)
+│                                → order events the journal did not keep into its outbox (on
+│                                  disk); updates and balances are there already, written by
+│                                  the order side before they reached the bus
 └── publisher   connect (backoff) → ensure the stream → outbox first, then market data,
                 in batches, pipelined, each message with its Nats-Msg-Id; wait for the acks
 ```
@@ -23,7 +24,9 @@ Policies per kind (:data:`~genesis.bridge.ORDER_KINDS` are fixed):
   so a process that dies after journaling an update and before the bus handed it to the
   reader still bridges it at its next start; the reader skips the bus's copy of an update the
   journal kept. An update published on the bus without the journal is kept by the reader.
-  Balance events are not journaled: the reader keeps them, as they arrive on the bus.
+  Balance events have no journal record: the order side puts each in the outbox before it
+  publishes it (:meth:`~genesis.orders.journal.Journal.keep_balances_in_outbox`, set when the
+  bridge starts), and the reader skips the bus's copy the same way.
 
 The reader only appends to memory or to the outbox in batches, so the bus (and the order task
 behind it) never waits for the broker. An unreachable broker publishes one
@@ -52,7 +55,7 @@ from genesis.bridge._ids import KINDS, ORDER_KINDS, kind_of, message_id, subject
 from genesis.bridge._nats import NatsSession, StreamSpec
 from genesis.errors import BrokerUnavailableError
 from genesis.models.codec import event_to_record
-from genesis.models.events import Alert, AlertKind, AlertSeverity, OrderUpdate
+from genesis.models.events import AccountBalances, Alert, AlertKind, AlertSeverity, OrderUpdate
 from genesis.orders.journal import OutboxMessage
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
@@ -220,14 +223,14 @@ class Bridge:
             last_error=self.last_error,
         )
 
-    def encode_journaled(self, update: OrderUpdate) -> OutboxMessage:
-        """The journal's encoder: ``update``'s message, which the journal keeps in its outbox.
+    def encode_journaled(self, event: OrderUpdate | AccountBalances) -> OutboxMessage:
+        """The journal's encoder: ``event``'s message, which the journal keeps in its outbox.
 
-        Its id is remembered, so the reader does not keep the bus's copy of the update a second
-        time (the oldest of :data:`_JOURNALED_KEPT` ids is forgotten: an update whose publish
-        failed after it was journaled never reaches the bus).
+        Its id is remembered, so the reader does not keep the bus's copy of the event a second
+        time (the oldest of :data:`_JOURNALED_KEPT` ids is forgotten: an event whose publish
+        failed after it was kept never reaches the bus).
         """
-        message = encode_message(update)
+        message = encode_message(event)
         journaled = self._journaled
         journaled[message.msg_id] += 1
         if len(journaled) > _JOURNALED_KEPT:
@@ -529,6 +532,8 @@ async def run_bridge(
         if "order" in config.kinds:
             # From now on the journal keeps each update's message with its record.
             journal.keep_updates_in_outbox(bridge.encode_journaled)
+        if "balance" in config.kinds:
+            journal.keep_balances_in_outbox(bridge.encode_journaled)
         try:
             with lone_error_bare():
                 async with trio.open_nursery() as nursery:

@@ -32,6 +32,9 @@ always matches Binance's ``^[.A-Z:/a-z0-9_-]{1,36}$``.
   ``record_*`` method as ``outbox=`` goes into the outbox *in the transaction that journals the
   update*: an update the journal has is never missing from the bridge, even when the process
   dies before the bus hands it to the bridge.
+  Balance events have no record; once the bridge has called
+  :meth:`Journal.keep_balances_in_outbox`, :meth:`Journal.keep_balances` puts each in the outbox
+  before it is published, for the same reason.
 
 Portability to PostgreSQL: the statements (``INSERT … RETURNING``, ``ON CONFLICT … DO UPDATE``,
 a correlated ``UPDATE``) are standard apart from the ``?`` placeholders; the SQLite-only pieces
@@ -57,7 +60,7 @@ import orjson
 import trio
 
 from genesis.models.codec import decimal_to_wire, parse_decimal
-from genesis.models.events import OrderUpdate, OrderUpdateSource
+from genesis.models.events import AccountBalances, OrderUpdate, OrderUpdateSource
 from genesis.models.orders import (
     OrderRequest,
     OrderSide,
@@ -361,6 +364,7 @@ class Journal:
         self._schema_version = schema_version
         self._orders = self._unfinished = self._events = self._outbox = 0
         self._encode: Callable[[OrderUpdate], OutboxMessage] | None = None
+        self._encode_balances: Callable[[AccountBalances], OutboxMessage] | None = None
         self._unencodable = 0
 
     @property
@@ -405,15 +409,43 @@ class Journal:
         try:
             return self._encode(update)
         except Exception as exc:  # the broker's copy, never the journal's record, is what fails
-            self._unencodable += 1
-            logger.error(
-                "journal.outbox_unencodable client_order_id=%s error=%s: the update is journaled"
-                " but will not reach the broker",
-                update.order.client_order_id,
-                type(exc).__name__,
-                exc_info=exc,
-            )
+            self._unencodable_error(f"client_order_id={update.order.client_order_id}", exc)
             return None
+
+    def keep_balances_in_outbox(self, encode: Callable[[AccountBalances], OutboxMessage]) -> None:
+        """From now on, :meth:`keep_balances` keeps ``encode(event)`` in the outbox.
+
+        Balance events have no journal record; the NATS bridge calls this at start so that a
+        balance event is on disk before it is on the bus, like an order update.
+        """
+        self._encode_balances = encode
+
+    async def keep_balances(self, event: AccountBalances, *, now_ms: int) -> bool:
+        """Put ``event``'s broker message in the outbox (one transaction); whether it did.
+
+        ``False`` until :meth:`keep_balances_in_outbox`, or when the encoder failed (an ERROR
+        line, ``statistics().outbox_unencodable``): the event then reaches the broker only if
+        the bridge reads it from the bus.
+        """
+        if self._encode_balances is None:
+            return False
+        try:
+            message = self._encode_balances(event)
+        except Exception as exc:
+            self._unencodable_error(f"balances_time_ms={event.update_time_ms}", exc)
+            return False
+        await self.outbox_put([message], now_ms=now_ms)
+        return True
+
+    def _unencodable_error(self, what: str, exc: Exception) -> None:
+        self._unencodable += 1
+        logger.error(
+            "journal.outbox_unencodable %s error=%s: the event will not reach the broker"
+            " through the outbox",
+            what,
+            type(exc).__name__,
+            exc_info=exc,
+        )
 
     async def _run(self, work: Callable[[], _T]) -> _T:
         try:

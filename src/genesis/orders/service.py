@@ -44,9 +44,10 @@ from genesis.orders.journal import OrderNotFoundError
 from genesis.resilience.backoff import Backoff, BackoffPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from decimal import Decimal
 
+    from genesis.models.events import AccountBalances
     from genesis.models.exchange_info import ExchangeInfo
     from genesis.orders.journal import Journal
 
@@ -142,6 +143,15 @@ class OrderRecorder:
             )
             await self.journal.record_external(order, now_ms=now_ms, outbox=outbox)
         await self.publish(update)
+
+    async def record_balances(
+        self, event: AccountBalances, publish: Callable[[AccountBalances], Awaitable[None]]
+    ) -> None:
+        """Keep ``event`` in the outbox where the NATS bridge runs (it has no journal record),
+        then ``publish`` it: a balance change reaches the broker even if the process stops
+        before the bus hands it to the bridge."""
+        await self.journal.keep_balances(event, now_ms=self.server_time_ms())
+        await publish(event)
 
 
 class OrderService:
