@@ -221,6 +221,7 @@ def test_after_every_connection_was_down_a_quiet_stream_asks_rest_for_what_it_mi
     assert ids(out) == [1, 2, 3, 4, ("gap", 5, 5), 6, 7]
     stats = merger.statistics()
     assert (stats.backfills, stats.backfilled_trades, stats.gaps, stats.held) == (1, 3, 1, 0)
+    assert stats.catch_ups == 1
     assert merger.next_deadline() == float("inf")
 
 

@@ -89,6 +89,10 @@ async def test_scrape_during_a_simulator_run_shows_the_tree() -> None:
     assert ("genesis_clock_offset_seconds", ()) in got
     assert got[("genesis_errors_total", (("kind", "rest_429"),))] == 0
     assert got[("genesis_errors_total", (("kind", "feed_decode"),))] == 0
+    assert ("genesis_merger_backfills_total", ()) in got
+    assert ("genesis_merger_backfilled_trades_total", ()) in got
+    assert got[("genesis_merger_catch_ups_total", ())] == 0  # no outage of every connection
+    assert got[("genesis_merger_backfill_failures_total", ())] == 0
     assert ("genesis_alerts_active", ()) in got
     for service in ("reconciler", "user_stream"):
         running = (("service", service), ("state", "running"))

@@ -25,7 +25,9 @@ Names (all prefixed ``genesis_``): ``connection_state{role,state}``,
 ``connection_rotations_total{role}``, ``connection_last_frame_age_seconds{role}``,
 ``connection_ping_rtt_seconds{role}``; ``bus_events_published_total{kind}``,
 ``bus_events_delivered_total{kind}``, ``bus_events_dropped_total{kind}``, ``bus_subscribers``;
-``merger_frames_total``, ``merger_duplicates_total``, ``merger_gaps_total``;
+``merger_frames_total``, ``merger_duplicates_total``, ``merger_gaps_total``,
+``merger_backfills_total``, ``merger_catch_ups_total``, ``merger_backfill_failures_total``,
+``merger_backfilled_trades_total``;
 ``feed_latency_seconds{kind}`` (histogram); ``breaker_state{name,state}``,
 ``breaker_transitions_total{name}``, ``breaker_rejected_total{name}``;
 ``limiter_used{bucket}``, ``limiter_budget{bucket}``, ``limiter_limit{bucket}``,
@@ -221,6 +223,14 @@ class _StatisticsCollector(Collector):
                 m.duplicates_dropped,
             ),
             ("merger_gaps", "trade id holes no connection filled", m.gaps),
+            (
+                "merger_backfills",
+                "REST backfills asked (holes, closed klines, catch-ups)",
+                m.backfills,
+            ),
+            ("merger_catch_ups", "REST catch-ups after every connection was down", m.catch_ups),
+            ("merger_backfill_failures", "backfills that failed or timed out", m.backfill_failures),
+            ("merger_backfilled_trades", "trades published from REST", m.backfilled_trades),
         ):
             family = _counter(name, doc)
             family.add_metric([], value)

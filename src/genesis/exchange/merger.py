@@ -173,6 +173,8 @@ class MergerStatistics:
         sequence_resets: Streams whose sequence restarted.
         kline_gaps: Closed klines no connection and no backfill delivered (each run of them
             one :class:`FeedGap` whose ids are open times).
+        catch_ups: Of ``backfills``, the open-ended ones asked when a connection came up after
+            every one was down.
     """
 
     frames: int
@@ -190,6 +192,7 @@ class MergerStatistics:
     backfill_failures: int = 0
     sequence_resets: int = 0
     kline_gaps: int = 0
+    catch_ups: int = 0
 
 
 @attrs.define(eq=False)
@@ -298,6 +301,7 @@ class Merger:
             backfill_failures=self.backfill_failures,
             sequence_resets=self.sequence_resets,
             kline_gaps=self.kline_gaps,
+            catch_ups=self._trades.catch_ups,
         )
 
     def next_deadline(self) -> float:

@@ -87,6 +87,7 @@ class TradeSequencer:
     backfilled_trades: int = attrs.field(default=0, init=False)
     backfill_failures: int = attrs.field(default=0, init=False)
     sequence_resets: int = attrs.field(default=0, init=False)
+    catch_ups: int = attrs.field(default=0, init=False)
 
     def held(self) -> int:
         return sum(len(seq.held) for seq in self.holding.values())
@@ -238,6 +239,7 @@ class TradeSequencer:
             seq.backfill = request
             seq.deadline = now + self.config.backfill_timeout_s
             self.holding[seq.route.name] = seq
+            self.catch_ups += 1
             self.ask(request)
             logger.info("ws.merger.catch_up stream=%s from_id=%d", seq.route.name, first)
 

@@ -350,5 +350,6 @@ def merger_counts(merger: MergerStatistics) -> dict[str, int]:
         "backfilled_trades": merger.backfilled_trades,
         "backfilled_klines": merger.backfilled_klines,
         "backfill_failures": merger.backfill_failures,
+        "catch_ups": merger.catch_ups,
         "sequence_resets": merger.sequence_resets,
     }
