@@ -43,6 +43,7 @@ from genesis.orders.manager import CancelOrder, PlaceOrder
 from genesis.sim.server import SimConfig, run_simulator
 from genesis.testing import settings_for
 from tests.gateway_support import memory_gateway
+from tests.test_ws_manager import poll_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -161,10 +162,15 @@ async def test_recorder_writes_every_event_in_order_and_flushes(tmp_path: Path) 
             recorder = await nursery.start(partial(run_recorder, bus, path, flush_interval_s=0.02))
             for event in events:
                 bus.publish_nowait(event)
-            await trio.sleep(0.2)  # about ten flush intervals
-            # Flushed periodically, without closing the file.
+            # Flushed periodically, without closing the file: every line arrives, over at least
+            # two flushes (waited for, not slept on: the writes run in a worker thread).
+            await poll_until(
+                lambda: (
+                    path.read_bytes().count(b"\n") >= len(events)
+                    and recorder.statistics().flushes >= 2
+                )
+            )
             assert path.read_bytes().count(b"\n") == len(events)
-            assert recorder.statistics().flushes >= 2
             bus.publish_nowait(trade(trade_id=6))
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()  # the last event is written by the final flush
