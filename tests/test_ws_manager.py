@@ -402,7 +402,8 @@ async def test_every_event_arrives_once_and_in_order_over_loopback() -> None:
             await poll_until(lambda: bool(handles))
             handle = handles[0]
             await handle.wait_published(total)
-            await trio.sleep(0.05)  # let stragglers (late copies) reach the merger
+            # The other connections' copies follow: wait for all of them, never for a while.
+            await poll_until(lambda: handle.statistics().merger.frames >= 3 * total)
             stats = handle.statistics()
             nursery.cancel_scope.cancel()
     events = drain()
