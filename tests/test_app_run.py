@@ -276,6 +276,9 @@ class FakeHealth:
                 decode_errors=1,
                 held=0,
                 bus_rejected=0,
+                backfills=3,
+                backfill_failures=1,
+                catch_ups=2,
             ),
         )
 
@@ -327,7 +330,7 @@ async def test_heartbeat_logs_each_connection_every_30_s(
         (
             logging.INFO,
             "heartbeat.merger frames=910 published=450 duplicates=460 gaps=0 decode_errors=1 "
-            "held=0",
+            "held=0 backfills=3 catch_ups=2 backfill_failures=1",
         ),
         (logging.INFO, "heartbeat.bus published=0 delivered=0 dropped=0 subscribers=1"),
     ]

@@ -2,8 +2,8 @@
 
 Every ``interval_s`` (30 s by default, on a fixed grid that does not drift) it logs one line per
 connection (role, state, uptime, messages per second, latency, last-frame age, ping round trip,
-reconnects, rotations, last error), one line of merger counters and, when given a bus, one line
-of bus counters. A connection that is not connected, or stale (its depth20 went silent), is
+reconnects, rotations, last error), one line of merger counters (backfills and catch-ups
+included) and, when given a bus, one line of bus counters. A connection that is not connected, or stale (its depth20 went silent), is
 reported at WARNING, the rest at INFO.
 
 Given a ``prober`` (the market-data handle), each report is preceded by an active ping of every
@@ -223,13 +223,17 @@ def log_health(
         )
     merger = stats.merger
     logger.info(
-        "heartbeat.merger frames=%d published=%d duplicates=%d gaps=%d decode_errors=%d held=%d",
+        "heartbeat.merger frames=%d published=%d duplicates=%d gaps=%d decode_errors=%d held=%d "
+        "backfills=%d catch_ups=%d backfill_failures=%d",
         merger.frames,
         merger.published,
         merger.duplicates_dropped,
         merger.gaps,
         merger.decode_errors,
         merger.held,
+        merger.backfills,
+        merger.catch_ups,
+        merger.backfill_failures,
     )
     if bus is not None:
         bus_stats = bus.statistics()
