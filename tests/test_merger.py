@@ -195,10 +195,10 @@ def test_the_hold_is_bounded_while_a_backfill_is_in_flight() -> None:
 
 
 def caught_up(**config: object) -> tuple[Merger, list[object], TradeBackfillRequest]:
-    """Trade 1 seen at 0 s, every connection down from 1 s to 5 s: the catch-up it asks."""
+    """Trade 1 seen at 0 s, every connection down until one is up at 5 s: the catch-up it asks."""
     merger, out = collector(**config)
     merger.on_frame(A, trade_frame(1), 0, 0.0)
-    merger.on_feed_restored(1.0, 5.0)
+    merger.on_feed_restored(5.0)
     (request,) = merger.take_backfill_requests()
     assert isinstance(request, TradeBackfillRequest)
     return merger, out, request
@@ -208,7 +208,7 @@ def test_after_every_connection_was_down_a_quiet_stream_asks_rest_for_what_it_mi
     merger, out = collector()
     merger.on_frame(A, trade_frame(1), 0, 0.0)
     merger.on_frame(A, trade_frame(2), 0, 0.5)
-    merger.on_feed_restored(1.0, 5.0)  # every connection down from 1 s to 5 s
+    merger.on_feed_restored(5.0)  # a connection is up at 5 s after every one was down
     (request,) = merger.take_backfill_requests()
     assert isinstance(request, TradeBackfillRequest)
     assert (request.symbol, request.first_id, request.last_id) == ("BTCUSDT", 3, 10_002)
@@ -233,7 +233,7 @@ def test_a_catch_up_that_finds_the_end_of_history_reports_no_gap() -> None:
     assert ids(out) == [1, 2, 3, 4]
     assert merger.statistics().gaps == 0
     # Nothing printed during the outage: an empty answer is no gap either.
-    merger.on_feed_restored(7.0, 9.0)
+    merger.on_feed_restored(9.0)
     (quiet,) = merger.take_backfill_requests()
     assert isinstance(quiet, TradeBackfillRequest)
     assert quiet.first_id == 5
@@ -258,23 +258,68 @@ def test_live_trades_past_a_short_catch_up_answer_get_a_hold_of_their_own_not_a_
     assert merger.statistics().gaps == 0
 
 
-def test_no_catch_up_where_trades_kept_flowing_a_hole_is_held_or_nothing_was_seen() -> None:
-    merger, _ = collector()
-    merger.on_frame(A, trade_frame(1), 0, 2.0)  # published after the feed went down at 1 s
-    merger.on_feed_restored(1.0, 3.0)
-    assert merger.take_backfill_requests() == []
-    merger.on_frame(A, trade_frame(5), 0, 3.1)  # a hole, already held
-    merger.on_feed_restored(3.05, 3.15)
-    assert merger.take_backfill_requests() == []
+def test_no_catch_up_for_a_stream_never_seen_or_without_a_backfill_source() -> None:
     never_seen, _ = collector()
-    never_seen.on_feed_restored(0.0, 1.0)
+    never_seen.on_feed_restored(1.0)
     assert never_seen.take_backfill_requests() == []
     out: list[object] = []
     without_rest = Merger(out.append, MergerConfig())
     without_rest.on_frame(A, trade_frame(1), 0, 0.0)
-    without_rest.on_feed_restored(1.0, 5.0)
+    without_rest.on_feed_restored(5.0)
     assert without_rest.take_backfill_requests() == []
     assert without_rest.next_deadline() == float("inf")
+
+
+def test_a_stream_holding_a_hole_catches_up_once_the_hole_is_settled() -> None:
+    merger, out = collector()
+    merger.on_frame(A, trade_frame(1), 0, 0.0)
+    merger.on_frame(A, trade_frame(4), 0, 0.1)  # 2 and 3 missing
+    merger.on_time(0.35)
+    (hole,) = merger.take_backfill_requests()
+    assert isinstance(hole, TradeBackfillRequest)
+    merger.on_feed_restored(5.0)  # every connection was down meanwhile: 5.. may be missed too
+    assert merger.take_backfill_requests() == []  # one request per stream at a time
+    merger.on_trade_backfill(hole, [trade(2), trade(3)], None, 5.1)
+    assert ids(out) == [1, 2, 3, 4]
+    (catch_up,) = merger.take_backfill_requests()
+    assert isinstance(catch_up, TradeBackfillRequest)
+    assert (catch_up.first_id, catch_up.open_ended) == (5, True)
+    merger.on_trade_backfill(catch_up, [trade(5), trade(6)], None, 5.2)
+    assert ids(out) == [1, 2, 3, 4, 5, 6]
+    # A hole settled by a live copy, or given up at its deadline, catches up the same way.
+    merger.on_frame(A, trade_frame(8), 0, 6.0)
+    merger.on_feed_restored(6.05)
+    merger.on_frame(B, trade_frame(7), 0, 6.1)  # the other connection fills the hole
+    (after_live,) = merger.take_backfill_requests()
+    assert isinstance(after_live, TradeBackfillRequest)
+    assert after_live.first_id == 9
+    merger.on_trade_backfill(after_live, [], None, 6.2)
+    merger.on_frame(A, trade_frame(11), 0, 7.0)
+    merger.on_feed_restored(7.05)
+    merger.on_time(7.25)  # the hole's hold is over: its backfill is asked first
+    (second_hole,) = merger.take_backfill_requests()
+    assert isinstance(second_hole, TradeBackfillRequest)
+    assert (second_hole.first_id, second_hole.last_id) == (9, 10)
+    merger.on_time(17.3)  # REST never answers: the hole is given up, then the catch-up
+    (after_timeout,) = merger.take_backfill_requests()
+    assert isinstance(after_timeout, TradeBackfillRequest)
+    assert (after_timeout.first_id, after_timeout.open_ended) == (12, True)
+    assert ids(out) == [1, 2, 3, 4, 5, 6, 7, 8, ("gap", 9, 10), 11]
+    assert merger.statistics().catch_ups == 3
+
+
+def test_a_sequence_reset_drops_a_deferred_catch_up() -> None:
+    merger, out = collector(reset_min_drop=100, reset_quiet_s=1.0)
+    merger.on_frame(A, trade_frame(500), 0, 0.0)
+    merger.on_frame(A, trade_frame(502), 0, 0.1)  # 501 held
+    merger.on_feed_restored(0.15)  # deferred behind the hole
+    merger.on_frame(A, trade_frame(3), 0, 2.0)  # the exchange restarted its ids
+    merger.on_frame(A, trade_frame(4), 0, 2.1)
+    merger.on_frame(A, trade_frame(6), 0, 2.2)  # a hole in the new sequence ...
+    merger.on_frame(B, trade_frame(5), 0, 2.25)  # ... settled: no catch-up is left to ask
+    assert ids(out) == [500, ("gap", 501, 501), 502, ("reset", 502, 3), 3, 4, 5, 6]
+    assert merger.take_backfill_requests() == []
+    assert merger.statistics().catch_ups == 0
 
 
 def test_a_catch_up_that_fills_its_window_leaves_the_rest_to_an_ordinary_hole() -> None:
@@ -296,7 +341,7 @@ def test_a_failed_or_late_catch_up_costs_no_trade() -> None:
     merger.on_trade_backfill(failed, [], "CircuitOpenError: rest open", 5.1)
     assert merger.statistics().backfill_failures == 1
     assert merger.next_deadline() == float("inf")
-    merger.on_feed_restored(6.0, 8.0)
+    merger.on_feed_restored(8.0)
     (late,) = merger.take_backfill_requests()
     assert isinstance(late, TradeBackfillRequest)
     merger.on_frame(A, trade_frame(2), 0, 8.5)  # live, consecutive: published at once

@@ -3,8 +3,8 @@
 Every ``interval_s`` (30 s by default, on a fixed grid that does not drift) it logs one line per
 connection (role, state, uptime, messages per second, latency, last-frame age, ping round trip,
 reconnects, rotations, last error), one line of merger counters (backfills and catch-ups
-included) and, when given a bus, one line of bus counters. A connection that is not connected, or stale (its depth20 went silent), is
-reported at WARNING, the rest at INFO.
+included) and, when given a bus, one line of bus counters. A connection that is not
+connected, or stale (its depth20 went silent), is reported at WARNING, the rest at INFO.
 
 Given a ``prober`` (the market-data handle), each report is preceded by an active ping of every
 connection (:meth:`~genesis.exchange.ws_manager.MarketDataHandle.probe_connections`), whose

@@ -25,9 +25,9 @@ Rules (each event reaches the subscribers exactly once, in order per stream):
   trades behind it, counted and logged.
 - catch-up: a hole is only seen when a trade behind it arrives, and after every connection
   was down a quiet market may print none for minutes. So when a connection is up again
-  (:meth:`Merger.on_feed_restored`), a stream that published no trade since the last one went
-  down asks REST for the trades after its newest id at once (open-ended, up to
-  ``max_backfill_trades``); what is printed from then on arrives live.
+  (:meth:`Merger.on_feed_restored`), every trade stream asks REST for the trades after its
+  newest id at once (open-ended, up to ``max_backfill_trades``; a stream holding a hole, once
+  the hole is settled); what is printed from then on arrives live.
 - depth20: a newer ``lastUpdateId`` wins; ticker: a newer event time ``E`` wins.
 - kline: a newer ``(open time, E)`` wins; a kline's closed frame is never dropped, even late.
   A closed kline that never arrived (every connection was down over a minute boundary) is
@@ -429,15 +429,15 @@ class Merger:
         if self._trades.holding:
             self._trades.on_time(now)
 
-    def on_feed_restored(self, quiet_since: float, now: float) -> None:
-        """A connection is up again after every one was down from ``quiet_since``.
+    def on_feed_restored(self, now: float) -> None:
+        """A connection is up again after every one was down.
 
-        Each trade stream that published nothing since then asks the backfill source for the
-        trades after its newest id (an open-ended :class:`TradeBackfillRequest`): otherwise
-        the trades printed during the outage would stay unseen until the next one prints.
-        A stream already holding a hole, or never seen, asks nothing.
+        Each trade stream asks the backfill source for the trades after its newest id (an
+        open-ended :class:`TradeBackfillRequest`): otherwise the trades printed during the
+        outage would stay unseen until the next one prints. A stream never seen asks nothing;
+        one still holding a hole asks once that hole is settled (one request at a time).
         """
-        self._trades.catch_up(quiet_since, now)
+        self._trades.catch_up(now)
 
     def on_close(self, code: int, now: float) -> None:
         """Count a connection closed by the peer with an unexpected close code."""

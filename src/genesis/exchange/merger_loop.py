@@ -72,9 +72,9 @@ class MergerLoop:
         if (core.backfill_requests or core.next_deadline() != deadline) and self._wait_scope:
             self._wait_scope.cancel()
 
-    def feed_restored(self, quiet_since: float, now: float) -> None:
+    def feed_restored(self, now: float) -> None:
         """A connection is up again after every one was down: the core catches up."""
-        self.core.on_feed_restored(quiet_since, now)
+        self.core.on_feed_restored(now)
         if self.core.backfill_requests and self._wait_scope is not None:
             self._wait_scope.cancel()
 

@@ -88,6 +88,9 @@ class TradeSequencer:
     backfill_failures: int = attrs.field(default=0, init=False)
     sequence_resets: int = attrs.field(default=0, init=False)
     catch_ups: int = attrs.field(default=0, init=False)
+    deferred_catch_ups: set[str] = attrs.field(factory=set, init=False)
+    """Streams that were holding a hole when the feed came back: they catch up once it is
+    settled."""
 
     def held(self) -> int:
         return sum(len(seq.held) for seq in self.holding.values())
@@ -116,6 +119,8 @@ class TradeSequencer:
             seq.last_at = now
             if seq.held:
                 self._release_consecutive(seq)
+                if self.deferred_catch_ups:
+                    self._catch_up_if_deferred(seq, now)
             return
         seq.held[trade_id] = trade
         if seq.deadline == math.inf:
@@ -195,6 +200,8 @@ class TradeSequencer:
                     self._release_all(seq, now, "backfill timed out")
                 else:
                     self._hole_unfilled(seq, now)
+                if self.deferred_catch_ups:
+                    self._catch_up_if_deferred(seq, now)
 
     def _hole_unfilled(self, seq: TradeSequence, now: float) -> None:
         """No connection filled the hole in time: ask the backfill source, or give it up."""
@@ -219,29 +226,41 @@ class TradeSequencer:
             last_missing,
         )
 
-    def catch_up(self, quiet_since: float, now: float) -> None:
+    def catch_up(self, now: float) -> None:
         """See :meth:`genesis.exchange.merger.Merger.on_feed_restored`."""
         if not self.backfill:
             return
         for seq in self.sequences.values():
-            if seq.last_id is None or seq.held or seq.backfill is not None:
-                continue  # nothing to continue from, or a hole already on its way
-            if seq.last_at > quiet_since:
-                continue  # a trade was published since: the ids stayed consecutive
-            first = seq.last_id + 1
-            request = TradeBackfillRequest(
-                seq.route.symbol,
-                seq.route.name,
-                first,
-                first + self.config.max_backfill_trades - 1,
-                open_ended=True,
-            )
-            seq.backfill = request
-            seq.deadline = now + self.config.backfill_timeout_s
-            self.holding[seq.route.name] = seq
-            self.catch_ups += 1
-            self.ask(request)
-            logger.info("ws.merger.catch_up stream=%s from_id=%d", seq.route.name, first)
+            if seq.last_id is None:
+                continue  # never seen: its first trade starts it
+            if seq.held or seq.backfill is not None:
+                # One request per stream at a time: it catches up once its hole is settled.
+                self.deferred_catch_ups.add(seq.route.name)
+            else:
+                self._ask_catch_up(seq, now)
+
+    def _catch_up_if_deferred(self, seq: TradeSequence, now: float) -> None:
+        name = seq.route.name
+        if name in self.deferred_catch_ups and not seq.held and seq.backfill is None:
+            self.deferred_catch_ups.discard(name)
+            self._ask_catch_up(seq, now)
+
+    def _ask_catch_up(self, seq: TradeSequence, now: float) -> None:
+        assert seq.last_id is not None
+        first = seq.last_id + 1
+        request = TradeBackfillRequest(
+            seq.route.symbol,
+            seq.route.name,
+            first,
+            first + self.config.max_backfill_trades - 1,
+            open_ended=True,
+        )
+        seq.backfill = request
+        seq.deadline = now + self.config.backfill_timeout_s
+        self.holding[seq.route.name] = seq
+        self.catch_ups += 1
+        self.ask(request)
+        logger.info("ws.merger.catch_up stream=%s from_id=%d", seq.route.name, first)
 
     def on_backfill(
         self,
@@ -281,6 +300,8 @@ class TradeSequencer:
         # missing (a live trade held there opens a hole of its own, held and asked as usual).
         upto = newest if request.open_ended else request.last_id + 1
         self._release_through(seq, upto, now, reason)
+        if self.deferred_catch_ups:
+            self._catch_up_if_deferred(seq, now)
 
     def _reset(self, seq: TradeSequence, first: int, source: FrameSource, now: float) -> None:
         assert seq.last_id is not None
@@ -289,6 +310,7 @@ class TradeSequencer:
             self._release_all(seq, now, "sequence reset")
             previous = seq.last_id
         self._stop_holding(seq)
+        self.deferred_catch_ups.discard(seq.route.name)  # a new sequence: nothing to catch up
         seq.last_id = None
         self.reset_event(seq.route, previous, first, source, now)
 

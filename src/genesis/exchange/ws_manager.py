@@ -203,9 +203,9 @@ class _Service:
     rejected_everywhere: bool = False
     state_changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     session_ids: itertools.count[int] = attrs.field(factory=itertools.count)
-    disconnected_since: float | None = None
-    """When the last connected session ended (``None``: one is connected, or none ever was):
-    trades printed since reached nobody, and the next connection asks REST for them."""
+    all_disconnected: bool = False
+    """The last connected session ended (none is connected, and one was): trades printed
+    since reached nobody, and the next connection asks REST for them."""
 
     def notify_state(self) -> None:
         self.state_changed.unpark_all()
@@ -359,7 +359,7 @@ class _Service:
             if role.previous is session:
                 role.previous = None
             if session.connected_at is not None and not self._any_connected():
-                self.disconnected_since = trio.current_time()
+                self.all_disconnected = True
             reason = error or ("rotated" if session.retired else "cancelled")
             if role.current is session and error is not None:
                 role.last_error = error
@@ -396,11 +396,11 @@ class _Service:
             )
             session.connected_at = trio.current_time()
             session.ws = ws
-            if self.disconnected_since is not None:
+            if self.all_disconnected:
                 # Every connection was down: what was printed meanwhile reached none of them,
                 # and a quiet market may print nothing that would reveal the hole.
-                self.merger.feed_restored(self.disconnected_since, session.connected_at)
-                self.disconnected_since = None
+                self.merger.feed_restored(session.connected_at)
+                self.all_disconnected = False
             role.rejections = 0
             if role.current is session:
                 role.state = ConnectionState.CONNECTED
