@@ -64,7 +64,7 @@ async def run_tree_in(
 
 async def publish_raw(url: str, subject: str, payload: bytes) -> None:
     async with open_asyncio_thread() as host:
-        session = await host.call(lambda: NatsSession.connect(url, name="t", connect_timeout_s=2))
+        session = await host.call(lambda: NatsSession.connect(url, name="t", connect_timeout_s=10))
         await host.call(lambda: session.publish_raw(subject, payload))
         await host.call(session.close)
 
