@@ -47,7 +47,7 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
             "--faults",
             "none",
             "--settle",
-            "1",
+            "3",  # trades_lost == 0 below needs the last trades delivered within it: margin
             "--order-book",
             "ETHUSDT",
             "--report",
@@ -56,7 +56,10 @@ def test_genesis_soak_writes_a_clean_report_and_exits_0(
     )
     out = capsys.readouterr().out
     assert code == EXIT_OK, out
-    assert out.splitlines()[-6].startswith("soak OK: 2 s, faults none")
+    # The window's measured length is printed ("2 s"; later on a loaded machine): not asserted.
+    verdict = out.splitlines()[-6]
+    assert verdict.startswith("soak OK: "), verdict
+    assert " s, faults none " in verdict, verdict
     data = json.loads(path.read_text())
     assert data["ok"] is True
     assert data["profile"] == "none"

@@ -95,9 +95,10 @@ async def run_asyncio(
         client = async_client_class(handle)(
             handle.api_key, handle.api_secret, requests_params={"timeout": TIMEOUT_S}
         )
-        # Its WS API reader notices a close only between receive timeouts (10 s by default);
-        # answers on loopback take milliseconds, so a short timeout only speeds up the close.
-        client.ws_api.TIMEOUT = 0.5
+        # Its WS API reader notices a close only between receive timeouts (10 s by default),
+        # so a shorter one speeds up the close. The same timeout bounds each WS API request,
+        # though (across this thread and the trio loop's): 2 s, not 0.5 s, for a loaded CI core.
+        client.ws_api.TIMEOUT = 2.0
         try:
             manager = BinanceSocketManager(client)
             manager.STREAM_URL = handle.stream_url + "/"
