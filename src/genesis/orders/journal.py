@@ -202,7 +202,8 @@ class JournalStatistics:
     """Counters of an open journal, kept in memory (reading them never touches the disk).
 
     ``outbox`` is the number of messages waiting in the outbox for the broker;
-    ``outbox_unencodable`` counts updates journaled without one because the encoder failed.
+    ``outbox_unencodable`` counts the order updates and balance events the encoder failed on
+    (journaled or published without their outbox message).
     """
 
     path: str
